@@ -1,0 +1,33 @@
+"""JSON-RPC error codes and protocol constants; stdlib only so automctl can import it cheaply."""
+
+from enum import IntEnum
+
+#: Version of the JSON-RPC API (methods, params, results, error codes). See docs/api.md for
+#: the compatibility policy: additions bump the minor version, removals or changes the major.
+API_VERSION = "0.1.0"
+
+#: Where the daemon listens when socket-activated by the shipped automd.socket.
+DEFAULT_SOCKET = "/run/automd.sock"
+
+#: HTTP path of the JSON-RPC endpoint.
+RPC_PATH = "/rpc"
+
+
+class ErrorCode(IntEnum):
+    """Every error code automd puts on the wire. Values are stable once published."""
+
+    # JSON-RPC 2.0 standard codes.
+    PARSE_ERROR = -32700
+    INVALID_REQUEST = -32600
+    METHOD_NOT_FOUND = -32601
+    INVALID_PARAMS = -32602
+    INTERNAL_ERROR = -32603
+
+    # Transport-level errors (JSON-RPC's implementation-defined server-error range).
+    SERVER_BUSY = -32000
+    REQUEST_TOO_LARGE = -32001
+    REQUEST_TIMEOUT = -32002
+    UNSUPPORTED_MEDIA_TYPE = -32003
+    SHUTTING_DOWN = -32004
+    BATCH_TOO_LARGE = -32005
+    HTTP_METHOD_NOT_ALLOWED = -32006

@@ -1,0 +1,131 @@
+"""Daemon settings: the automd.toml schema, its documented defaults, and loading it."""
+
+from __future__ import annotations
+
+import tomllib
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from automd.errors import ConfigError
+
+DEFAULT_CONFIG_PATH = Path("/etc/automd/automd.toml")
+
+
+class _Section(BaseModel):
+    # Frozen so a loaded config can be shared freely; unknown keys are errors, not ignored.
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+PositiveSeconds = Annotated[float, Field(gt=0, le=86400)]
+
+
+class ServerSettings(_Section):
+    """The HTTP/JSON-RPC endpoint on the Unix socket."""
+
+    max_body_bytes: Annotated[int, Field(ge=1024, le=64 * 1024 * 1024)] = Field(
+        1024 * 1024, description="Largest accepted request body, in bytes."
+    )
+    max_batch_size: Annotated[int, Field(ge=1, le=10_000)] = Field(
+        100, description="Most calls accepted in one JSON-RPC batch."
+    )
+    max_connections: Annotated[int, Field(ge=1, le=100_000)] = Field(
+        1024, description="Most client connections open at once; more are refused with HTTP 503."
+    )
+    read_timeout_seconds: PositiveSeconds = Field(
+        10.0, description="Time allowed to receive a request body once its headers arrived."
+    )
+    idle_timeout_seconds: PositiveSeconds = Field(
+        60.0,
+        description=(
+            "An idle keep-alive connection, or one whose request headers are still incomplete, "
+            "is closed after this long."
+        ),
+    )
+    shutdown_timeout_seconds: PositiveSeconds = Field(
+        10.0, description="On SIGTERM, how long in-flight requests may take to finish."
+    )
+
+
+class StateSettings(_Section):
+    """Where automd keeps its SQLite state."""
+
+    directory: Path = Field(
+        Path("/var/lib/automd"),
+        description="State directory (systemd's StateDirectory=automd); overridden by --state-dir.",
+    )
+
+
+class LogLevel(StrEnum):
+    DEBUG = "debug"
+    INFO = "info"
+    WARNING = "warning"
+    ERROR = "error"
+
+
+class LogSettings(_Section):
+    """automd's own log output (journald under systemd, stderr otherwise)."""
+
+    level: LogLevel = Field(LogLevel.INFO, description="Lowest level logged.")
+
+
+class Config(_Section):
+    """The whole of automd.toml."""
+
+    server: ServerSettings = ServerSettings()
+    state: StateSettings = StateSettings()
+    log: LogSettings = LogSettings()
+
+
+def load_config(path: Path | None) -> Config:
+    """Load `path`, or the default path; a missing *default* file means every default applies.
+
+    A file named explicitly (``--config``) must exist. Any problem raises ConfigError naming
+    the file, the key and the reason.
+    """
+    explicit = path is not None
+    path = path or DEFAULT_CONFIG_PATH
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        if explicit:
+            raise ConfigError(str(path), None, "file not found") from None
+        return Config()
+    except OSError as exc:
+        raise ConfigError(str(path), None, exc.strerror or str(exc)) from exc
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(str(path), None, f"not UTF-8 text: {exc.reason}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(str(path), None, f"invalid TOML: {exc}") from exc
+    return parse_config(data, source=str(path))
+
+
+def parse_config(data: dict[str, Any], *, source: str) -> Config:
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        key = ".".join(str(part) for part in first["loc"]) or None
+        reason = first["msg"]
+        if first["type"] == "extra_forbidden":
+            reason = "unknown setting"
+        more = exc.error_count() - 1
+        if more:
+            reason += f" (and {more} more error{'s' if more > 1 else ''})"
+        raise ConfigError(source, key, reason) from exc
+
+
+def iter_settings(model: type[BaseModel] = Config, prefix: str = "") -> list[tuple[str, Any, str]]:
+    """Every setting as (dotted key, default, description): the source docs are checked against."""
+    rows: list[tuple[str, Any, str]] = []
+    for name, field in model.model_fields.items():
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            rows.extend(iter_settings(annotation, f"{prefix}{name}."))
+        else:
+            rows.append((f"{prefix}{name}", field.default, field.description or ""))
+    return rows

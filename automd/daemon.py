@@ -1,0 +1,162 @@
+"""Composition root: build the parts from config, serve, reload on SIGHUP, drain on SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import socket
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from automd import __version__
+from automd.api.codes import API_VERSION
+from automd.api.methods import METHODS
+from automd.config import DEFAULT_CONFIG_PATH, Config, load_config
+from automd.errors import ConfigError, StoreError
+from automd.log import set_level, setup_logging
+from automd.rpc.handlers import build_handlers
+from automd.rpc.http import RpcServer
+from automd.rpc.protocol import Dispatcher
+from automd.sd import ListenError, activated_socket, bind_socket, notify
+from automd.store.db import Store
+from automd.system import SystemInfo
+from automd.systemd.bus import SystemdBus
+
+log = logging.getLogger("automd")
+
+# Exit statuses (sysexits.h); automd.service lists them in RestartPreventExitStatus= because
+# restarting cannot fix a bad config or an unusable socket.
+EXIT_USAGE = 64
+EXIT_SOFTWARE = 70
+EXIT_CANTCREAT = 73
+EXIT_CONFIG = 78
+
+
+@dataclass(frozen=True)
+class Options:
+    config_path: Path | None
+    listen: Path | None
+    state_dir: Path | None
+
+
+def parse_args(argv: list[str] | None) -> Options:
+    parser = argparse.ArgumentParser(
+        prog="automd",
+        description="automd daemon: runs allowlisted jobs as transient systemd units.",
+    )
+    parser.add_argument(
+        "--config", type=Path, help=f"configuration file (default {DEFAULT_CONFIG_PATH})"
+    )
+    parser.add_argument(
+        "--listen",
+        type=Path,
+        metavar="PATH",
+        help="bind this Unix socket instead of taking one from systemd (development, tests)",
+    )
+    parser.add_argument("--state-dir", type=Path, help="override state.directory")
+    parser.add_argument("--version", action="version", version=f"automd {__version__}")
+    args = parser.parse_args(argv)
+    return Options(config_path=args.config, listen=args.listen, state_dir=args.state_dir)
+
+
+def _listening_socket(options: Options) -> tuple[socket.socket, str]:
+    if options.listen is not None:
+        return bind_socket(options.listen), str(options.listen)
+    sock = activated_socket()
+    if sock is None:
+        raise ListenError(
+            "not socket-activated: start automd.socket, or pass --listen PATH to bind a socket"
+        )
+    return sock, f"{sock.getsockname()} (socket-activated)"
+
+
+class Daemon:
+    def __init__(self, options: Options, config: Config) -> None:
+        self.options = options
+        self.config = config
+        self._stop = asyncio.Event()
+
+    def _state_dir(self) -> Path:
+        return self.options.state_dir or self.config.state.directory
+
+    async def run(self) -> int:
+        try:
+            sock, where = _listening_socket(self.options)
+        except ListenError as exc:
+            log.error("%s", exc)
+            return EXIT_USAGE
+        try:
+            store = await Store.open(self._state_dir())
+        except StoreError as exc:
+            log.error("cannot open state store in %s: %s", self._state_dir(), exc.__cause__)
+            sock.close()
+            return EXIT_CANTCREAT
+        bus = SystemdBus()
+        system = SystemInfo(store, bus)
+        dispatcher = Dispatcher(
+            METHODS, build_handlers(system), max_batch_size=self.config.server.max_batch_size
+        )
+        server = RpcServer(dispatcher, self.config.server)
+        try:
+            await server.start(sock)
+            loop = asyncio.get_running_loop()
+            loop.add_signal_handler(signal.SIGTERM, self._stop.set)
+            loop.add_signal_handler(signal.SIGINT, self._stop.set)
+            loop.add_signal_handler(signal.SIGHUP, lambda: self._reload(server))
+            systemd_version = await system.systemd_version()
+            systemd_text = (
+                f"systemd {systemd_version}" if systemd_version else "systemd unreachable"
+            )
+            status = f"Serving API {API_VERSION} on {where}; {systemd_text}"
+            log.info("automd %s ready: %s", __version__, status)
+            notify(READY="1", STATUS=status)
+            await self._stop.wait()
+
+            log.info("stopping: draining in-flight requests")
+            notify(STOPPING="1", STATUS="Stopping: draining in-flight requests")
+            await server.drain()
+        finally:
+            await bus.close()
+            await store.close()
+            if self.options.listen is not None:
+                self.options.listen.unlink(missing_ok=True)
+        log.info("stopped after %d requests", server.requests_total)
+        return 0
+
+    def _reload(self, server: RpcServer) -> None:
+        notify(RELOADING="1", STATUS="Reloading configuration")
+        try:
+            config = load_config(self.options.config_path)
+        except ConfigError as exc:
+            log.error("reload failed, keeping the running configuration: %s", exc)
+            notify(READY="1", STATUS=f"Reload failed, running configuration kept: {exc}")
+            return
+        if config.state.directory != self.config.state.directory:
+            log.warning("state.directory changed; it takes effect on restart")
+        self.config = config
+        set_level(config.log.level)
+        server.apply_settings(config.server)
+        log.info("configuration reloaded")
+        notify(READY="1", STATUS="Configuration reloaded; serving")
+
+
+def main(argv: list[str] | None = None) -> int:
+    options = parse_args(argv)
+    try:
+        config = load_config(options.config_path)
+    except ConfigError as exc:
+        print(f"automd: bad configuration: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    setup_logging(config.log.level)
+    try:
+        return asyncio.run(Daemon(options, config).run())
+    except Exception:
+        log.exception("automd failed")
+        return EXIT_SOFTWARE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

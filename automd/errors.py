@@ -1,0 +1,111 @@
+"""The one exception tree: every automd error, each carrying its JSON-RPC code."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from automd.api.codes import ErrorCode
+
+
+class AutomdError(Exception):
+    """Base of every error automd reports to a caller; `code` and `data` go on the wire."""
+
+    code: ErrorCode = ErrorCode.INTERNAL_ERROR
+    message: str = "Internal error"
+
+    def __init__(self, message: str | None = None, data: Any = None) -> None:
+        self.message = message or type(self).message
+        self.data = data
+        super().__init__(self.message)
+
+    def to_wire(self) -> dict[str, Any]:
+        error: dict[str, Any] = {"code": int(self.code), "message": self.message}
+        if self.data is not None:
+            error["data"] = self.data
+        return error
+
+
+class ParseError(AutomdError):
+    code = ErrorCode.PARSE_ERROR
+    message = "Parse error"
+
+
+class InvalidRequest(AutomdError):
+    code = ErrorCode.INVALID_REQUEST
+    message = "Invalid Request"
+
+
+class MethodNotFound(AutomdError):
+    code = ErrorCode.METHOD_NOT_FOUND
+    message = "Method not found"
+
+
+class InvalidParams(AutomdError):
+    code = ErrorCode.INVALID_PARAMS
+    message = "Invalid params"
+
+
+class InternalError(AutomdError):
+    code = ErrorCode.INTERNAL_ERROR
+    message = "Internal error"
+
+
+class ServerBusy(AutomdError):
+    code = ErrorCode.SERVER_BUSY
+    message = "Server busy: too many connections"
+
+
+class RequestTooLarge(AutomdError):
+    code = ErrorCode.REQUEST_TOO_LARGE
+    message = "Request body too large"
+
+
+class RequestTimeout(AutomdError):
+    code = ErrorCode.REQUEST_TIMEOUT
+    message = "Request body not received in time"
+
+
+class UnsupportedMediaType(AutomdError):
+    code = ErrorCode.UNSUPPORTED_MEDIA_TYPE
+    message = "Content-Type must be application/json"
+
+
+class ShuttingDown(AutomdError):
+    code = ErrorCode.SHUTTING_DOWN
+    message = "automd is shutting down"
+
+
+class BatchTooLarge(AutomdError):
+    code = ErrorCode.BATCH_TOO_LARGE
+    message = "Batch too large"
+
+
+class HttpMethodNotAllowed(AutomdError):
+    code = ErrorCode.HTTP_METHOD_NOT_ALLOWED
+    message = "Use POST for JSON-RPC requests"
+
+
+class ConfigError(Exception):
+    """A configuration file is unusable: names the file, the key and the reason."""
+
+    def __init__(self, file: str, key: str | None, reason: str) -> None:
+        self.file = file
+        self.key = key
+        self.reason = reason
+        where = f"{file}: {key}" if key else file
+        super().__init__(f"{where}: {reason}")
+
+
+class StoreError(AutomdError):
+    """The state store failed (an sqlite3 error translated at the store boundary).
+
+    The sqlite3 detail goes to the journal through the exception chain, never on the wire.
+    """
+
+    message = "State store error"
+
+
+class SystemdUnavailable(AutomdError):
+    """systemd's D-Bus API could not be reached or answered with an error."""
+
+    message = "systemd is not reachable"

@@ -1,0 +1,1 @@
+"""Transport only: the HTTP/JSON-RPC endpoint, peer credentials, dispatch, thin handlers."""

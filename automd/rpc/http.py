@@ -1,0 +1,173 @@
+"""HTTP/1.1 on the Unix socket: POST /rpc carries JSON-RPC; socket hygiene lives here.
+
+HTTP statuses describe the transport (413, 408, 415, 405, 503); any reply that holds a
+JSON-RPC body, including parse and validation errors, is HTTP 200 (204 when empty).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+
+from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
+
+from automd.api.codes import RPC_PATH
+from automd.config import ServerSettings
+from automd.errors import (
+    AutomdError,
+    HttpMethodNotAllowed,
+    InvalidRequest,
+    RequestTimeout,
+    RequestTooLarge,
+    ServerBusy,
+    ShuttingDown,
+    UnsupportedMediaType,
+)
+from automd.rpc.context import CallContext, read_peer_credentials
+from automd.rpc.protocol import Dispatcher, encode, error_reply
+
+log = logging.getLogger(__name__)
+
+_JSON = "application/json"
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+def _error_response(status: int, error: AutomdError, *, close: bool = False) -> web.Response:
+    response = web.Response(
+        status=status, body=encode(error_reply(None, error)), content_type=_JSON
+    )
+    if status == 405:
+        response.headers["Allow"] = "POST"
+    if close:
+        # The rest of the request was not read, so the connection cannot be reused.
+        response.force_close()
+    return response
+
+
+def _busy_reply() -> bytes:
+    body = encode(error_reply(None, ServerBusy()))
+    head = (
+        "HTTP/1.1 503 Service Unavailable\r\n"
+        f"Content-Type: {_JSON}\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    )
+    return head.encode("ascii") + body
+
+
+class _RefuseConnection(asyncio.Protocol):
+    """Answers a connection over the cap with a 503 JSON-RPC error and hangs up."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.WriteTransport)
+        transport.write(_busy_reply())
+        transport.close()
+
+
+class RpcServer:
+    """Serves the Dispatcher on a listening socket until drained."""
+
+    def __init__(self, dispatcher: Dispatcher, settings: ServerSettings) -> None:
+        self._dispatcher = dispatcher
+        self.settings = settings
+        self._draining = False
+        self._web: web.Server | None = None
+        self._server: asyncio.Server | None = None
+        self.requests_total = 0
+
+    def apply_settings(self, settings: ServerSettings) -> None:
+        """Take new settings on reload; idle_timeout_seconds applies to new connections only."""
+        self.settings = settings
+        self._dispatcher.max_batch_size = settings.max_batch_size
+
+    async def start(self, sock: socket.socket) -> None:
+        self._web = web.Server(
+            self._handle,
+            # aiohttp arms this timer at connect and re-arms it after each reply; it closes a
+            # connection that is idle or whose request headers never complete (slow clients).
+            keepalive_timeout=self.settings.idle_timeout_seconds,
+            access_log=None,
+        )
+        loop = asyncio.get_running_loop()
+        # asyncio calls listen() again: keep the kernel's maximum backlog, not asyncio's 100,
+        # so a burst of connects queues instead of failing with EAGAIN.
+        self._server = await loop.create_server(
+            self._make_protocol, sock=sock, backlog=socket.SOMAXCONN
+        )
+
+    @property
+    def connection_count(self) -> int:
+        return 0 if self._web is None else len(self._web.connections)
+
+    def _make_protocol(self) -> asyncio.BaseProtocol:
+        assert self._web is not None
+        if self.connection_count >= self.settings.max_connections:
+            log.warning("refusing connection: %d open", self.connection_count)
+            return _RefuseConnection()
+        return self._web()
+
+    async def drain(self) -> None:
+        """Stop accepting, let in-flight requests finish within the bound, close the rest."""
+        self._draining = True
+        if self._server is not None:
+            self._server.close()
+        if self._web is not None:
+            await self._web.shutdown(self.settings.shutdown_timeout_seconds)
+
+    def _refuse(self, request: web.BaseRequest) -> web.Response | None:
+        """The transport-level error for a request that must not reach the dispatcher, if any."""
+        if request.path != RPC_PATH:
+            return web.Response(status=404, text="not found: JSON-RPC is served at POST /rpc\n")
+        if request.method != "POST":
+            return _error_response(405, HttpMethodNotAllowed())
+        if request.content_type != _JSON:
+            return _error_response(
+                415, UnsupportedMediaType(data={"content_type": request.content_type}), close=True
+            )
+        if self._draining:
+            return _error_response(503, ShuttingDown(), close=True)
+        limit = self.settings.max_body_bytes
+        if request.content_length is not None and request.content_length > limit:
+            return _error_response(413, RequestTooLarge(data={"max_body_bytes": limit}), close=True)
+        return None
+
+    async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        refusal = self._refuse(request)
+        if refusal is not None:
+            return refusal
+        limit = self.settings.max_body_bytes
+        try:
+            async with asyncio.timeout(self.settings.read_timeout_seconds):
+                body = await self._read_body(request, limit)
+        except TimeoutError:
+            timeout = self.settings.read_timeout_seconds
+            return _error_response(
+                408, RequestTimeout(data={"read_timeout_seconds": timeout}), close=True
+            )
+        except _BodyTooLarge:
+            return _error_response(413, RequestTooLarge(data={"max_body_bytes": limit}), close=True)
+        except RequestPayloadError as exc:
+            return _error_response(400, InvalidRequest(data=f"malformed body: {exc}"), close=True)
+
+        self.requests_total += 1
+        sock = request.transport.get_extra_info("socket") if request.transport else None
+        peer = read_peer_credentials(sock) if sock is not None else None
+        reply = await self._dispatcher.handle(body, CallContext(peer=peer))
+        if reply is None:
+            return web.Response(status=204)
+        return web.Response(body=reply, content_type=_JSON)
+
+    @staticmethod
+    async def _read_body(request: web.BaseRequest, limit: int) -> bytes:
+        # Read incrementally so a chunked body without Content-Length still meets the cap.
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.content.iter_any():
+            size += len(chunk)
+            if size > limit:
+                raise _BodyTooLarge
+            chunks.append(chunk)
+        return b"".join(chunks)

@@ -1,0 +1,180 @@
+"""JSON-RPC 2.0 semantics, free of any transport: parse, validate, dispatch, shape replies.
+
+Hand-written over pydantic instead of jsonrpcserver; docs/architecture.md says why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from automd.api.methods import MethodSpec
+from automd.errors import (
+    AutomdError,
+    BatchTooLarge,
+    InternalError,
+    InvalidParams,
+    InvalidRequest,
+    MethodNotFound,
+    ParseError,
+)
+from automd.rpc.context import CallContext
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[Any, CallContext], Awaitable[BaseModel]]
+Reply = dict[str, Any]
+
+_ENVELOPE_MEMBERS = frozenset({"jsonrpc", "method", "params", "id"})
+
+
+def _reject_constant(name: str) -> Any:
+    # json.loads accepts NaN/Infinity by default; they are not JSON.
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def decode_body(body: bytes) -> Any:
+    """Parse a request body as strict UTF-8 JSON, raising ParseError with a useful reason."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ParseError(data=f"request body is not valid UTF-8 (byte {exc.start})") from None
+    try:
+        return json.loads(text, parse_constant=_reject_constant)
+    except json.JSONDecodeError as exc:
+        raise ParseError(data=f"{exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except ValueError as exc:
+        raise ParseError(data=str(exc)) from None
+    except RecursionError:
+        raise ParseError(data="JSON nested too deeply") from None
+
+
+def encode(payload: Any) -> bytes:
+    # ensure_ascii keeps the output valid UTF-8 even for strings holding lone surrogates.
+    return json.dumps(payload, separators=(",", ":")).encode("ascii")
+
+
+def error_reply(request_id: Any, error: AutomdError) -> Reply:
+    return {"jsonrpc": "2.0", "error": error.to_wire(), "id": request_id}
+
+
+def _is_valid_id(value: Any) -> bool:
+    return (
+        value is None
+        or isinstance(value, str)
+        or (isinstance(value, int) and not isinstance(value, bool))
+    )
+
+
+def describe_validation_error(exc: ValidationError) -> dict[str, Any]:
+    """-32602 `data`: the first offending field and reason, plus every error found."""
+    errors = []
+    for err in exc.errors(include_url=False, include_input=False):
+        field = ".".join(str(part) for part in err["loc"]) or None
+        reason = "unknown parameter" if err["type"] == "extra_forbidden" else err["msg"]
+        errors.append({"field": field, "reason": reason})
+    return {"field": errors[0]["field"], "reason": errors[0]["reason"], "errors": errors}
+
+
+class Dispatcher:
+    """Routes requests to handlers; every outcome becomes a JSON-RPC reply, never a raise."""
+
+    def __init__(
+        self,
+        methods: Mapping[str, MethodSpec],
+        handlers: Mapping[str, Handler],
+        *,
+        max_batch_size: int,
+    ) -> None:
+        missing = sorted(methods.keys() - handlers.keys())
+        unknown = sorted(handlers.keys() - methods.keys())
+        if missing or unknown:
+            raise ValueError(f"handlers out of step with API: missing {missing}, unknown {unknown}")
+        self._methods = methods
+        self._handlers = handlers
+        self.max_batch_size = max_batch_size
+
+    async def handle(self, body: bytes, ctx: CallContext) -> bytes | None:
+        """Answer one HTTP body; None when nothing is to be sent back (only notifications)."""
+        try:
+            payload = decode_body(body)
+        except ParseError as exc:
+            return encode(error_reply(None, exc))
+        if isinstance(payload, list):
+            if not payload:
+                return encode(error_reply(None, InvalidRequest(data="empty batch")))
+            if len(payload) > self.max_batch_size:
+                too_large = BatchTooLarge(
+                    data={"max_batch_size": self.max_batch_size, "received": len(payload)}
+                )
+                return encode(error_reply(None, too_large))
+            replies = await asyncio.gather(*(self.handle_one(item, ctx) for item in payload))
+            answered = [reply for reply in replies if reply is not None]
+            return encode(answered) if answered else None
+        reply = await self.handle_one(payload, ctx)
+        return None if reply is None else encode(reply)
+
+    async def handle_one(self, request: Any, ctx: CallContext) -> Reply | None:
+        """One request object -> its reply, or None for a notification."""
+        if not isinstance(request, dict):
+            return error_reply(None, InvalidRequest(data="request must be a JSON object"))
+        is_notification = "id" not in request
+        request_id = request.get("id")
+        if not _is_valid_id(request_id):
+            return error_reply(
+                None, InvalidRequest(data='"id" must be a string, an integer or null')
+            )
+        try:
+            spec, params = self._validate_envelope(request)
+            result = await self._call(spec, params, ctx)
+        except AutomdError as exc:
+            if is_notification and not isinstance(exc, InvalidRequest):
+                log.debug("notification %r failed: %s", request.get("method"), exc.message)
+                return None
+            return error_reply(request_id, exc)
+        if is_notification:
+            return None
+        return {"jsonrpc": "2.0", "result": result, "id": request_id}
+
+    def _validate_envelope(self, request: dict[str, Any]) -> tuple[MethodSpec, Any]:
+        if request.get("jsonrpc") != "2.0":
+            raise InvalidRequest(data='"jsonrpc" must be exactly "2.0"')
+        extra = sorted(request.keys() - _ENVELOPE_MEMBERS)
+        if extra:
+            raise InvalidRequest(data=f"unknown request member {extra[0]!r}")
+        method = request.get("method")
+        if not isinstance(method, str):
+            raise InvalidRequest(data='"method" must be a string')
+        params = request.get("params", {})
+        if not isinstance(params, dict | list):
+            raise InvalidRequest(data='"params" must be an object or an array')
+        spec = self._methods.get(method)
+        if spec is None:
+            raise MethodNotFound(data={"method": method})
+        if isinstance(params, list):
+            if params:
+                raise InvalidParams(
+                    data={"field": None, "reason": "params must be an object (by name)"}
+                )
+            params = {}
+        return spec, params
+
+    async def _call(self, spec: MethodSpec, raw_params: Any, ctx: CallContext) -> Any:
+        try:
+            params = spec.params.model_validate(raw_params)
+        except ValidationError as exc:
+            raise InvalidParams(data=describe_validation_error(exc)) from None
+        try:
+            result = await self._handlers[spec.name](params, ctx)
+        except AutomdError:
+            raise
+        except Exception as exc:
+            # The one place unknown exceptions become -32603: traceback to the journal only.
+            log.exception("internal error in %s", spec.name)
+            raise InternalError() from exc
+        return result.model_dump(mode="json")

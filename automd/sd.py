@@ -1,0 +1,67 @@
+"""The systemd service protocol: inherited listening sockets and sd_notify messages."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import socket
+import stat
+from pathlib import Path
+
+import systemd.daemon
+
+
+class ListenError(Exception):
+    pass
+
+
+def activated_socket() -> socket.socket | None:
+    """The AF_UNIX stream socket systemd passed us (LISTEN_FDS), or None if not activated."""
+    fds: list[int] = systemd.daemon.listen_fds()  # also unsets LISTEN_* for children
+    if not fds:
+        return None
+    if len(fds) != 1:
+        raise ListenError(f"expected one socket from systemd, got {len(fds)}: fix automd.socket")
+    fd = fds[0]
+    if not systemd.daemon.is_socket_unix(fd, socket.SOCK_STREAM, 1):
+        raise ListenError("the socket from systemd is not a listening AF_UNIX stream socket")
+    sock = socket.socket(fileno=fd)
+    sock.setblocking(False)
+    return sock
+
+
+def bind_socket(path: Path) -> socket.socket:
+    """Listen on `path` ourselves (development, tests); a stale socket file is replaced."""
+    if path.exists() or path.is_symlink():
+        if not stat.S_ISSOCK(path.lstat().st_mode):
+            raise ListenError(f"{path} exists and is not a socket")
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.connect(str(path))
+        except ConnectionRefusedError:
+            path.unlink()  # nobody listens: a leftover from a previous run
+        except OSError as exc:
+            if exc.errno != errno.ENOENT:
+                raise ListenError(f"{path}: {exc.strerror}") from exc
+        else:
+            raise ListenError(f"{path} is in use by another process")
+        finally:
+            probe.close()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(str(path))
+    except OSError as exc:
+        sock.close()
+        raise ListenError(f"cannot listen on {path}: {exc.strerror}") from exc
+    sock.setblocking(False)
+    return sock
+
+
+def notify(**fields: str) -> None:
+    """Send sd_notify fields (READY, STATUS, STOPPING, ...); a no-op outside systemd."""
+    if not os.environ.get("NOTIFY_SOCKET"):
+        return
+    message = "\n".join(f"{key}={value}" for key, value in fields.items())
+    with contextlib.suppress(OSError):
+        systemd.daemon.notify(message)

@@ -1,0 +1,1 @@
+"""All SQLite: one serialised writer, numbered migrations, and the tables behind the API."""

@@ -1,0 +1,61 @@
+"""The daemon's own facts: its version and the health of what it depends on."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from automd import __version__
+from automd.api.codes import API_VERSION
+from automd.api.methods import HealthCheck, HealthResult, HealthStatus, VersionResult
+from automd.errors import AutomdError
+from automd.store.db import Store
+from automd.systemd.bus import SystemdBus
+
+# A health probe must answer quickly even when systemd is wedged.
+_PROBE_TIMEOUT = 2.0
+
+
+class SystemInfo:
+    def __init__(self, store: Store, bus: SystemdBus) -> None:
+        self._store = store
+        self._bus = bus
+        self._started = time.monotonic()
+
+    async def systemd_version(self) -> str | None:
+        try:
+            async with asyncio.timeout(_PROBE_TIMEOUT):
+                return await self._bus.systemd_version()
+        except (AutomdError, TimeoutError):
+            return None
+
+    async def version(self) -> VersionResult:
+        return VersionResult(
+            version=__version__,
+            api_version=API_VERSION,
+            systemd_version=await self.systemd_version(),
+        )
+
+    async def health(self) -> HealthResult:
+        store, bus = await asyncio.gather(self._check_store(), self._check_bus())
+        checks = {"store": store, "dbus": bus}
+        healthy = all(check.ok for check in checks.values())
+        return HealthResult(
+            status=HealthStatus.OK if healthy else HealthStatus.DEGRADED,
+            uptime_seconds=round(time.monotonic() - self._started, 3),
+            checks=checks,
+        )
+
+    async def _check_store(self) -> HealthCheck:
+        try:
+            async with asyncio.timeout(_PROBE_TIMEOUT):
+                schema = await self._store.schema_version()
+        except (AutomdError, TimeoutError) as exc:
+            return HealthCheck(ok=False, detail=f"{self._store.path}: {type(exc).__name__}")
+        return HealthCheck(ok=True, detail=f"{self._store.path} (schema {schema})")
+
+    async def _check_bus(self) -> HealthCheck:
+        version = await self.systemd_version()
+        if version is None:
+            return HealthCheck(ok=False, detail="systemd D-Bus API not reachable")
+        return HealthCheck(ok=True, detail=f"systemd {version} reachable")
