@@ -70,11 +70,6 @@ class UnsupportedMediaType(AutomdError):
     message = "Content-Type must be application/json"
 
 
-class ShuttingDown(AutomdError):
-    code = ErrorCode.SHUTTING_DOWN
-    message = "automd is shutting down"
-
-
 class BatchTooLarge(AutomdError):
     code = ErrorCode.BATCH_TOO_LARGE
     message = "Batch too large"

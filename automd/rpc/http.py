@@ -22,7 +22,6 @@ from automd.errors import (
     RequestTimeout,
     RequestTooLarge,
     ServerBusy,
-    ShuttingDown,
     UnsupportedMediaType,
 )
 from automd.rpc.context import CallContext, read_peer_credentials
@@ -76,6 +75,10 @@ class RpcServer:
         self._draining = False
         self._web: web.Server | None = None
         self._server: asyncio.Server | None = None
+        # Connections with a request in progress (body still arriving, or being answered).
+        self._busy: dict[object, asyncio.Task[object]] = {}
+        self._idle = asyncio.Event()
+        self._idle.set()
         self.requests_total = 0
 
     def apply_settings(self, settings: ServerSettings) -> None:
@@ -110,12 +113,28 @@ class RpcServer:
         return self._web()
 
     async def drain(self) -> None:
-        """Stop accepting, let in-flight requests finish within the bound, close the rest."""
+        """Stop accepting, let in-flight requests finish within the bound, close the rest.
+
+        aiohttp's own shutdown stops reading from busy connections, so a request whose body
+        is still arriving could never finish; hence idle connections are closed here and busy
+        ones are left to complete (each reply then carries Connection: close).
+        """
         self._draining = True
         if self._server is not None:
             self._server.close()
-        if self._web is not None:
-            await self._web.shutdown(self.settings.shutdown_timeout_seconds)
+        if self._web is None:
+            return
+        for connection in self._web.connections:
+            if connection not in self._busy:
+                connection.close()
+        try:
+            async with asyncio.timeout(self.settings.shutdown_timeout_seconds):
+                await self._idle.wait()
+        except TimeoutError:
+            log.warning("drain: %d requests still in progress, cutting them off", len(self._busy))
+            for task in self._busy.values():
+                task.cancel()
+        await self._web.shutdown(1.0)
 
     def _refuse(self, request: web.BaseRequest) -> web.Response | None:
         """The transport-level error for a request that must not reach the dispatcher, if any."""
@@ -127,14 +146,28 @@ class RpcServer:
             return _error_response(
                 415, UnsupportedMediaType(data={"content_type": request.content_type}), close=True
             )
-        if self._draining:
-            return _error_response(503, ShuttingDown(), close=True)
         limit = self.settings.max_body_bytes
         if request.content_length is not None and request.content_length > limit:
             return _error_response(413, RequestTooLarge(data={"max_body_bytes": limit}), close=True)
         return None
 
     async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        connection = request.protocol
+        task = asyncio.current_task()
+        assert task is not None
+        self._busy[connection] = task
+        self._idle.clear()
+        try:
+            response = await self._answer(request)
+        finally:
+            del self._busy[connection]
+            if not self._busy:
+                self._idle.set()
+        if self._draining:
+            response.force_close()
+        return response
+
+    async def _answer(self, request: web.BaseRequest) -> web.StreamResponse:
         refusal = self._refuse(request)
         if refusal is not None:
             return refusal

@@ -23,10 +23,10 @@ DB_FILENAME = "automd.db"
 
 @contextmanager
 def _translate(action: str) -> Iterator[None]:
-    """sqlite3 errors become StoreError at this boundary; the detail stays in the chain."""
+    """sqlite3 and OS errors become StoreError at this boundary; the detail stays in the chain."""
     try:
         yield
-    except sqlite3.Error as exc:
+    except (sqlite3.Error, OSError) as exc:
         log.error("state store: %s failed: %s", action, exc)
         raise StoreError(data={"action": action}) from exc
 

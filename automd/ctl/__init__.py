@@ -1,0 +1,1 @@
+"""automctl: the command-line client. Stdlib only (plus automd.api.codes) so it starts fast."""

@@ -1,0 +1,117 @@
+"""A blocking JSON-RPC 2.0 client for automd's Unix socket, on http.client."""
+
+from __future__ import annotations
+
+import http.client
+import itertools
+import json
+import socket
+from typing import Any
+
+from automd.api.codes import RPC_PATH
+
+
+class ClientError(Exception):
+    """Base of everything automctl reports instead of a traceback."""
+
+
+class DaemonUnreachable(ClientError):
+    pass
+
+
+class ConnectPermissionDenied(ClientError):
+    pass
+
+
+class ProtocolError(ClientError):
+    """The daemon answered, but not with a JSON-RPC reply we understand."""
+
+
+class RemoteError(ClientError):
+    """The daemon answered with a JSON-RPC error object."""
+
+    def __init__(self, code: int, message: str, data: Any = None) -> None:
+        self.code = code
+        self.message = message
+        self.data = data
+        super().__init__(f"{message} ({code})" + (f": {_describe(data)}" if data else ""))
+
+    def to_json(self) -> dict[str, Any]:
+        error: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.data is not None:
+            error["data"] = self.data
+        return error
+
+
+def _describe(data: Any) -> str:
+    if isinstance(data, dict) and "field" in data and "reason" in data:
+        return f"{data['field']}: {data['reason']}" if data["field"] else str(data["reason"])
+    return data if isinstance(data, str) else json.dumps(data)
+
+
+class _UnixHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("automd", timeout=timeout)
+        self._path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(self._path)
+        except BaseException:
+            sock.close()
+            raise
+        self.sock = sock
+
+
+class RpcClient:
+    def __init__(self, socket_path: str, *, timeout: float = 30.0) -> None:
+        self.socket_path = socket_path
+        self._timeout = timeout
+        self._ids = itertools.count(1)
+
+    def call(self, method: str, params: dict[str, Any] | None = None) -> Any:
+        request = {
+            "jsonrpc": "2.0",
+            "method": method,
+            "params": params or {},
+            "id": next(self._ids),
+        }
+        status, body = self._post(json.dumps(request).encode())
+        try:
+            reply = json.loads(body)
+        except ValueError:
+            raise ProtocolError(f"unexpected reply from automd (HTTP {status})") from None
+        if not isinstance(reply, dict):
+            raise ProtocolError(f"unexpected reply from automd (HTTP {status})")
+        error = reply.get("error")
+        if isinstance(error, dict):
+            raise RemoteError(
+                int(error.get("code", 0)), str(error.get("message", "")), error.get("data")
+            )
+        if "result" not in reply:
+            raise ProtocolError(f"reply without result (HTTP {status})")
+        return reply["result"]
+
+    def _post(self, body: bytes) -> tuple[int, bytes]:
+        path = self.socket_path
+        conn = _UnixHTTPConnection(path, self._timeout)
+        try:
+            conn.request("POST", RPC_PATH, body, headers={"Content-Type": "application/json"})
+            response = conn.getresponse()
+            return response.status, response.read()
+        except FileNotFoundError:
+            raise DaemonUnreachable(f"{path}: no such socket (is automd.socket running?)") from None
+        except ConnectionRefusedError:
+            raise DaemonUnreachable(f"{path}: connection refused (is automd running?)") from None
+        except PermissionError:
+            raise ConnectPermissionDenied(
+                f"{path}: permission denied (are you root or in group automd?)"
+            ) from None
+        except TimeoutError:
+            raise DaemonUnreachable(f"{path}: no answer within {self._timeout:g}s") from None
+        except (http.client.HTTPException, OSError) as exc:
+            raise DaemonUnreachable(f"{path}: {exc}") from None
+        finally:
+            conn.close()

@@ -1,0 +1,191 @@
+"""A real automd process on the host (no systemd needed), and a raw HTTP client for it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, ClassVar, Protocol
+
+
+class DaemonProcess:
+    """`automd --listen` in a subprocess, with NOTIFY_SOCKET pointed at us to see sd_notify."""
+
+    def __init__(self, workdir: Path, config_text: str = "") -> None:
+        self.workdir = workdir
+        self.socket_path = workdir / "automd.sock"
+        self.config_path = workdir / "automd.toml"
+        self.config_path.write_text(config_text)
+        self.notifications: list[str] = []
+        self._notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self._notify.bind(str(workdir / "notify.sock"))
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def command(self) -> list[str]:
+        return [
+            sys.executable, "-m", "automd.daemon",
+            "--listen", str(self.socket_path),
+            "--config", str(self.config_path),
+            "--state-dir", str(self.workdir / "state"),
+        ]  # fmt: skip
+
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "NOTIFY_SOCKET": str(self.workdir / "notify.sock")}
+
+    def start(self, command: list[str] | None = None, timeout: float = 15.0) -> None:
+        self.proc = subprocess.Popen(
+            command or self.command(),
+            env=self.env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        self.wait_for_notification("READY=1", timeout)
+
+    def wait_for_notification(self, field: str, timeout: float = 15.0) -> str:
+        deadline = time.monotonic() + timeout
+        for seen in self.notifications:
+            if field in seen.split("\n"):
+                return seen
+        while time.monotonic() < deadline:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise AssertionError(f"automd exited {self.proc.returncode}: {self.output()}")
+            self._notify.settimeout(max(0.01, min(0.2, deadline - time.monotonic())))
+            try:
+                message = self._notify.recv(4096).decode()
+            except TimeoutError:
+                continue
+            self.notifications.append(message)
+            if field in message.split("\n"):
+                return message
+        raise AssertionError(f"no {field} within {timeout}s; got {self.notifications}")
+
+    def signal(self, signum: signal.Signals) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signum)
+
+    def stop(self, timeout: float = 20.0) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise
+
+    def output(self) -> str:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            return "(still running)"
+        out, err = self.proc.communicate()
+        return (out + err).decode(errors="replace")
+
+    def close(self) -> None:
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                self.proc.kill()
+            self.proc.communicate()  # reaps it and closes the pipes
+        self._notify.close()
+
+
+class DaemonFactory(Protocol):
+    """Makes a not-yet-started DaemonProcess with this automd.toml text in a fresh directory."""
+
+    def __call__(self, config_text: str = "") -> DaemonProcess: ...
+
+
+class HttpReply:
+    def __init__(self, status: int, headers: dict[str, str], body: bytes) -> None:
+        self.status = status
+        self.headers = headers
+        self.body = body
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+async def read_reply(reader: asyncio.StreamReader) -> HttpReply:
+    head = await reader.readuntil(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1])
+    headers = {}
+    for line in lines[1:]:
+        if ":" in line:
+            name, value = line.split(":", 1)
+            headers[name.strip().lower()] = value.strip()
+    length = int(headers.get("content-length", "0"))
+    body = await reader.readexactly(length) if length else b""
+    return HttpReply(status, headers, body)
+
+
+def post_bytes(
+    body: bytes, *, content_type: str = "application/json", extra: str = "", method: str = "POST"
+) -> bytes:
+    head = (
+        f"{method} /rpc HTTP/1.1\r\nHost: automd\r\nContent-Type: {content_type}\r\n"
+        f"Content-Length: {len(body)}\r\n{extra}\r\n"
+    )
+    return head.encode() + body
+
+
+class Connection:
+    """One keep-alive connection speaking raw HTTP/1.1, for precise control of what is sent."""
+
+    #: Every connection opened and not yet closed; the autouse fixture closes leftovers.
+    open_connections: ClassVar[set[Connection]] = set()
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+        Connection.open_connections.add(self)
+
+    @classmethod
+    async def open(cls, path: Path) -> Connection:
+        reader, writer = await asyncio.open_unix_connection(str(path))
+        return cls(reader, writer)
+
+    async def send(self, data: bytes) -> None:
+        self.writer.write(data)
+        await self.writer.drain()
+
+    async def post(self, body: bytes, **kwargs: Any) -> HttpReply:
+        await self.send(post_bytes(body, **kwargs))
+        return await read_reply(self.reader)
+
+    async def call(self, method: str, params: Any = None, id: Any = 1) -> Any:
+        request = {"jsonrpc": "2.0", "method": method, "id": id}
+        if params is not None:
+            request["params"] = params
+        reply = await self.post(json.dumps(request).encode())
+        assert reply.status == 200, reply.body
+        return reply.json()
+
+    async def closed_by_peer(self) -> bool:
+        """True once the daemon hangs up; callers bound the wait with asyncio.timeout."""
+        try:
+            return await self.reader.read() == b""
+        except ConnectionResetError:
+            return True
+
+    async def close(self) -> None:
+        Connection.open_connections.discard(self)
+        self.writer.close()
+        with contextlib.suppress(ConnectionResetError, BrokenPipeError):
+            await self.writer.wait_closed()
+
+
+async def call(path: Path, method: str, params: Any = None) -> Any:
+    conn = await Connection.open(path)
+    try:
+        return await conn.call(method, params)
+    finally:
+        await conn.close()

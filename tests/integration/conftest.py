@@ -1,0 +1,97 @@
+"""Session fixture booting one systemd container with automd's units installed, for all tests."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.integration.container import Container, ContainerError
+
+HERE = Path(__file__).parent
+CHECKOUT = Path(__file__).parents[2]
+SOCKET_PATH = "/run/automd.sock"
+TEST_USER = "alice"  # member of group automd: may connect to the socket
+OTHER_USER = "bob"  # not a member: must be refused
+
+_BOOT_REPORT = pytest.StashKey[str]()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # Conftest hooks see every collected item, not only this directory's; mark just ours.
+    for item in items:
+        if item.path.is_relative_to(HERE):
+            item.add_marker(pytest.mark.integration)
+
+
+def pytest_terminal_summary(
+    terminalreporter: pytest.TerminalReporter, exitstatus: int, config: pytest.Config
+) -> None:
+    report = config.stash.get(_BOOT_REPORT, None)
+    if report is not None:
+        terminalreporter.write_line(report)
+
+
+@pytest.fixture(scope="session")
+def container(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Container]:
+    """One booted container for the session, automd installed; always torn down."""
+    log_path = tmp_path_factory.mktemp("container") / "nspawn.log"
+    # A failed boot raises ContainerError and fails the tests: never a skip.
+    with Container(CHECKOUT, log_path=log_path) as c:
+        request.config.stash[_BOOT_REPORT] = (
+            f"automd test container {c.name}: booted to {c.boot_state!r} "
+            f"in {c.boot_seconds:.2f} s (log: {log_path})"
+        )
+        install_automd(c)
+        yield c
+
+
+def install_automd(c: Container) -> None:
+    """Install automd's group, units and test users inside; leave only the socket started."""
+    checkout = c.checkout
+    venv_automd = checkout / ".venv" / "bin" / "automd"
+    if any(ch.isspace() or ch in "\"'\\%" for ch in str(venv_automd)):
+        # Would need unit-file quoting/escaping in ExecStart=; not worth it for a test path.
+        raise ContainerError(f"checkout path unsuitable for ExecStart=: {venv_automd}")
+
+    c.run(["systemd-sysusers", str(checkout / "packaging" / "sysusers.d" / "automd.conf")])
+    c.run(
+        [
+            "install",
+            "-m",
+            "0644",
+            "-t",
+            "/etc/systemd/system",
+            str(checkout / "units" / "automd.socket"),
+            str(checkout / "units" / "automd.service"),
+        ]
+    )
+
+    dropin = [
+        "# Written by tests/integration/conftest.py: run the daemon from the checkout's venv.",
+        "[Service]",
+        "ExecStart=",
+        f"ExecStart={venv_automd}",
+    ]
+    interpreter_prefix = Path(os.path.realpath(checkout / ".venv" / "bin" / "python")).parents[1]
+    if any(
+        path.is_relative_to(home)
+        for path in (checkout, interpreter_prefix)
+        for home in (Path("/root"), Path("/home"))
+    ):
+        dropin += [
+            "# The checkout (or its venv's interpreter) lives under /home or /root, which the",
+            "# shipped ProtectHome=yes would hide from the daemon; read-only is enough here.",
+            "ProtectHome=read-only",
+        ]
+    c.write_file("/etc/systemd/system/automd.service.d/10-test.conf", "\n".join(dropin) + "\n")
+
+    c.run(["useradd", "-m", "-G", "automd", TEST_USER])
+    c.run(["useradd", "-m", OTHER_USER])
+    c.run(["systemctl", "daemon-reload"])
+    # Only the socket: the service is socket-activated on the first connection.
+    c.run(["systemctl", "start", "automd.socket"])

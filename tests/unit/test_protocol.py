@@ -1,0 +1,292 @@
+"""JSON-RPC 2.0 semantics of the Dispatcher, without any transport."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import pytest
+from pydantic import BaseModel, Field
+
+from automd.api.codes import ErrorCode
+from automd.api.methods import MethodSpec, NoParams, Params, Result
+from automd.errors import AutomdError
+from automd.rpc.context import CallContext, PeerCredentials
+from automd.rpc.protocol import Dispatcher, Handler
+
+
+class EchoParams(Params):
+    text: str = Field(max_length=10)
+    times: int = Field(1, ge=1, le=3)
+
+
+class EchoResult(Result):
+    text: str
+
+
+class NotFoundError(AutomdError):
+    code = ErrorCode.SERVER_BUSY
+    message = "thing not found"
+
+
+calls: list[str] = []
+
+METHODS = {
+    "t.echo": MethodSpec("t.echo", EchoParams, EchoResult, "echo"),
+    "t.boom": MethodSpec("t.boom", NoParams, EchoResult, "raises an unexpected exception"),
+    "t.fail": MethodSpec("t.fail", NoParams, EchoResult, "raises an AutomdError"),
+    "t.whoami": MethodSpec("t.whoami", NoParams, EchoResult, "peer uid"),
+}
+
+
+async def echo(params: EchoParams, ctx: CallContext) -> BaseModel:
+    calls.append(params.text)
+    return EchoResult(text=params.text * params.times)
+
+
+async def boom(params: NoParams, ctx: CallContext) -> BaseModel:
+    raise RuntimeError("secret detail /etc/shadow")
+
+
+async def fail(params: NoParams, ctx: CallContext) -> BaseModel:
+    raise NotFoundError(data={"id": "x"})
+
+
+async def whoami(params: NoParams, ctx: CallContext) -> BaseModel:
+    assert ctx.peer is not None
+    return EchoResult(text=str(ctx.peer.uid))
+
+
+HANDLERS: dict[str, Handler] = {"t.echo": echo, "t.boom": boom, "t.fail": fail, "t.whoami": whoami}
+CTX = CallContext(peer=PeerCredentials(pid=42, uid=1000, gid=1000))
+
+
+@pytest.fixture
+def dispatcher() -> Dispatcher:
+    calls.clear()
+    return Dispatcher(METHODS, HANDLERS, max_batch_size=5)
+
+
+async def rpc(dispatcher: Dispatcher, payload: Any) -> Any:
+    body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    reply = await dispatcher.handle(body, CTX)
+    return None if reply is None else json.loads(reply)
+
+
+def req(method: str, params: Any = None, id: Any = 1) -> dict[str, Any]:
+    request: dict[str, Any] = {"jsonrpc": "2.0", "method": method}
+    if params is not None:
+        request["params"] = params
+    if id is not ...:
+        request["id"] = id
+    return request
+
+
+async def test_call_returns_result_with_same_id(dispatcher: Dispatcher) -> None:
+    assert await rpc(dispatcher, req("t.echo", {"text": "ab", "times": 2}, id="x-1")) == {
+        "jsonrpc": "2.0",
+        "result": {"text": "abab"},
+        "id": "x-1",
+    }
+
+
+async def test_peer_credentials_reach_handler(dispatcher: Dispatcher) -> None:
+    assert (await rpc(dispatcher, req("t.whoami")))["result"] == {"text": "1000"}
+
+
+@pytest.mark.parametrize("request_id", [0, -7, "abc", None, 2**53])
+async def test_valid_ids_are_echoed(dispatcher: Dispatcher, request_id: Any) -> None:
+    reply = await rpc(dispatcher, req("t.echo", {"text": "a"}, id=request_id))
+    assert reply["id"] == request_id
+    assert reply["result"] == {"text": "a"}
+
+
+@pytest.mark.parametrize("bad_id", [1.5, True, [1], {"a": 1}])
+async def test_invalid_id_is_invalid_request_with_null_id(
+    dispatcher: Dispatcher, bad_id: Any
+) -> None:
+    reply = await rpc(dispatcher, req("t.echo", {"text": "a"}, id=bad_id))
+    assert reply["error"]["code"] == -32600
+    assert reply["id"] is None
+    assert calls == []
+
+
+async def test_notification_runs_and_gets_no_reply(dispatcher: Dispatcher) -> None:
+    assert await rpc(dispatcher, req("t.echo", {"text": "n"}, id=...)) is None
+    assert calls == ["n"]
+
+
+async def test_failing_or_unknown_notifications_get_no_reply(dispatcher: Dispatcher) -> None:
+    assert await rpc(dispatcher, req("t.fail", id=...)) is None
+    assert await rpc(dispatcher, req("nope", id=...)) is None
+    assert await rpc(dispatcher, req("t.echo", {"bad": 1}, id=...)) is None
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (b"{", "Expecting property name"),
+        (b'{"jsonrpc": "2.0", "method": "t.echo", "id": 1', "Expecting"),
+        (b"", "Expecting value"),
+        (b"\xff\xfe{}", "not valid UTF-8"),
+        (b'{"jsonrpc":"2.0","method":"t.echo","params":{"text":NaN},"id":1}', "NaN"),
+        (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+    ],
+)
+async def test_parse_error(dispatcher: Dispatcher, body: bytes, reason: str) -> None:
+    reply = await rpc(dispatcher, body)
+    assert reply["error"]["code"] == -32700
+    assert reason in reply["error"]["data"]
+    assert reply["id"] is None
+
+
+@pytest.mark.parametrize(
+    ("request_", "data"),
+    [
+        ({"method": "t.echo", "id": 1}, '"jsonrpc" must be exactly "2.0"'),
+        ({"jsonrpc": "1.0", "method": "t.echo", "id": 1}, '"jsonrpc" must be exactly "2.0"'),
+        ({"jsonrpc": "2.0", "id": 1}, '"method" must be a string'),
+        ({"jsonrpc": "2.0", "method": 5, "id": 1}, '"method" must be a string'),
+        ({"jsonrpc": "2.0", "method": "t.echo", "params": "x", "id": 1}, '"params" must be'),
+        ({"jsonrpc": "2.0", "method": "t.echo", "params": 3, "id": 1}, '"params" must be'),
+        ({"jsonrpc": "2.0", "method": "t.echo", "id": 1, "extra": 1}, "unknown request member"),
+    ],
+)
+async def test_invalid_request_echoes_valid_id(
+    dispatcher: Dispatcher, request_: dict[str, Any], data: str
+) -> None:
+    reply = await rpc(dispatcher, request_)
+    assert reply["error"]["code"] == -32600
+    assert data in reply["error"]["data"]
+    assert reply["id"] == 1
+
+
+@pytest.mark.parametrize("payload", [1, "x", None, True])
+async def test_non_object_request_is_invalid(dispatcher: Dispatcher, payload: Any) -> None:
+    reply = await rpc(dispatcher, payload)
+    assert reply == {
+        "jsonrpc": "2.0",
+        "error": {
+            "code": -32600,
+            "message": "Invalid Request",
+            "data": "request must be a JSON object",
+        },
+        "id": None,
+    }
+
+
+async def test_unknown_method(dispatcher: Dispatcher) -> None:
+    reply = await rpc(dispatcher, req("job.nope", id=9))
+    assert reply["error"] == {
+        "code": -32601,
+        "message": "Method not found",
+        "data": {"method": "job.nope"},
+    }
+    assert reply["id"] == 9
+
+
+@pytest.mark.parametrize(
+    ("params", "field", "reason"),
+    [
+        ({"text": "a", "bogus": 1}, "bogus", "unknown parameter"),
+        ({}, "text", "Field required"),
+        ({"text": 5}, "text", "valid string"),
+        ({"text": "a" * 11}, "text", "at most 10 characters"),
+        ({"text": "a", "times": 4}, "times", "less than or equal to 3"),
+        ({"text": "a", "times": "x"}, "times", "valid integer"),
+        (["a"], None, "params must be an object"),
+    ],
+)
+async def test_invalid_params_names_the_field(
+    dispatcher: Dispatcher, params: Any, field: str | None, reason: str
+) -> None:
+    reply = await rpc(dispatcher, req("t.echo", params, id=3))
+    error = reply["error"]
+    assert error["code"] == -32602
+    assert error["data"]["field"] == field
+    assert reason in error["data"]["reason"]
+    assert reply["id"] == 3
+    assert calls == []
+
+
+async def test_empty_params_array_means_no_params(dispatcher: Dispatcher) -> None:
+    reply = await rpc(dispatcher, req("t.whoami", []))
+    assert reply["result"] == {"text": "1000"}
+
+
+async def test_unexpected_exception_is_internal_error_without_detail(
+    dispatcher: Dispatcher, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.ERROR):
+        reply = await rpc(dispatcher, req("t.boom", id=4))
+    assert reply == {
+        "jsonrpc": "2.0",
+        "error": {"code": -32603, "message": "Internal error"},
+        "id": 4,
+    }
+    assert "secret" not in json.dumps(reply)
+    # ...but the traceback is logged for the operator.
+    assert any(record.exc_info for record in caplog.records)
+    assert "secret detail" in caplog.text
+
+
+async def test_automd_error_carries_its_code_and_data(dispatcher: Dispatcher) -> None:
+    reply = await rpc(dispatcher, req("t.fail", id=5))
+    assert reply["error"] == {"code": -32000, "message": "thing not found", "data": {"id": "x"}}
+
+
+async def test_batch_mixing_everything_gets_one_reply_per_non_notification(
+    dispatcher: Dispatcher,
+) -> None:
+    batch = [
+        req("t.echo", {"text": "a"}, id=1),
+        req("t.echo", {"text": "n"}, id=...),  # notification: runs, no reply
+        {"foo": "bar"},  # invalid object
+        7,  # not an object
+        req("nope", id="m"),  # unknown method
+        req("nope", id=...),  # unknown-method notification: no reply
+    ]
+    dispatcher.max_batch_size = 10
+    replies = await rpc(dispatcher, batch)
+    assert isinstance(replies, list)
+    by_id = {json.dumps(r["id"]): r for r in replies if r["id"] is not None}
+    assert by_id["1"]["result"] == {"text": "a"}
+    assert by_id['"m"']["error"]["code"] == -32601
+    invalid = [r for r in replies if r["id"] is None]
+    assert [r["error"]["code"] for r in invalid] == [-32600, -32600]
+    assert len(replies) == 4
+    assert sorted(calls) == ["a", "n"]
+
+
+async def test_batch_of_only_notifications_has_no_reply(dispatcher: Dispatcher) -> None:
+    batch = [req("t.echo", {"text": "x"}, id=...), req("t.echo", {"text": "y"}, id=...)]
+    assert await rpc(dispatcher, batch) is None
+    assert sorted(calls) == ["x", "y"]
+
+
+async def test_empty_batch_is_one_invalid_request(dispatcher: Dispatcher) -> None:
+    reply = await rpc(dispatcher, [])
+    assert reply["error"]["code"] == -32600
+    assert reply["id"] is None
+
+
+async def test_batch_over_the_cap_is_refused_whole(dispatcher: Dispatcher) -> None:
+    reply = await rpc(dispatcher, [req("t.echo", {"text": "a"}, id=i) for i in range(6)])
+    assert reply["error"]["code"] == ErrorCode.BATCH_TOO_LARGE
+    assert reply["error"]["data"] == {"max_batch_size": 5, "received": 6}
+    assert calls == []
+
+
+async def test_batch_with_invalid_json_is_a_single_parse_error(dispatcher: Dispatcher) -> None:
+    reply = await rpc(dispatcher, b'[{"jsonrpc":"2.0","method":"t.echo","id":1},')
+    assert reply["error"]["code"] == -32700
+
+
+def test_handlers_must_match_the_api() -> None:
+    with pytest.raises(ValueError, match=r"missing \['t.whoami'\]"):
+        Dispatcher(
+            METHODS, {k: v for k, v in HANDLERS.items() if k != "t.whoami"}, max_batch_size=1
+        )
+    with pytest.raises(ValueError, match=r"unknown \['t.extra'\]"):
+        Dispatcher(METHODS, {**HANDLERS, "t.extra": echo}, max_batch_size=1)
