@@ -1,0 +1,31 @@
+# One check command: `make test` (what CI runs). Integration tests boot a systemd container
+# with systemd-nspawn and need root; `make unit` runs everything else, no root needed.
+
+VENV ?= .venv
+BIN := $(VENV)/bin
+# Debian's interpreter: it lives under /usr, which the test container shares with the host.
+PYTHON ?= /usr/bin/python3
+
+.PHONY: test unit lint venv clean
+
+test: lint
+	$(BIN)/pytest
+
+unit: lint
+	$(BIN)/pytest -m "not integration"
+
+lint: venv
+	$(BIN)/ruff format --check automd tests
+	$(BIN)/ruff check automd tests
+	$(BIN)/mypy
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -1,0 +1,49 @@
+"""The docs cover the API: every method, every error code, and the current API version."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from automd.api.codes import API_VERSION, ErrorCode
+from automd.api.methods import METHODS
+from automd.ctl.main import VERBS, Exit
+
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_every_method_is_documented(method: str) -> None:
+    assert f"### `{method}`" in (DOCS / "api.md").read_text()
+
+
+@pytest.mark.parametrize("code", list(ErrorCode), ids=lambda c: c.name)
+def test_every_error_code_is_documented(code: ErrorCode) -> None:
+    api = (DOCS / "api.md").read_text()
+    assert re.search(rf"^\| {int(code)} \| {code.name} \| .+ \|$", api, re.M), code
+
+
+def test_documented_error_codes_all_exist() -> None:
+    api = (DOCS / "api.md").read_text()
+    documented = {int(m) for m in re.findall(r"^\| (-\d+) \| [A-Z_]+ \|", api, re.M)}
+    assert documented == {int(code) for code in ErrorCode}
+
+
+def test_error_codes_are_unique() -> None:
+    assert len({int(c) for c in ErrorCode}) == len(ErrorCode)
+
+
+def test_api_version_is_documented() -> None:
+    assert f"API version: **{API_VERSION}**" in (DOCS / "api.md").read_text()
+
+
+@pytest.mark.parametrize("verb", [v.name for v in VERBS])
+def test_every_automctl_verb_is_documented(verb: str) -> None:
+    assert re.search(rf"^\| `{verb}` \|", (DOCS / "automctl.md").read_text(), re.M)
+
+
+@pytest.mark.parametrize("status", list(Exit), ids=lambda s: s.name)
+def test_every_automctl_exit_status_is_documented(status: Exit) -> None:
+    assert re.search(rf"^\| {int(status)} \| .+ \|$", (DOCS / "automctl.md").read_text(), re.M)
