@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -71,25 +70,26 @@ def install_automd(c: Container) -> None:
         ]
     )
 
+    # Only ExecStart= differs from the shipped unit, plus what makes the checkout visible to the
+    # sandboxed service: CI may clone under /tmp or /root, which PrivateTmp=/ProtectHome= hide.
+    # BindReadOnlyPaths= exposes just the checkout; under a home directory, systemd documents
+    # ProtectHome=tmpfs (empty homes instead of inaccessible ones) as what such a bind needs.
     dropin = [
         "# Written by tests/integration/conftest.py: run the daemon from the checkout's venv.",
         "[Service]",
         "ExecStart=",
         f"ExecStart={venv_automd}",
+        f"BindReadOnlyPaths={checkout}",
     ]
-    interpreter_prefix = Path(os.path.realpath(checkout / ".venv" / "bin" / "python")).parents[1]
-    if any(
-        path.is_relative_to(home)
-        for path in (checkout, interpreter_prefix)
-        for home in (Path("/root"), Path("/home"))
-    ):
-        dropin += [
-            "# The checkout (or its venv's interpreter) lives under /home or /root, which the",
-            "# shipped ProtectHome=yes would hide from the daemon; read-only is enough here.",
-            "ProtectHome=read-only",
-        ]
+    if any(checkout.is_relative_to(home) for home in (Path("/root"), Path("/home"))):
+        dropin.append("ProtectHome=tmpfs")
     c.write_file("/etc/systemd/system/automd.service.d/10-test.conf", "\n".join(dropin) + "\n")
 
+    # The checkout's parents inside the container are nspawn's throwaway directories (e.g. a
+    # 0700 /root tmpfs); let the test users traverse them to reach the venv's automctl.
+    for parent in checkout.parents:
+        if parent != Path("/"):
+            c.run(["chmod", "o+x", str(parent)])
     c.run(["useradd", "-m", "-G", "automd", TEST_USER])
     c.run(["useradd", "-m", OTHER_USER])
     c.run(["systemctl", "daemon-reload"])
