@@ -1,0 +1,1 @@
+"""The allowlist: job definitions, their typed parameters, argv rendering, and the loader."""

@@ -1,0 +1,210 @@
+"""A job definition: the fixed executable and argv template, parameters, limits and policy."""
+
+from __future__ import annotations
+
+import re
+import string
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
+
+from automd.definitions.params import ParamSpec
+
+NAME_PATTERN = r"[a-z0-9][a-z0-9_-]{0,63}"
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_SIZE = re.compile(r"(\d+)\s*([KMGT]?)(i?B?)?", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
+_RESERVED_ENV = ("AUTOMD_", "TRACEPARENT")
+
+
+def _parse_size(value: Any) -> Any:
+    """'512M', '2G', '1048576' or an integer -> bytes (binary units, like systemd)."""
+    if isinstance(value, str):
+        match = _SIZE.fullmatch(value.strip())
+        if not match:
+            raise ValueError("expected a size such as 512M, 2G or a number of bytes")
+        return int(match.group(1)) * _SIZE_UNITS[match.group(2).upper()]
+    return value
+
+
+def _parse_percent(value: Any) -> Any:
+    if isinstance(value, str) and value.strip().endswith("%"):
+        return value.strip()[:-1]
+    return value
+
+
+Bytes = Annotated[int, BeforeValidator(_parse_size), Field(ge=1024 * 1024)]
+Percent = Annotated[float, BeforeValidator(_parse_percent), Field(gt=0, le=100 * 1024)]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Limits(_Frozen):
+    """Resource limits of each run (systemd MemoryMax=, CPUQuota=, TasksMax=, RuntimeMaxSec=)."""
+
+    memory_max: Bytes | None = Field(None, description="e.g. 512M; unset: no limit of its own")
+    cpu_quota: Percent | None = Field(None, description="percent of one CPU, e.g. 50%; 200% = 2")
+    tasks_max: int | None = Field(None, ge=1, le=1_000_000)
+    runtime_max_seconds: float | None = Field(3600.0, gt=0, le=30 * 86400)
+
+
+RetryableResult = Literal["exit-code", "signal", "core-dump", "timeout", "oom-kill", "resources"]
+
+
+class RetryPolicy(_Frozen):
+    """When a failed run is tried again, and how long automd waits before each new attempt."""
+
+    max_attempts: int = Field(1, ge=1, le=100, description="1 means no retries")
+    initial_delay_seconds: float = Field(5.0, ge=0, le=86400)
+    max_delay_seconds: float = Field(300.0, ge=0, le=7 * 86400)
+    multiplier: float = Field(2.0, ge=1, le=10)
+    jitter: float = Field(0.2, ge=0, le=1, description="± fraction of each delay, at random")
+    on_results: tuple[RetryableResult, ...] = ("exit-code", "signal", "core-dump", "timeout")
+    on_exit_codes: tuple[int, ...] | None = Field(
+        None, description="if set, an exit-code failure is retried only for these codes"
+    )
+
+
+class Access(_Frozen):
+    """Who may run the job besides root (enforced with polkit; see docs/definitions.md)."""
+
+    allowed_users: tuple[str, ...] = ()
+    allowed_groups: tuple[str, ...] = ()
+
+
+class Sandbox(_Frozen):
+    """Overrides of the hardened default sandbox of job units (automd.systemd.units)."""
+
+    private_network: bool = False
+    read_write_paths: tuple[str, ...] = Field(
+        (), description="absolute paths the job may write despite ProtectSystem=strict"
+    )
+    protect_system: Literal["strict", "full", "yes", "no"] = "strict"
+    protect_home: Literal["yes", "read-only", "tmpfs", "no"] = "yes"
+    private_tmp: bool = True
+    private_devices: bool = True
+    no_new_privileges: bool = True
+
+    @field_validator("read_write_paths")
+    @classmethod
+    def _absolute(cls, paths: tuple[str, ...]) -> tuple[str, ...]:
+        for path in paths:
+            if not path.startswith("/"):
+                raise ValueError(f"{path!r} must be an absolute path")
+        return paths
+
+
+class ConditionalArgs(_Frozen):
+    """argv entries that appear only when a parameter is set (and, for booleans, true)."""
+
+    if_: str = Field(alias="if")
+    args: tuple[str, ...] = Field(min_length=1)
+
+
+ArgvEntry = str | ConditionalArgs
+
+
+def placeholders(template: str) -> list[str]:
+    """Names in `{name}` placeholders of one template string ({{ and }} are literal braces)."""
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as exc:
+        raise ValueError(f"{template!r}: {exc}") from None
+    names = []
+    for _literal, field, spec, conversion in parsed:
+        if field is None:
+            continue
+        if not re.fullmatch(r"[a-z_][a-z0-9_]*", field) or spec or conversion:
+            raise ValueError(f"{template!r}: placeholders are {{name}} with a parameter name")
+        names.append(field)
+    return names
+
+
+class Definition(_Frozen):
+    """One allowlisted job, as declared in jobs.d/<name>.toml (the file name is the job name)."""
+
+    name: Annotated[str, Field(pattern=f"^{NAME_PATTERN}$")]
+    description: str = ""
+    executable: str = Field(description="absolute path of the program; never a shell")
+    argv: tuple[ArgvEntry, ...] = Field((), description="arguments after the executable")
+    parameters: dict[str, ParamSpec] = {}
+    environment: dict[str, str] = {}
+    working_directory: str | None = None
+    user: str | None = Field(None, description="run as this user; unset: a DynamicUser")
+    group: str | None = None
+    limits: Limits = Limits()
+    retry: RetryPolicy = RetryPolicy()
+    concurrency: int | None = Field(
+        None, ge=1, le=10_000, description="most runs at once of this definition"
+    )
+    sandbox: Sandbox = Sandbox()
+    access: Access = Access()
+
+    @field_validator("executable")
+    @classmethod
+    def _absolute_executable(cls, value: str) -> str:
+        if not value.startswith("/") or "{" in value:
+            raise ValueError("must be an absolute path without placeholders")
+        return value
+
+    @field_validator("working_directory")
+    @classmethod
+    def _absolute_workdir(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith("/"):
+            raise ValueError("must be an absolute path")
+        return value
+
+    @field_validator("parameters")
+    @classmethod
+    def _parameter_names(cls, params: dict[str, Any]) -> dict[str, Any]:
+        for name in params:
+            if not re.fullmatch(r"[a-z_][a-z0-9_]{0,63}", name):
+                raise ValueError(f"parameter name {name!r}: use lowercase letters, digits and _")
+        return params
+
+    @field_validator("environment")
+    @classmethod
+    def _environment_names(cls, env: dict[str, str]) -> dict[str, str]:
+        for key in env:
+            if not _ENV_NAME.fullmatch(key):
+                raise ValueError(f"{key!r} is not a valid environment variable name")
+            if key.startswith(_RESERVED_ENV):
+                raise ValueError(f"{key!r} is reserved for automd")
+        return env
+
+    @model_validator(mode="after")
+    def _placeholders_name_parameters(self) -> Definition:
+        templates: list[str] = list(self.environment.values())
+        for entry in self.argv:
+            if isinstance(entry, ConditionalArgs):
+                if entry.if_ not in self.parameters:
+                    raise ValueError(f"argv: 'if' names unknown parameter {entry.if_!r}")
+                templates.extend(entry.args)
+            else:
+                templates.append(entry)
+        for template in templates:
+            for name in placeholders(template):
+                if name not in self.parameters:
+                    raise ValueError(f"{template!r} refers to unknown parameter {name!r}")
+                spec = self.parameters[name]
+                if not spec.required and spec.default is None and not self._guarded(name):
+                    raise ValueError(
+                        f"optional parameter {name!r} without a default may only appear "
+                        "inside a conditional argv entry ({ if = ..., args = [...] })"
+                    )
+        return self
+
+    def _guarded(self, name: str) -> bool:
+        in_plain = any(isinstance(e, str) and name in placeholders(e) for e in self.argv) or any(
+            name in placeholders(v) for v in self.environment.values()
+        )
+        return not in_plain
