@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from automd import __version__
-from automd.errors import StoreError
+from automd.api.codes import ErrorCode
+from automd.errors import AutomdError, StoreError
 from automd.store.db import DB_FILENAME, Store
 from automd.store.migrations import LATEST_VERSION, MIGRATIONS
+
+
+class ConflictError(AutomdError):
+    code = ErrorCode.INVALID_PARAMS
 
 
 async def test_open_creates_the_database_with_wal_and_full_sync(tmp_path: Path) -> None:
@@ -18,11 +25,13 @@ async def test_open_creates_the_database_with_wal_and_full_sync(tmp_path: Path) 
     try:
         assert (tmp_path / "state" / DB_FILENAME).exists()
         assert oct((tmp_path / "state").stat().st_mode & 0o777) == "0o750"
-        async with store.transaction() as conn:
-            async with conn.execute("PRAGMA journal_mode") as cursor:
-                assert await cursor.fetchone() == ("wal",)
-            async with conn.execute("PRAGMA synchronous") as cursor:
-                assert await cursor.fetchone() == (2,)  # FULL
+        pragmas = await store.write(
+            lambda conn: (
+                conn.execute("PRAGMA journal_mode").fetchone(),
+                conn.execute("PRAGMA synchronous").fetchone(),
+            )
+        )
+        assert pragmas == (("wal",), (2,))  # synchronous=2 is FULL
         assert await store.schema_version() == LATEST_VERSION
         assert await store.get_meta("created_by_version") == __version__
     finally:
@@ -36,8 +45,7 @@ def test_migrations_are_numbered_one_by_one() -> None:
 async def test_reopen_keeps_data_and_does_not_migrate_again(tmp_path: Path) -> None:
     store = await Store.open(tmp_path)
     created = await store.get_meta("created_at")
-    async with store.transaction() as conn:
-        await conn.execute("INSERT INTO meta VALUES ('k', 'v')")
+    await store.write(lambda conn: conn.execute("INSERT INTO meta VALUES ('k', 'v')"))
     await store.close()
     store = await Store.open(tmp_path)
     try:
@@ -47,22 +55,46 @@ async def test_reopen_keeps_data_and_does_not_migrate_again(tmp_path: Path) -> N
         await store.close()
 
 
-async def test_failed_transaction_rolls_back(tmp_path: Path) -> None:
+async def test_a_failing_write_is_undone_alone(tmp_path: Path) -> None:
     store = await Store.open(tmp_path)
     try:
 
-        async def insert_then_fail() -> None:
-            async with store.transaction() as conn:
-                await conn.execute("INSERT INTO meta VALUES ('gone', 'x')")
-                raise RuntimeError("abort")
+        def insert_then_fail(conn: sqlite3.Connection) -> None:
+            conn.execute("INSERT INTO meta VALUES ('gone', 'x')")
+            raise ConflictError()
 
-        with pytest.raises(RuntimeError):
-            await insert_then_fail()
+        def insert(key: str) -> Callable[[sqlite3.Connection], object]:
+            return lambda conn: conn.execute("INSERT INTO meta VALUES (?, 'y')", (key,)).rowcount
+
+        # Queued together, so they share one transaction: the failure is undone on its own.
+        results = await asyncio.gather(
+            store.write(insert("a")),
+            store.write(insert_then_fail),
+            store.write(insert("b")),
+            return_exceptions=True,
+        )
+        assert results[0] == 1
+        assert results[2] == 1
+        assert isinstance(results[1], ConflictError)  # domain errors pass through unchanged
         assert await store.get_meta("gone") is None
-        # The writer is usable again afterwards.
-        async with store.transaction() as conn:
-            await conn.execute("INSERT INTO meta VALUES ('kept', 'y')")
-        assert await store.get_meta("kept") == "y"
+        assert (await store.get_meta("a"), await store.get_meta("b")) == ("y", "y")
+    finally:
+        await store.close()
+
+
+async def test_concurrent_writes_share_commits(tmp_path: Path) -> None:
+    store = await Store.open(tmp_path)
+    try:
+        commits_before = store.writer.commits
+
+        def insert(i: int) -> Callable[[sqlite3.Connection], object]:
+            return lambda conn: conn.execute("INSERT INTO meta VALUES (?, 'v')", (f"k{i}",))
+
+        await asyncio.gather(*(store.write(insert(i)) for i in range(500)))
+        commits = store.writer.commits - commits_before
+        assert commits < 100, commits  # 500 writes, far fewer fsynced commits
+        rows = await store.fetch_all("SELECT count(*) FROM meta WHERE key LIKE 'k%'")
+        assert rows[0][0] == 500
     finally:
         await store.close()
 
@@ -71,8 +103,9 @@ async def test_sqlite_errors_become_store_errors(tmp_path: Path) -> None:
     store = await Store.open(tmp_path)
     try:
         with pytest.raises(StoreError) as info:
-            async with store.transaction() as conn:
-                await conn.execute("INSERT INTO meta VALUES ('created_at', 'dup')")
+            await store.write(
+                lambda conn: conn.execute("INSERT INTO meta VALUES ('created_at', 'x')")
+            )
         assert isinstance(info.value.__cause__, sqlite3.IntegrityError)
         assert "UNIQUE" not in info.value.message  # the detail stays off the wire
     finally:
