@@ -58,6 +58,26 @@ class StateSettings(_Section):
     )
 
 
+class JobsSettings(_Section):
+    """Job definitions and the queue."""
+
+    definitions_directory: Path = Field(
+        Path("/etc/automd/jobs.d"),
+        description="Directory of job definitions (*.toml), re-read on reload.",
+    )
+    max_running: Annotated[int, Field(ge=1, le=10_000)] = Field(
+        16, description="Most jobs starting or running at once, over all definitions."
+    )
+    max_unfinished: Annotated[int, Field(ge=1, le=10_000_000)] = Field(
+        100_000,
+        description="Most jobs queued, running or waiting to retry; job.submit beyond it "
+        "fails with queue full (1005).",
+    )
+    idempotency_window_seconds: PositiveSeconds = Field(
+        86400.0, description="How long an idempotency key is remembered."
+    )
+
+
 class LogLevel(StrEnum):
     DEBUG = "debug"
     INFO = "info"
@@ -75,6 +95,7 @@ class Config(_Section):
     """The whole of automd.toml."""
 
     server: ServerSettings = ServerSettings()
+    jobs: JobsSettings = JobsSettings()
     state: StateSettings = StateSettings()
     log: LogSettings = LogSettings()
 

@@ -13,9 +13,13 @@ from pathlib import Path
 
 from automd import __version__
 from automd.api.codes import API_VERSION
-from automd.api.methods import METHODS
-from automd.config import DEFAULT_CONFIG_PATH, Config, load_config
+from automd.api.methods import METHODS, ReloadResult
+from automd.config import DEFAULT_CONFIG_PATH, Config, JobsSettings, load_config
+from automd.definitions.registry import DefinitionRegistry
 from automd.errors import ConfigError, StoreError
+from automd.jobs import views
+from automd.jobs.queries import JobQueries
+from automd.jobs.service import JobService, JobSettings
 from automd.log import set_level, setup_logging
 from automd.rpc.handlers import build_handlers
 from automd.rpc.http import RpcServer
@@ -24,6 +28,7 @@ from automd.sd import ListenError, activated_socket, bind_socket, notify
 from automd.store.db import Store
 from automd.system import SystemInfo
 from automd.systemd.bus import SystemdBus
+from automd.systemd.units import Systemd, UnitEvents, UnitOutcome
 
 log = logging.getLogger("automd")
 
@@ -73,11 +78,36 @@ def _listening_socket(options: Options) -> tuple[socket.socket, str]:
     return sock, f"{sock.getsockname()} (socket-activated)"
 
 
+class _UnitEventsRelay:
+    """Systemd reports to the JobService, which itself needs Systemd: bound once both exist."""
+
+    def __init__(self) -> None:
+        self.target: UnitEvents | None = None
+
+    def unit_started(self, unit: str, invocation_id: str) -> None:
+        assert self.target is not None
+        self.target.unit_started(unit, invocation_id)
+
+    def unit_finished(self, outcome: UnitOutcome) -> None:
+        assert self.target is not None
+        self.target.unit_finished(outcome)
+
+
+def job_settings(jobs: JobsSettings) -> JobSettings:
+    return JobSettings(
+        max_running=jobs.max_running,
+        max_unfinished=jobs.max_unfinished,
+        idempotency_window_seconds=jobs.idempotency_window_seconds,
+    )
+
+
 class Daemon:
     def __init__(self, options: Options, config: Config) -> None:
         self.options = options
         self.config = config
+        self.registry = DefinitionRegistry(config.jobs.definitions_directory)
         self._stop = asyncio.Event()
+        self._jobs: JobService | None = None
 
     def _state_dir(self) -> Path:
         return self.options.state_dir or self.config.state.directory
@@ -94,13 +124,22 @@ class Daemon:
             log.error("cannot open state store in %s: %s", self._state_dir(), exc.__cause__)
             sock.close()
             return EXIT_CANTCREAT
+        self.registry.reload()
         bus = SystemdBus()
         system = SystemInfo(store, bus)
-        dispatcher = Dispatcher(
-            METHODS, build_handlers(system), max_batch_size=self.config.server.max_batch_size
+        relay = _UnitEventsRelay()
+        systemd = Systemd(bus, relay)
+        jobs = self._jobs = JobService(
+            store, self.registry, systemd, job_settings(self.config.jobs)
         )
+        relay.target = jobs
+        handlers = build_handlers(
+            system, jobs, JobQueries(store), self.registry, self._reload_definitions
+        )
+        dispatcher = Dispatcher(METHODS, handlers, max_batch_size=self.config.server.max_batch_size)
         server = RpcServer(dispatcher, self.config.server)
         try:
+            await jobs.start()
             await server.start(sock)
             loop = asyncio.get_running_loop()
             loop.add_signal_handler(signal.SIGTERM, self._stop.set)
@@ -110,7 +149,10 @@ class Daemon:
             systemd_text = (
                 f"systemd {systemd_version}" if systemd_version else "systemd unreachable"
             )
-            status = f"Serving API {API_VERSION} on {where}; {systemd_text}"
+            status = (
+                f"Serving API {API_VERSION} on {where}; {systemd_text}; "
+                f"{len(self.registry.definitions)} job definitions"
+            )
             log.info("automd %s ready: %s", __version__, status)
             notify(READY="1", STATUS=status)
             await self._stop.wait()
@@ -119,12 +161,22 @@ class Daemon:
             notify(STOPPING="1", STATUS="Stopping: draining in-flight requests")
             await server.drain()
         finally:
+            # Jobs keep running in their own units; the next start re-adopts them.
+            await jobs.stop()
+            await systemd.close()
             await bus.close()
             await store.close()
             if self.options.listen is not None:
                 self.options.listen.unlink(missing_ok=True)
         log.info("stopped after %d requests", server.requests_total)
         return 0
+
+    def _reload_definitions(self) -> ReloadResult:
+        loaded = self.registry.reload()
+        return ReloadResult(
+            definitions=len(loaded.definitions),
+            errors=[views.definition_error_view(e) for e in loaded.errors],
+        )
 
     def _reload(self, server: RpcServer) -> None:
         notify(RELOADING="1", STATUS="Reloading configuration")
@@ -139,6 +191,10 @@ class Daemon:
         self.config = config
         set_level(config.log.level)
         server.apply_settings(config.server)
+        if self._jobs is not None:
+            self._jobs.settings = job_settings(config.jobs)
+        self.registry.directory = config.jobs.definitions_directory
+        self._reload_definitions()
         log.info("configuration reloaded")
         notify(READY="1", STATUS="Configuration reloaded; serving")
 

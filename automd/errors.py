@@ -103,4 +103,51 @@ class StoreError(AutomdError):
 class SystemdUnavailable(AutomdError):
     """systemd's D-Bus API could not be reached or answered with an error."""
 
+    code = ErrorCode.SYSTEMD_UNAVAILABLE
     message = "systemd is not reachable"
+
+
+class UnknownDefinition(AutomdError):
+    code = ErrorCode.UNKNOWN_DEFINITION
+    message = "No such job definition"
+
+
+class JobNotFound(AutomdError):
+    code = ErrorCode.JOB_NOT_FOUND
+    message = "No such job"
+
+
+class InvalidJobState(AutomdError):
+    code = ErrorCode.INVALID_JOB_STATE
+    message = "The job's state does not allow this"
+
+
+class IdempotencyConflict(AutomdError):
+    code = ErrorCode.IDEMPOTENCY_CONFLICT
+    message = "Idempotency key already used for a different request"
+
+
+class QueueFull(AutomdError):
+    code = ErrorCode.QUEUE_FULL
+    message = "Too many unfinished jobs"
+
+
+class SystemdRejected(SystemdUnavailable):
+    """systemd answered a D-Bus call with an error; `dbus_error` names it (e.g. NoSuchUnit)."""
+
+    code = ErrorCode.INTERNAL_ERROR  # provisional: a code of its own is for the API owner
+    message = "systemd rejected the request"
+
+    def __init__(self, dbus_error: str, detail: str = "", *, member: str = "") -> None:
+        self.dbus_error = dbus_error
+        self.detail = detail
+        super().__init__(
+            data={"reason": f"{member}: {dbus_error}: {detail}", "dbus_error": dbus_error}
+        )
+
+
+class UnitStartRejected(SystemdRejected):
+    """StartTransientUnit was refused (InvalidArgs, UnitExists, ...): nothing was started."""
+
+    code = ErrorCode.INTERNAL_ERROR  # provisional, as above
+    message = "systemd refused to start the unit"

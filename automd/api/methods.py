@@ -6,9 +6,11 @@ These models are the single source for request validation, the published schema 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
 
 class Params(BaseModel):
@@ -51,6 +53,162 @@ class HealthResult(Result):
     )
 
 
+JobId = Annotated[str, Field(pattern=r"^[0-9a-z]{26}$", description="a job id (26 characters)")]
+DefinitionName = Annotated[
+    str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$", description="a job definition's name")
+]
+IdempotencyKey = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=128,
+        pattern=r"^[\x21-\x7e]+$",
+        description="printable ASCII without spaces, at most 128 characters",
+    ),
+]
+
+
+class JobState(StrEnum):
+    QUEUED = "queued"
+    STARTING = "starting"
+    RUNNING = "running"
+    WAITING_RETRY = "waiting_retry"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    TIMED_OUT = "timed_out"
+    CANCELLED = "cancelled"
+    UNKNOWN = "unknown"
+
+    @property
+    def finished(self) -> bool:
+        return self in FINISHED_STATES
+
+
+FINISHED_STATES = frozenset(
+    {JobState.SUCCEEDED, JobState.FAILED, JobState.TIMED_OUT, JobState.CANCELLED, JobState.UNKNOWN}
+)
+
+
+class JobView(Result):
+    id: str
+    definition: str
+    state: JobState
+    params: dict[str, JsonValue] = Field(description='validated values; secrets as "***"')
+    created_at: datetime
+    updated_at: datetime
+    finished_at: datetime | None
+    attempts: int = Field(description="attempts started so far")
+    max_attempts: int
+    next_attempt_at: datetime | None = Field(description="when waiting_retry ends")
+    cancel_requested: bool
+    result: str | None = Field(description="systemd's Result of the last attempt")
+    exit_code: int | None
+    signal: int | None
+    unit: str | None = Field(description="transient unit of the current or last attempt")
+    idempotency_key: str | None
+
+
+class AttemptView(Result):
+    number: int
+    unit: str
+    invocation_id: str | None
+    state: str = Field(description="starting, running, finished or unknown")
+    result: str | None
+    exit_code: int | None
+    signal: int | None
+    outcome_source: str | None = Field(description='"dbus" or "journal"')
+    started_at: datetime
+    finished_at: datetime | None
+    retry_reason: str | None
+
+
+class JobEventView(Result):
+    at: datetime
+    attempt: int | None
+    state: str
+    detail: str | None
+
+
+class JobSubmitParams(Params):
+    definition: DefinitionName
+    params: dict[str, JsonValue] = Field(default_factory=dict)
+    idempotency_key: IdempotencyKey | None = None
+
+
+class JobSubmitResult(Result):
+    job: JobView
+    replayed: bool = Field(description="true when an earlier job with this key was returned")
+
+
+class JobIdParams(Params):
+    id: JobId
+
+
+class JobGetResult(Result):
+    job: JobView
+    attempts: list[AttemptView]
+    events: list[JobEventView]
+
+
+class JobListParams(Params):
+    state: list[JobState] | None = None
+    definition: DefinitionName | None = None
+    since: datetime | None = Field(None, description="created at or after (RFC 3339)")
+    until: datetime | None = Field(None, description="created before (RFC 3339)")
+    limit: int = Field(50, ge=1, le=500)
+    cursor: str | None = Field(None, max_length=64, description="next_cursor of the last page")
+
+
+class JobListResult(Result):
+    jobs: list[JobView] = Field(description="newest first")
+    next_cursor: str | None = Field(description="pass as cursor for the next page; null at end")
+
+
+class JobResult(Result):
+    job: JobView
+
+
+class DefinitionErrorView(Result):
+    file: str
+    key: str | None
+    reason: str
+
+
+class DefinitionSummary(Result):
+    name: str
+    description: str
+    parameters: list[str]
+
+
+class DefinitionListResult(Result):
+    definitions: list[DefinitionSummary]
+    errors: list[DefinitionErrorView] = Field(description="files that were not loaded, and why")
+
+
+class DefinitionGetParams(Params):
+    name: DefinitionName
+
+
+class DefinitionView(Result):
+    name: str
+    description: str
+    executable: str
+    argv: list[JsonValue] = Field(description="the template after the executable")
+    params_schema: dict[str, Any] = Field(description="JSON Schema of job.submit's params")
+    environment: dict[str, str]
+    working_directory: str | None
+    user: str | None = Field(description="null: a DynamicUser")
+    limits: dict[str, JsonValue]
+    retry: dict[str, JsonValue]
+    concurrency: int | None
+    sandbox: dict[str, JsonValue]
+
+
+class ReloadResult(Result):
+    definitions: int = Field(description="definitions loaded")
+    errors: list[DefinitionErrorView]
+
+
 @dataclass(frozen=True)
 class MethodSpec:
     name: str
@@ -73,6 +231,41 @@ METHODS: dict[str, MethodSpec] = {
             NoParams,
             HealthResult,
             "Whether the state store and systemd's D-Bus API answer, and the daemon's uptime.",
+        ),
+        MethodSpec(
+            "system.reload",
+            NoParams,
+            ReloadResult,
+            "Re-read the job definitions (as SIGHUP does); queued and running jobs are unaffected.",
+        ),
+        MethodSpec(
+            "job.submit",
+            JobSubmitParams,
+            JobSubmitResult,
+            "Validate and durably queue a job; replies after the job is committed to disk.",
+        ),
+        MethodSpec("job.get", JobIdParams, JobGetResult, "A job with its attempts and events."),
+        MethodSpec(
+            "job.list", JobListParams, JobListResult, "Jobs, newest first, filtered and paged."
+        ),
+        MethodSpec(
+            "job.cancel",
+            JobIdParams,
+            JobResult,
+            "Dequeue a waiting job, or stop a running one's whole unit.",
+        ),
+        MethodSpec("job.retry", JobIdParams, JobResult, "Queue a new attempt of a finished job."),
+        MethodSpec(
+            "definition.list",
+            NoParams,
+            DefinitionListResult,
+            "The loaded job definitions, and the files that failed to load.",
+        ),
+        MethodSpec(
+            "definition.get",
+            DefinitionGetParams,
+            DefinitionView,
+            "One definition, with a JSON Schema of its parameters.",
         ),
     )
 }

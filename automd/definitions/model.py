@@ -140,7 +140,6 @@ class Definition(_Frozen):
     environment: dict[str, str] = {}
     working_directory: str | None = None
     user: str | None = Field(None, description="run as this user; unset: a DynamicUser")
-    group: str | None = None
     limits: Limits = Limits()
     retry: RetryPolicy = RetryPolicy()
     concurrency: int | None = Field(

@@ -18,6 +18,67 @@ MIGRATIONS: tuple[Migration, ...] = (
         "meta: facts about the store itself (creation time, creating version)",
         ("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) STRICT",),
     ),
+    Migration(
+        2,
+        "jobs, their attempts and state events, idempotency keys",
+        (
+            """CREATE TABLE jobs (
+                id TEXT PRIMARY KEY,
+                definition TEXT NOT NULL,
+                params TEXT NOT NULL,            -- JSON, secret values redacted
+                plan TEXT NOT NULL,              -- JSON RunPlan frozen at submit
+                state TEXT NOT NULL,
+                caller_uid INTEGER NOT NULL,
+                caller_pid INTEGER NOT NULL,
+                idempotency_key TEXT,
+                created_at REAL NOT NULL,
+                updated_at REAL NOT NULL,
+                attempts INTEGER NOT NULL DEFAULT 0,
+                max_attempts INTEGER NOT NULL,
+                next_attempt_at REAL,
+                cancel_requested INTEGER NOT NULL DEFAULT 0,
+                result TEXT,
+                exit_code INTEGER,
+                signal INTEGER,
+                finished_at REAL
+            ) STRICT""",
+            """CREATE INDEX jobs_unfinished ON jobs (state)
+                WHERE state IN ('queued', 'starting', 'running', 'waiting_retry')""",
+            "CREATE INDEX jobs_by_definition ON jobs (definition, id)",
+            """CREATE TABLE attempts (
+                job_id TEXT NOT NULL REFERENCES jobs (id),
+                number INTEGER NOT NULL,
+                unit TEXT NOT NULL UNIQUE,
+                invocation_id TEXT,
+                state TEXT NOT NULL,
+                result TEXT,
+                exit_code INTEGER,
+                signal INTEGER,
+                outcome_source TEXT,
+                started_at REAL NOT NULL,
+                finished_at REAL,
+                retry_reason TEXT,
+                PRIMARY KEY (job_id, number)
+            ) STRICT, WITHOUT ROWID""",
+            """CREATE TABLE job_events (
+                job_id TEXT NOT NULL REFERENCES jobs (id),
+                at REAL NOT NULL,
+                attempt INTEGER,
+                state TEXT NOT NULL,
+                detail TEXT
+            ) STRICT""",
+            "CREATE INDEX job_events_by_job ON job_events (job_id, at)",
+            """CREATE TABLE idempotency_keys (
+                caller_uid INTEGER NOT NULL,
+                key TEXT NOT NULL,
+                job_id TEXT NOT NULL REFERENCES jobs (id),
+                fingerprint TEXT NOT NULL,
+                created_at REAL NOT NULL,
+                PRIMARY KEY (caller_uid, key)
+            ) STRICT, WITHOUT ROWID""",
+            "CREATE INDEX idempotency_keys_by_age ON idempotency_keys (created_at)",
+        ),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

@@ -12,6 +12,7 @@ from tests.integration.container import Container, ContainerError
 HERE = Path(__file__).parent
 CHECKOUT = Path(__file__).parents[2]
 SOCKET_PATH = "/run/automd.sock"
+JOBS_DIR = "/etc/automd/jobs.d"
 TEST_USER = "alice"  # member of group automd: may connect to the socket
 OTHER_USER = "bob"  # not a member: must be refused
 
@@ -67,8 +68,14 @@ def install_automd(c: Container) -> None:
             "/etc/systemd/system",
             str(checkout / "units" / "automd.socket"),
             str(checkout / "units" / "automd.service"),
+            str(checkout / "units" / "automd-jobs.slice"),
         ]
     )
+    # The shipped example definitions plus the tests' own (tests/integration/jobs.d).
+    definitions = [*sorted((checkout / "etc/automd/jobs.d").glob("*.toml")),
+                   *sorted((HERE / "jobs.d").glob("*.toml"))]  # fmt: skip
+    c.run(["install", "-d", "-m", "0755", JOBS_DIR])
+    c.run(["install", "-m", "0644", "-t", JOBS_DIR, *map(str, definitions)])
 
     # Only ExecStart= differs from the shipped unit, plus what makes the checkout visible to the
     # sandboxed service: CI may clone under /tmp or /root, which PrivateTmp=/ProtectHome= hide.

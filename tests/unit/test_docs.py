@@ -27,7 +27,7 @@ def test_every_error_code_is_documented(code: ErrorCode) -> None:
 
 def test_documented_error_codes_all_exist() -> None:
     api = (DOCS / "api.md").read_text()
-    documented = {int(m) for m in re.findall(r"^\| (-\d+) \| [A-Z_]+ \|", api, re.M)}
+    documented = {int(m) for m in re.findall(r"^\| (-?\d+) \| [A-Z_]+ \|", api, re.M)}
     assert documented == {int(code) for code in ErrorCode}
 
 

@@ -1,0 +1,1 @@
+"""All job business logic: submit, queue and dispatch, follow outcomes, retry, reconcile."""

@@ -1,0 +1,121 @@
+"""What a job will run, frozen at submit: later definition reloads never change queued jobs."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from automd.definitions.model import Definition, RetryPolicy
+from automd.definitions.params import ParamValue
+from automd.definitions.render import render_argv, render_environment
+from automd.systemd.units import DEFAULT_SANDBOX, UnitSpec
+
+JOBS_SLICE = "automd-jobs.slice"
+SECRET_PLACEHOLDER = "***"  # noqa: S105 (a mask, not a password)
+
+
+class RunPlan(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    description: str
+    argv: tuple[str, ...]
+    environment: dict[str, str]
+    working_directory: str | None
+    user: str | None
+    memory_max: int | None
+    cpu_quota_per_sec_usec: int | None
+    tasks_max: int | None
+    runtime_max_usec: int | None
+    sandbox: dict[str, bool | str]
+    read_write_paths: tuple[str, ...]
+    retry: RetryPolicy
+    concurrency: int | None
+
+
+def make_plan(definition: Definition, values: Mapping[str, ParamValue]) -> RunPlan:
+    limits = definition.limits
+    box = definition.sandbox
+    sandbox: dict[str, bool | str] = {
+        **DEFAULT_SANDBOX,
+        "NoNewPrivileges": box.no_new_privileges,
+        "ProtectSystem": box.protect_system,
+        "ProtectHome": box.protect_home,
+        "PrivateTmp": box.private_tmp,
+        "PrivateDevices": box.private_devices,
+        "PrivateNetwork": box.private_network,
+    }
+    return RunPlan(
+        description=definition.description or f"automd job {definition.name}",
+        argv=render_argv(definition, values),
+        environment=render_environment(definition, values),
+        working_directory=definition.working_directory,
+        user=definition.user,
+        memory_max=limits.memory_max,
+        # CPUQuota=50% is 500ms of CPU time per second of wall time.
+        cpu_quota_per_sec_usec=(
+            None if limits.cpu_quota is None else round(limits.cpu_quota * 10_000)
+        ),
+        tasks_max=limits.tasks_max,
+        runtime_max_usec=(
+            None
+            if limits.runtime_max_seconds is None
+            else round(limits.runtime_max_seconds * 1_000_000)
+        ),
+        sandbox=sandbox,
+        read_write_paths=box.read_write_paths,
+        retry=definition.retry,
+        concurrency=definition.concurrency,
+    )
+
+
+def redact(definition: Definition, values: Mapping[str, ParamValue]) -> dict[str, Any]:
+    """The values as shown in job records and logs: secret parameters masked."""
+    return {
+        name: SECRET_PLACEHOLDER if definition.parameters[name].secret else value
+        for name, value in values.items()
+    }
+
+
+def unit_name(definition: str, job_id: str, attempt: int) -> str:
+    """automd-<definition>-<job id>-<attempt>.service: unique per attempt, so a restarted
+    automd can never start the same attempt twice (systemd refuses a loaded name)."""
+    return f"automd-{definition}-{job_id}-{attempt}.service"
+
+
+def parse_unit_name(unit: str) -> tuple[str, int] | None:
+    """(job id, attempt) of one of our unit names, else None."""
+    if not (unit.startswith("automd-") and unit.endswith(".service")):
+        return None
+    parts = unit.removesuffix(".service").rsplit("-", 2)
+    if len(parts) != 3 or len(parts[1]) != 26 or not parts[2].isdigit():
+        return None
+    return parts[1], int(parts[2])
+
+
+def unit_spec(plan: RunPlan, *, definition: str, job_id: str, attempt: int) -> UnitSpec:
+    return UnitSpec(
+        name=unit_name(definition, job_id, attempt),
+        description=f"{plan.description} (automd job {job_id}, attempt {attempt})",
+        argv=plan.argv,
+        environment={
+            **plan.environment,
+            "AUTOMD_JOB_ID": job_id,
+            "AUTOMD_DEFINITION": definition,
+            "AUTOMD_ATTEMPT": str(attempt),
+        },
+        log_extra_fields={
+            "AUTOMD_JOB_ID": job_id,
+            "AUTOMD_DEFINITION": definition,
+            "AUTOMD_ATTEMPT": str(attempt),
+        },
+        slice=JOBS_SLICE,
+        working_directory=plan.working_directory,
+        user=plan.user,
+        memory_max=plan.memory_max,
+        cpu_quota_per_sec_usec=plan.cpu_quota_per_sec_usec,
+        tasks_max=plan.tasks_max,
+        runtime_max_usec=plan.runtime_max_usec,
+        sandbox=plan.sandbox,
+    )

@@ -1,0 +1,49 @@
+"""Read-side of jobs: job.get and job.list, straight from the store."""
+
+from __future__ import annotations
+
+import re
+
+from automd.api.methods import JobGetResult, JobListParams, JobListResult
+from automd.errors import InvalidParams, JobNotFound
+from automd.jobs import views
+from automd.store import jobs as rows
+from automd.store.db import Store
+
+_CURSOR = re.compile(r"[0-9a-z]{26}")
+
+
+class JobQueries:
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    async def get(self, job_id: str) -> JobGetResult:
+        job = await rows.get_job(self._store, job_id)
+        if job is None:
+            raise JobNotFound(data={"id": job_id})
+        attempts = await rows.get_attempts(self._store, job_id)
+        events = await rows.get_events(self._store, job_id)
+        return JobGetResult(
+            job=views.job_view(job),
+            attempts=[views.attempt_view(a) for a in attempts],
+            events=[views.event_view(e) for e in events],
+        )
+
+    async def list(self, params: JobListParams) -> JobListResult:
+        if params.cursor is not None and not _CURSOR.fullmatch(params.cursor):
+            raise InvalidParams(data={"field": "cursor", "reason": "not a cursor from job.list"})
+        found = await rows.list_jobs(
+            self._store,
+            states=None if params.state is None else [s.value for s in params.state],
+            definition=params.definition,
+            since=None if params.since is None else params.since.timestamp(),
+            until=None if params.until is None else params.until.timestamp(),
+            before_id=params.cursor,
+            limit=params.limit + 1,  # one more than asked tells whether a next page exists
+        )
+        page = found[: params.limit]
+        more = len(found) > params.limit
+        return JobListResult(
+            jobs=[views.job_view(job) for job in page],
+            next_cursor=page[-1].id if more and page else None,
+        )

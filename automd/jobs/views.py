@@ -1,0 +1,101 @@
+"""Store records -> the API's result models."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from automd.api.methods import (
+    AttemptView,
+    DefinitionErrorView,
+    DefinitionSummary,
+    DefinitionView,
+    JobEventView,
+    JobState,
+    JobView,
+)
+from automd.definitions.loader import DefinitionError
+from automd.definitions.model import Definition
+from automd.definitions.render import params_json_schema
+from automd.jobs.plan import unit_name
+from automd.store.jobs import AttemptRecord, EventRecord, JobRecord
+
+
+def _time(value: float) -> datetime:
+    return datetime.fromtimestamp(value, UTC)
+
+
+def _maybe_time(value: float | None) -> datetime | None:
+    return None if value is None else _time(value)
+
+
+def job_view(job: JobRecord) -> JobView:
+    return JobView(
+        id=job.id,
+        definition=job.definition,
+        state=JobState(job.state),
+        params=job.params,
+        created_at=_time(job.created_at),
+        updated_at=_time(job.updated_at),
+        finished_at=_maybe_time(job.finished_at),
+        attempts=job.attempts,
+        max_attempts=job.max_attempts,
+        next_attempt_at=_maybe_time(job.next_attempt_at),
+        cancel_requested=job.cancel_requested,
+        result=job.result,
+        exit_code=job.exit_code,
+        signal=job.signal,
+        unit=unit_name(job.definition, job.id, job.attempts) if job.attempts else None,
+        idempotency_key=job.idempotency_key,
+    )
+
+
+def attempt_view(attempt: AttemptRecord) -> AttemptView:
+    return AttemptView(
+        number=attempt.number,
+        unit=attempt.unit,
+        invocation_id=attempt.invocation_id,
+        state=attempt.state,
+        result=attempt.result,
+        exit_code=attempt.exit_code,
+        signal=attempt.signal,
+        outcome_source=attempt.outcome_source,
+        started_at=_time(attempt.started_at),
+        finished_at=_maybe_time(attempt.finished_at),
+        retry_reason=attempt.retry_reason,
+    )
+
+
+def event_view(event: EventRecord) -> JobEventView:
+    return JobEventView(
+        at=_time(event.at), attempt=event.attempt, state=event.state, detail=event.detail
+    )
+
+
+def definition_error_view(error: DefinitionError) -> DefinitionErrorView:
+    return DefinitionErrorView(file=error.file, key=error.key, reason=error.reason)
+
+
+def definition_summary(definition: Definition) -> DefinitionSummary:
+    return DefinitionSummary(
+        name=definition.name,
+        description=definition.description,
+        parameters=list(definition.parameters),
+    )
+
+
+def definition_view(definition: Definition) -> DefinitionView:
+    dumped = definition.model_dump(mode="json", by_alias=True)
+    return DefinitionView(
+        name=definition.name,
+        description=definition.description,
+        executable=definition.executable,
+        argv=dumped["argv"],
+        params_schema=params_json_schema(definition),
+        environment=definition.environment,
+        working_directory=definition.working_directory,
+        user=definition.user,
+        limits=dumped["limits"],
+        retry=dumped["retry"],
+        concurrency=definition.concurrency,
+        sandbox=dumped["sandbox"],
+    )

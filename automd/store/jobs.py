@@ -1,0 +1,268 @@
+"""Job rows: records, the write functions the group writer runs, and the async reads.
+
+Plain storage: which transitions are allowed and why is decided in automd.jobs.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, fields
+from typing import Any
+
+from automd.store.db import Store
+
+UNFINISHED = ("queued", "starting", "running", "waiting_retry")
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    id: str
+    definition: str
+    params: dict[str, Any]
+    plan: dict[str, Any]
+    state: str
+    caller_uid: int
+    caller_pid: int
+    idempotency_key: str | None
+    created_at: float
+    updated_at: float
+    attempts: int
+    max_attempts: int
+    next_attempt_at: float | None
+    cancel_requested: bool
+    result: str | None
+    exit_code: int | None
+    signal: int | None
+    finished_at: float | None
+
+
+@dataclass(frozen=True)
+class AttemptRecord:
+    job_id: str
+    number: int
+    unit: str
+    invocation_id: str | None
+    state: str
+    result: str | None
+    exit_code: int | None
+    signal: int | None
+    outcome_source: str | None
+    started_at: float
+    finished_at: float | None
+    retry_reason: str | None
+
+
+@dataclass(frozen=True)
+class EventRecord:
+    job_id: str
+    at: float
+    attempt: int | None
+    state: str
+    detail: str | None
+
+
+_JOB_COLUMNS = ", ".join(f.name for f in fields(JobRecord))
+_ATTEMPT_COLUMNS = ", ".join(f.name for f in fields(AttemptRecord))
+_EVENT_COLUMNS = ", ".join(f.name for f in fields(EventRecord))
+_JSON_COLUMNS = ("params", "plan")
+
+
+def _job(row: Sequence[Any]) -> JobRecord:
+    values = dict(zip((f.name for f in fields(JobRecord)), row, strict=True))
+    for column in _JSON_COLUMNS:
+        values[column] = json.loads(values[column])
+    values["cancel_requested"] = bool(values["cancel_requested"])
+    return JobRecord(**values)
+
+
+def _attempt(row: Sequence[Any]) -> AttemptRecord:
+    return AttemptRecord(*row)
+
+
+def _event(row: Sequence[Any]) -> EventRecord:
+    return EventRecord(*row)
+
+
+def _encode(column: str, value: Any) -> Any:
+    if column in _JSON_COLUMNS:
+        return json.dumps(value, separators=(",", ":"), sort_keys=True)
+    if isinstance(value, bool):
+        return int(value)
+    return value
+
+
+# --- writes: run inside the group writer's transaction -------------------------------------
+
+
+def insert_job(conn: sqlite3.Connection, job: JobRecord) -> None:
+    values = [_encode(f.name, getattr(job, f.name)) for f in fields(JobRecord)]
+    placeholders = ", ".join("?" * len(values))
+    conn.execute(f"INSERT INTO jobs ({_JOB_COLUMNS}) VALUES ({placeholders})", values)
+
+
+def load_job(conn: sqlite3.Connection, job_id: str) -> JobRecord | None:
+    row = conn.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
+    return None if row is None else _job(row)
+
+
+def _check_columns(record: type[Any], changes: dict[str, Any]) -> None:
+    # Column names are interpolated into SQL; only a record's own field names may be.
+    unknown = set(changes) - {f.name for f in fields(record)}
+    if unknown or not changes:
+        raise ValueError(f"not columns of {record.__name__}: {sorted(unknown)}")
+
+
+def update_job(conn: sqlite3.Connection, job_id: str, **changes: Any) -> JobRecord:
+    _check_columns(JobRecord, changes)
+    assignments = ", ".join(f"{column} = ?" for column in changes)
+    values = [_encode(column, value) for column, value in changes.items()]
+    conn.execute(f"UPDATE jobs SET {assignments} WHERE id = ?", [*values, job_id])
+    job = load_job(conn, job_id)
+    assert job is not None, job_id
+    return job
+
+
+def insert_attempt(conn: sqlite3.Connection, attempt: AttemptRecord) -> None:
+    values = [getattr(attempt, f.name) for f in fields(AttemptRecord)]
+    placeholders = ", ".join("?" * len(values))
+    conn.execute(f"INSERT INTO attempts ({_ATTEMPT_COLUMNS}) VALUES ({placeholders})", values)
+
+
+def update_attempt(conn: sqlite3.Connection, job_id: str, number: int, **changes: Any) -> None:
+    _check_columns(AttemptRecord, changes)
+    assignments = ", ".join(f"{column} = ?" for column in changes)
+    conn.execute(
+        f"UPDATE attempts SET {assignments} WHERE job_id = ? AND number = ?",
+        [*changes.values(), job_id, number],
+    )
+
+
+def load_attempt(conn: sqlite3.Connection, job_id: str, number: int) -> AttemptRecord | None:
+    row = conn.execute(
+        f"SELECT {_ATTEMPT_COLUMNS} FROM attempts WHERE job_id = ? AND number = ?",
+        (job_id, number),
+    ).fetchone()
+    return None if row is None else _attempt(row)
+
+
+def insert_event(
+    conn: sqlite3.Connection,
+    job_id: str,
+    at: float,
+    state: str,
+    *,
+    attempt: int | None = None,
+    detail: str | None = None,
+) -> None:
+    conn.execute(
+        "INSERT INTO job_events (job_id, at, attempt, state, detail) VALUES (?, ?, ?, ?, ?)",
+        (job_id, at, attempt, state, detail),
+    )
+
+
+def find_idempotency_key(
+    conn: sqlite3.Connection, caller_uid: int, key: str, not_before: float
+) -> tuple[str, str] | None:
+    """(job id, fingerprint) of a key still inside its window, else None."""
+    row = conn.execute(
+        "SELECT job_id, fingerprint FROM idempotency_keys "
+        "WHERE caller_uid = ? AND key = ? AND created_at >= ?",
+        (caller_uid, key, not_before),
+    ).fetchone()
+    return None if row is None else (str(row[0]), str(row[1]))
+
+
+def put_idempotency_key(
+    conn: sqlite3.Connection, *, caller_uid: int, key: str, job_id: str, fingerprint: str, at: float
+) -> None:
+    # REPLACE: an expired row for the same key may still be there until the next purge.
+    conn.execute(
+        "INSERT OR REPLACE INTO idempotency_keys "
+        "(caller_uid, key, job_id, fingerprint, created_at) VALUES (?, ?, ?, ?, ?)",
+        (caller_uid, key, job_id, fingerprint, at),
+    )
+
+
+def purge_idempotency_keys(conn: sqlite3.Connection, older_than: float) -> int:
+    return conn.execute("DELETE FROM idempotency_keys WHERE created_at < ?", (older_than,)).rowcount
+
+
+def count_unfinished(conn: sqlite3.Connection) -> int:
+    marks = ", ".join("?" * len(UNFINISHED))
+    row = conn.execute(f"SELECT count(*) FROM jobs WHERE state IN ({marks})", UNFINISHED)
+    return int(row.fetchone()[0])
+
+
+# --- reads ---------------------------------------------------------------------------------
+
+
+async def get_job(store: Store, job_id: str) -> JobRecord | None:
+    row = await store.fetch_one(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,))
+    return None if row is None else _job(row)
+
+
+async def get_attempts(store: Store, job_id: str) -> list[AttemptRecord]:
+    rows = await store.fetch_all(
+        f"SELECT {_ATTEMPT_COLUMNS} FROM attempts WHERE job_id = ? ORDER BY number", (job_id,)
+    )
+    return [_attempt(row) for row in rows]
+
+
+async def get_events(store: Store, job_id: str) -> list[EventRecord]:
+    rows = await store.fetch_all(
+        f"SELECT {_EVENT_COLUMNS} FROM job_events WHERE job_id = ? ORDER BY at, rowid", (job_id,)
+    )
+    return [_event(row) for row in rows]
+
+
+async def list_jobs(
+    store: Store,
+    *,
+    states: Iterable[str] | None = None,
+    definition: str | None = None,
+    since: float | None = None,
+    until: float | None = None,
+    before_id: str | None = None,
+    limit: int = 50,
+) -> list[JobRecord]:
+    """Newest first (ids sort by creation time); `before_id` continues a previous page."""
+    clauses: list[str] = []
+    args: list[Any] = []
+    if states is not None:
+        wanted = list(states)
+        clauses.append(f"state IN ({', '.join('?' * len(wanted))})")
+        args.extend(wanted)
+    if definition is not None:
+        clauses.append("definition = ?")
+        args.append(definition)
+    if since is not None:
+        clauses.append("created_at >= ?")
+        args.append(since)
+    if until is not None:
+        clauses.append("created_at < ?")
+        args.append(until)
+    if before_id is not None:
+        clauses.append("id < ?")
+        args.append(before_id)
+    where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+    rows = await store.fetch_all(
+        f"SELECT {_JOB_COLUMNS} FROM jobs {where} ORDER BY id DESC LIMIT ?", [*args, limit]
+    )
+    return [_job(row) for row in rows]
+
+
+async def unfinished_jobs(store: Store) -> list[JobRecord]:
+    """Every job not yet in a final state, oldest first."""
+    return list(reversed(await list_jobs(store, states=UNFINISHED, limit=2**31)))
+
+
+async def current_attempt(store: Store, job: JobRecord) -> AttemptRecord | None:
+    if job.attempts == 0:
+        return None
+    row = await store.fetch_one(
+        f"SELECT {_ATTEMPT_COLUMNS} FROM attempts WHERE job_id = ? AND number = ?",
+        (job.id, job.attempts),
+    )
+    return None if row is None else _attempt(row)

@@ -1,0 +1,166 @@
+"""What a job's transient unit is (UnitSpec) and the exact StartTransientUnit properties for it."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from dbus_fast import Variant
+
+UNIT_PATH_PREFIX = "/org/freedesktop/systemd1/unit/"
+
+# A strict subset of systemd's unit_name_is_valid(): a plain (non-template) service name.
+_UNIT_NAME = re.compile(r"[A-Za-z0-9:_.\-]+\.service")
+_UNIT_NAME_MAX = 255
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# journal_field_valid(): no leading '_' (trusted fields) or digit, at most 64 characters.
+_JOURNAL_FIELD = re.compile(r"[A-Z][A-Z0-9_]{0,63}")
+
+#: Hardened defaults a plain /bin/sh script still runs under; every entry is one systemd 252
+#: accepts as a transient property and reads back (tests/integration/test_systemd_units.py).
+#: Jobs that need more (a writable path, a JIT) get it from their definition, not from here.
+DEFAULT_SANDBOX: Mapping[str, bool | str] = MappingProxyType(
+    {
+        "NoNewPrivileges": True,
+        "ProtectSystem": "strict",
+        "ProtectHome": "yes",
+        "PrivateTmp": True,
+        "PrivateDevices": True,
+        "PrivateIPC": True,
+        "ProtectKernelTunables": True,
+        "ProtectKernelModules": True,
+        "ProtectKernelLogs": True,
+        "ProtectControlGroups": True,
+        "ProtectClock": True,
+        "ProtectHostname": True,
+        "ProtectProc": "invisible",
+        "RestrictSUIDSGID": True,
+        "RestrictRealtime": True,
+        "LockPersonality": True,
+        "MemoryDenyWriteExecute": True,
+        "RemoveIPC": True,
+        "KeyringMode": "private",
+    }
+)
+
+# Properties unit_properties() sets itself; a sandbox entry must not silently override them.
+_CORE_PROPERTIES = frozenset(
+    {
+        "Description",
+        "Type",
+        "ExecStart",
+        "ExecStartEx",
+        "Environment",
+        "LogExtraFields",
+        "SyslogIdentifier",
+        "Slice",
+        "WorkingDirectory",
+        "User",
+        "DynamicUser",
+        "MemoryMax",
+        "CPUQuotaPerSecUSec",
+        "TasksMax",
+        "RuntimeMaxUSec",
+        "CollectMode",
+    }
+)
+
+_UINT64_MAX = 2**64 - 1
+
+
+@dataclass(frozen=True)
+class UnitSpec:
+    """One job run as a transient service: what to execute, under which limits and sandbox."""
+
+    name: str
+    description: str
+    argv: tuple[str, ...]
+    environment: Mapping[str, str]
+    log_extra_fields: Mapping[str, str]
+    slice: str = "automd-jobs.slice"
+    working_directory: str | None = None
+    user: str | None = None
+    memory_max: int | None = None
+    cpu_quota_per_sec_usec: int | None = None
+    tasks_max: int | None = None
+    runtime_max_usec: int | None = None
+    sandbox: Mapping[str, bool | str] = field(default_factory=lambda: DEFAULT_SANDBOX)
+
+    def __post_init__(self) -> None:
+        check_unit_name(self.name)
+        if not self.argv or not self.argv[0].startswith("/"):
+            raise ValueError(f"argv[0] must be an absolute executable path: {self.argv!r}")
+        if any("\0" in arg for arg in self.argv):
+            raise ValueError("argv must not contain NUL characters")
+        for key, value in self.environment.items():
+            if not _ENV_NAME.fullmatch(key) or "\0" in value:
+                raise ValueError(f"invalid environment variable: {key!r}")
+        for key in self.log_extra_fields:
+            if not _JOURNAL_FIELD.fullmatch(key):
+                raise ValueError(f"invalid journal field name (want [A-Z][A-Z0-9_]*): {key!r}")
+        if not self.slice.endswith(".slice"):
+            raise ValueError(f"not a slice: {self.slice!r}")
+        if self.working_directory is not None and not self.working_directory.startswith("/"):
+            raise ValueError(f"working_directory must be absolute: {self.working_directory!r}")
+        for limit in ("memory_max", "cpu_quota_per_sec_usec", "tasks_max", "runtime_max_usec"):
+            value = getattr(self, limit)
+            if value is not None and not 0 < value <= _UINT64_MAX:
+                raise ValueError(f"{limit} out of range: {value!r}")
+        overridden = _CORE_PROPERTIES & set(self.sandbox)
+        if overridden:
+            raise ValueError(f"sandbox must not set {sorted(overridden)}")
+
+
+def check_unit_name(name: str) -> None:
+    """Raise ValueError unless `name` is a plain service unit name systemd accepts."""
+    if len(name) > _UNIT_NAME_MAX or not _UNIT_NAME.fullmatch(name) or name.startswith("."):
+        raise ValueError(f"not a valid service unit name: {name!r}")
+
+
+def unit_object_path(name: str) -> str:
+    """systemd's object path for a unit: every byte outside [A-Za-z0-9] becomes _xx (hex)."""
+    escaped = "".join(
+        chr(byte) if chr(byte).isascii() and chr(byte).isalnum() else f"_{byte:02x}"
+        for byte in name.encode()
+    )
+    return UNIT_PATH_PREFIX + escaped
+
+
+def unit_properties(spec: UnitSpec) -> list[tuple[str, Variant]]:
+    """The a(sv) property list for StartTransientUnit, with the types systemd 252 expects."""
+    properties: list[tuple[str, Variant]] = [
+        ("Description", Variant("s", spec.description)),
+        # exec: the start job fails when the binary cannot be executed, instead of "started".
+        ("Type", Variant("s", "exec")),
+        # no-env-expand: argv is caller data and reaches the process byte for byte; plain
+        # ExecStart would expand $VAR/${VAR} and turn $$ into $ (systemd-facts.md §1).
+        ("ExecStartEx", Variant("a(sasas)", [[spec.argv[0], list(spec.argv), ["no-env-expand"]]])),
+        ("Environment", Variant("as", [f"{k}={v}" for k, v in spec.environment.items()])),
+        (
+            "LogExtraFields",
+            Variant("aay", [f"{k}={v}".encode() for k, v in spec.log_extra_fields.items()]),
+        ),
+        ("SyslogIdentifier", Variant("s", spec.name.removesuffix(".service"))),
+        ("Slice", Variant("s", spec.slice)),
+    ]
+    if spec.working_directory is not None:
+        properties.append(("WorkingDirectory", Variant("s", spec.working_directory)))
+    if spec.user is None:
+        properties.append(("DynamicUser", Variant("b", True)))
+    else:
+        properties.append(("User", Variant("s", spec.user)))
+    limits = (
+        ("MemoryMax", spec.memory_max),
+        ("CPUQuotaPerSecUSec", spec.cpu_quota_per_sec_usec),
+        ("TasksMax", spec.tasks_max),
+        ("RuntimeMaxUSec", spec.runtime_max_usec),
+    )
+    properties += [(name, Variant("t", value)) for name, value in limits if value is not None]
+    for name, value in spec.sandbox.items():
+        # bool first: the sandbox's yes/no switches are "b"; enumerations are "s".
+        properties.append(
+            (name, Variant("b", value) if isinstance(value, bool) else Variant("s", value))
+        )
+    return properties

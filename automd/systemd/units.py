@@ -1,0 +1,399 @@
+"""Starts, stops and adopts job units over systemd's Manager API and reports how each one ends."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import OrderedDict
+from collections.abc import Coroutine, Mapping
+from typing import Any
+
+from dbus_fast import Message
+
+from automd.errors import SystemdRejected, SystemdUnavailable, UnitStartRejected
+from automd.systemd.bus import MANAGER_IFACE, PROPERTIES_IFACE, SystemdBus
+from automd.systemd.journal import read_outcome
+from automd.systemd.outcome import UnitEvents, UnitOutcome, classify
+from automd.systemd.spec import (
+    DEFAULT_SANDBOX,
+    UnitSpec,
+    check_unit_name,
+    unit_object_path,
+    unit_properties,
+)
+from automd.systemd.watch import TERMINAL_STATES, Transition, UnitTracker
+
+__all__ = [
+    "DEFAULT_SANDBOX",
+    "Systemd",
+    "UnitEvents",
+    "UnitOutcome",
+    "UnitSpec",
+    "unit_object_path",
+    "unit_properties",
+]
+
+log = logging.getLogger(__name__)
+
+UNIT_IFACE = "org.freedesktop.systemd1.Unit"
+SERVICE_IFACE = "org.freedesktop.systemd1.Service"
+NO_SUCH_UNIT = "org.freedesktop.systemd1.NoSuchUnit"
+UNIT_PATTERN = "automd-*.service"
+
+# How long a finished unit's PID-1 journal entries may lag behind its removal from the bus.
+_JOURNAL_GRACE_SECONDS = 5.0
+# Outcomes already delivered, so that adopt() after a reconnect does not report them twice;
+# bounded, because successful units are never reset and would otherwise accumulate.
+_DELIVERED_MEMORY = 10_000
+
+
+class Systemd:
+    """automd's view of its job units: start them, follow them by signal, report each end once."""
+
+    def __init__(
+        self,
+        bus: SystemdBus,
+        events: UnitEvents,
+        *,
+        max_outstanding_starts: int = 128,
+        journal_path: str | None = None,
+    ) -> None:
+        self._bus = bus
+        self._events = events
+        self._journal_path = journal_path
+        # systemd holds a bus match per pending job it was asked for over D-Bus, and drops off
+        # the bus beyond ~512 (systemd-facts.md §2): bound the start jobs not yet removed.
+        self._start_slots = asyncio.Semaphore(max_outstanding_starts)
+        self._holding_start_slot: set[str] = set()
+        self._by_path: dict[str, UnitTracker] = {}
+        self._by_name: dict[str, UnitTracker] = {}
+        self._delivered: OrderedDict[tuple[str, str | None], None] = OrderedDict()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._listening = False
+        self._closed = False
+
+    # -- the job service's calls -------------------------------------------------------------
+
+    async def start_unit(self, spec: UnitSpec) -> None:
+        """StartTransientUnit in mode "fail"; returns once systemd accepted the start job."""
+        if spec.name in self._by_name:
+            raise UnitStartRejected(
+                "org.freedesktop.systemd1.UnitExists", f"{spec.name} is still tracked"
+            )
+        properties = unit_properties(spec)
+        await self._listen()
+        await self._start_slots.acquire()
+        tracker = self._track(spec.name, unit_object_path(spec.name))
+        self._holding_start_slot.add(spec.name)
+        try:
+            (job,) = await self._bus.call(
+                interface=MANAGER_IFACE,
+                member="StartTransientUnit",
+                signature="ssa(sv)a(sa(sv))",
+                body=[spec.name, "fail", properties, []],
+            )
+        except SystemdRejected as exc:
+            self._forget(tracker)
+            raise UnitStartRejected(
+                exc.dbus_error, exc.detail, member="StartTransientUnit"
+            ) from exc
+        except SystemdUnavailable:
+            if tracker.started_reported:
+                return  # the reply was lost, not the unit: its signals already arrived
+            self._forget(tracker)
+            raise
+        except BaseException:
+            self._forget(tracker)
+            raise
+        if tracker.start_job is None and not tracker.start_job_done:
+            tracker.start_job = str(job)
+
+    async def stop_unit(self, name: str) -> None:
+        """StopUnit(name, "replace"): SIGTERM to the cgroup per KillMode, SIGKILL on timeout."""
+        check_unit_name(name)
+        await self._ignoring_no_such_unit("StopUnit", "ss", [name, "replace"])
+
+    async def kill_unit(self, name: str, signal: int) -> None:
+        """KillUnit(name, "all", signal): every process of the unit; a gone unit is a no-op."""
+        check_unit_name(name)
+        await self._ignoring_no_such_unit("KillUnit", "ssi", [name, "all", signal])
+
+    async def reset_failed(self, name: str) -> None:
+        """ResetFailedUnit: lets systemd unload a failed unit once its outcome is recorded."""
+        check_unit_name(name)
+        await self._ignoring_no_such_unit("ResetFailedUnit", "s", [name])
+
+    async def adopt(self) -> list[str]:
+        """Track every loaded automd-*.service (after an automd restart) and return the names.
+
+        Units still running report their end later; ones already ended report it now.
+        """
+        await self._listen()
+        (units,) = await self._bus.call(
+            interface=MANAGER_IFACE,
+            member="ListUnitsByPatterns",
+            signature="asas",
+            body=[[], [UNIT_PATTERN]],
+        )
+        names: list[str] = []
+        lookups: list[asyncio.Task[None]] = []
+        for name, _desc, load_state, _active, _sub, _following, path, *_job in units:
+            if load_state != "loaded":
+                continue
+            names.append(name)
+            if name not in self._by_name:
+                lookups.append(self._request_lookup(self._track(name, path)))
+        await asyncio.gather(*lookups)
+        return names
+
+    async def outcome_from_journal(
+        self, unit: str, invocation_id: str | None
+    ) -> UnitOutcome | None:
+        """The outcome PID 1 logged for a unit invocation that is gone from systemd.
+
+        Without an invocation id, the newest invocation of the unit the journal knows of.
+        """
+        return await asyncio.to_thread(read_outcome, unit, invocation_id, path=self._journal_path)
+
+    async def close(self) -> None:
+        self._closed = True
+        if self._listening:
+            self._bus.remove_signal_listener(self._on_signal, self._on_resync)
+            self._listening = False
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    # -- tracking ----------------------------------------------------------------------------
+
+    async def _listen(self) -> None:
+        if not self._listening:
+            self._bus.add_signal_listener(self._on_signal, self._on_resync)
+            self._listening = True
+        await self._bus.subscribe()
+
+    def _track(self, name: str, path: str) -> UnitTracker:
+        tracker = UnitTracker(unit=name, path=path)
+        self._by_name[name] = tracker
+        self._by_path[path] = tracker
+        return tracker
+
+    def _forget(self, tracker: UnitTracker) -> None:
+        self._release_start_slot(tracker)
+        if self._by_name.get(tracker.unit) is tracker:
+            del self._by_name[tracker.unit]
+        if self._by_path.get(tracker.path) is tracker:
+            del self._by_path[tracker.path]
+
+    def _release_start_slot(self, tracker: UnitTracker) -> None:
+        tracker.start_job_done = True
+        if tracker.unit in self._holding_start_slot:
+            self._holding_start_slot.discard(tracker.unit)
+            self._start_slots.release()
+
+    def _on_signal(self, message: Message) -> None:
+        if message.member == "PropertiesChanged":
+            tracker = self._by_path.get(message.path or "")
+            if tracker is None:
+                return
+            interface, changed, _invalidated = message.body
+            values = {key: variant.value for key, variant in changed.items()}
+            if interface == SERVICE_IFACE:
+                tracker.apply_service(values)
+            elif interface == UNIT_IFACE:
+                self._apply(tracker, tracker.apply_unit(values))
+        elif message.member == "JobRemoved":
+            _job_id, job, unit, result = message.body
+            tracker = self._by_name.get(unit)
+            # The reply to StartTransientUnit may be processed after the JobRemoved of its job,
+            # so the first job removed for a unit whose job path is unknown is its start job.
+            if tracker is None or tracker.start_job_done:
+                return
+            if tracker.start_job is not None and tracker.start_job != job:
+                return
+            self._release_start_slot(tracker)
+            if result != "done" and not tracker.ran:
+                # The start failed and no state change said the unit ran: ask systemd.
+                self._request_lookup(tracker)
+        elif message.member == "UnitRemoved":
+            unit, _path = message.body
+            tracker = self._by_name.get(unit)
+            if tracker is not None and not tracker.delivered:
+                self._request_lookup(tracker)
+
+    def _on_resync(self) -> None:
+        # Signals were lost (reconnect, or systemd re-registered): any unit may have moved on.
+        log.info("resynchronising %d tracked units with systemd", len(self._by_name))
+        for tracker in list(self._by_name.values()):
+            self._request_lookup(tracker)
+
+    def _apply(self, tracker: UnitTracker, transition: Transition) -> None:
+        if transition.started is not None:
+            self._events.unit_started(tracker.unit, transition.started)
+        if transition.finished:
+            if tracker.has_final_values:
+                self._deliver(tracker, tracker.outcome("dbus"))
+            else:
+                self._request_lookup(tracker)
+
+    def _deliver(self, tracker: UnitTracker, outcome: UnitOutcome) -> None:
+        if tracker.delivered:
+            return
+        tracker.delivered = True
+        tracker.finished = True
+        self._forget(tracker)
+        key = (outcome.unit, outcome.invocation_id)
+        if key in self._delivered:
+            return
+        self._delivered[key] = None
+        if len(self._delivered) > _DELIVERED_MEMORY:
+            self._delivered.popitem(last=False)
+        if not tracker.started_reported and outcome.invocation_id is not None:
+            tracker.started_reported = True
+            self._events.unit_started(outcome.unit, outcome.invocation_id)
+        self._events.unit_finished(outcome)
+
+    # -- reading state back (fallbacks when signals cannot tell) ---------------------------
+
+    def _request_lookup(self, tracker: UnitTracker) -> asyncio.Task[None]:
+        if tracker.lookup_running:
+            tracker.lookup_again = True
+            return self._spawn(_noop())
+        tracker.lookup_running = True
+        return self._spawn(self._lookup(tracker))
+
+    async def _lookup(self, tracker: UnitTracker) -> None:
+        try:
+            while not tracker.delivered and not self._closed:
+                tracker.lookup_again = False
+                try:
+                    await self._look_up(tracker)
+                except SystemdUnavailable as exc:
+                    # Unreachable now: the resync after the reconnect looks again.
+                    log.warning("reading %s back failed: %s", tracker.unit, exc.data)
+                    return
+                if not tracker.lookup_again:
+                    return
+        finally:
+            tracker.lookup_running = False
+
+    async def _look_up(self, tracker: UnitTracker) -> None:
+        snapshot = await self._read_unit(tracker.unit)
+        if tracker.delivered:
+            return
+        if snapshot is not None:
+            unit_props, service_props = snapshot
+            raw_id = unit_props.get("InvocationID") or b""
+            invocation_id = bytes(raw_id).hex() if raw_id else None
+            same_invocation = tracker.invocation_id in (None, invocation_id)
+            if (tracker.unit, invocation_id) in self._delivered:
+                # Re-adopted after its end was reported (e.g. a failed unit not yet reset).
+                tracker.delivered = True
+                self._forget(tracker)
+                return
+            if unit_props.get("LoadState") == "loaded" and same_invocation:
+                self._apply_snapshot(tracker, unit_props, service_props)
+                return
+        await self._finish_from_journal(tracker)
+
+    def _apply_snapshot(
+        self, tracker: UnitTracker, unit_props: Mapping[str, Any], service_props: Mapping[str, Any]
+    ) -> None:
+        job_id, _job_path = unit_props.get("Job", (0, "/"))
+        if job_id == 0 and not tracker.start_job_done:
+            self._release_start_slot(tracker)
+        if not tracker.finished:
+            tracker.apply_service(service_props)
+            transition = tracker.apply_unit(unit_props)
+            if transition.started is not None:
+                self._events.unit_started(tracker.unit, transition.started)
+            never_ran = (
+                tracker.start_job_done
+                and not tracker.ran
+                and tracker.active_state in TERMINAL_STATES
+            )
+            if not tracker.finished and not never_ran:
+                return  # still running (or not yet started): its signals will finish it
+            # never_ran: the start job ended without the unit running (e.g. start-limit-hit):
+            # still an end the job service must hear about, with no invocation id.
+        self._deliver(
+            tracker,
+            classify(
+                tracker.unit,
+                tracker.invocation_id,
+                result=str(service_props.get("Result", "unknown")),
+                exec_main_code=int(service_props.get("ExecMainCode", 0)),
+                exec_main_status=int(service_props.get("ExecMainStatus", 0)),
+                source="dbus",
+            ),
+        )
+
+    async def _finish_from_journal(self, tracker: UnitTracker) -> None:
+        outcome = await asyncio.to_thread(
+            read_outcome,
+            tracker.unit,
+            tracker.invocation_id,
+            path=self._journal_path,
+            wait_seconds=_JOURNAL_GRACE_SECONDS,
+        )
+        if tracker.delivered:
+            return
+        if outcome is not None:
+            self._deliver(tracker, outcome)
+        elif tracker.started_reported:
+            log.error("%s is gone and PID 1 logged no outcome for it", tracker.unit)
+            self._deliver(
+                tracker,
+                UnitOutcome(tracker.unit, tracker.invocation_id, "unknown", None, None, "journal"),
+            )
+        else:
+            # Never seen running, not loaded, nothing logged: it never started.
+            self._forget(tracker)
+
+    async def _read_unit(self, name: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
+        """The unit's Unit and Service properties, or None when it is not loaded.
+
+        GetUnit first: a GetAll on the path of an unloaded unit would load a "not-found" stub.
+        """
+        try:
+            (path,) = await self._bus.call(
+                interface=MANAGER_IFACE, member="GetUnit", signature="s", body=[name]
+            )
+        except SystemdRejected as exc:
+            if exc.dbus_error == NO_SUCH_UNIT:
+                return None
+            raise
+        values: list[dict[str, Any]] = []
+        for interface in (UNIT_IFACE, SERVICE_IFACE):
+            try:
+                (props,) = await self._bus.call(
+                    interface=PROPERTIES_IFACE,
+                    member="GetAll",
+                    signature="s",
+                    body=[interface],
+                    path=str(path),
+                )
+            except SystemdRejected:
+                return None  # unloaded between the calls
+            values.append({key: variant.value for key, variant in props.items()})
+        return values[0], values[1]
+
+    async def _ignoring_no_such_unit(self, member: str, signature: str, body: list[Any]) -> None:
+        try:
+            await self._bus.call(
+                interface=MANAGER_IFACE, member=member, signature=signature, body=body
+            )
+        except SystemdRejected as exc:
+            if exc.dbus_error != NO_SUCH_UNIT:
+                raise
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+
+async def _noop() -> None:
+    return None

@@ -1,0 +1,313 @@
+"""Jobs end to end: the socket-activated daemon runs definitions as real transient units."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.daemon.harness import Connection
+from tests.integration.container import Container
+
+WAIT_SECONDS = 60.0
+
+
+class Api:
+    """JSON-RPC to the container's automd, from the host through /proc/<pid1>/root (as root)."""
+
+    def __init__(self, container: Container) -> None:
+        self.container = container
+        self.socket = container.root / "run/automd.sock"
+
+    async def reply(self, method: str, **params: Any) -> dict[str, Any]:
+        conn = await Connection.open(self.socket)
+        try:
+            reply: dict[str, Any] = await conn.call(method, params)
+        finally:
+            await conn.close()
+        return reply
+
+    async def call(self, method: str, **params: Any) -> Any:
+        reply = await self.reply(method, **params)
+        assert "result" in reply, reply
+        return reply["result"]
+
+    async def error(self, method: str, **params: Any) -> dict[str, Any]:
+        reply = await self.reply(method, **params)
+        assert "error" in reply, reply
+        error: dict[str, Any] = reply["error"]
+        return error
+
+    async def submit(self, definition: str, **params: Any) -> dict[str, Any]:
+        result = await self.call("job.submit", definition=definition, params=params)
+        job: dict[str, Any] = result["job"]
+        return job
+
+    async def wait(self, job_id: str, *states: str) -> dict[str, Any]:
+        """Poll job.get (what CI callers do) until the job is in one of `states`."""
+        async with asyncio.timeout(WAIT_SECONDS):
+            while True:
+                job: dict[str, Any] = (await self.call("job.get", id=job_id))["job"]
+                if job["state"] in states:
+                    return job
+                await asyncio.sleep(0.1)
+
+    def journal(self, job_id: str) -> list[str]:
+        out = self.container.run(
+            ["journalctl", "--no-pager", "-o", "cat", f"AUTOMD_JOB_ID={job_id}", "_PID!=1"],
+            check=False,
+        ).stdout.decode()
+        return [line for line in out.splitlines() if line]
+
+    async def journal_lines(self, job_id: str, count: int) -> list[str]:
+        """The job's own output, once journald has it (it batches reader wake-ups)."""
+        async with asyncio.timeout(WAIT_SECONDS):
+            for _ in iter(int, 1):  # until journald has flushed `count` lines
+                lines = self.output(job_id)
+                if len(lines) >= count:
+                    return lines
+                await asyncio.sleep(0.2)
+        raise AssertionError("unreachable")
+
+    def output(self, job_id: str) -> list[str]:
+        out = self.container.run(
+            ["journalctl", "--no-pager", "-o", "json", f"AUTOMD_JOB_ID={job_id}"]
+        ).stdout.decode()
+        entries = [json.loads(line) for line in out.splitlines() if line]
+        # The job's own stdout/stderr, not automd's lines about it.
+        return [e["MESSAGE"] for e in entries if e.get("_TRANSPORT") == "stdout"]
+
+    def show(self, unit: str, *props: str) -> dict[str, str]:
+        out = self.container.run(
+            ["systemctl", "show", unit, *(f"--property={p}" for p in props)]
+        ).stdout.decode()
+        return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+
+
+@pytest.fixture
+def api(container: Container) -> Api:
+    return Api(container)
+
+
+async def test_a_job_runs_as_a_configured_transient_unit(api: Api) -> None:
+    job = await api.submit("hold", seconds=3, text="hello")
+    running = await api.wait(job["id"], "running")
+    unit = running["unit"]
+    assert unit == f"automd-hold-{job['id']}-1.service"
+    props = api.show(
+        unit, "ExecStart", "MemoryMax", "CPUQuotaPerSecUSec", "TasksMax", "RuntimeMaxUSec",
+        "Slice", "LogExtraFields", "DynamicUser", "NoNewPrivileges", "ProtectSystem",
+        "ProtectHome", "PrivateTmp", "PrivateDevices", "Type", "Environment",
+    )  # fmt: skip
+    assert "argv[]=/bin/sh -c " in props["ExecStart"]
+    assert "hold 3 hello ;" in props["ExecStart"]
+    assert props["MemoryMax"] == str(64 * 1024 * 1024)
+    assert props["CPUQuotaPerSecUSec"] == "500ms"
+    assert props["TasksMax"] == "16"
+    assert props["RuntimeMaxUSec"] == "5min"
+    assert props["Slice"] == "automd-jobs.slice"
+    assert props["Type"] == "exec"
+    assert f"AUTOMD_JOB_ID={job['id']}" in props["LogExtraFields"]
+    assert "AUTOMD_DEFINITION=hold" in props["LogExtraFields"]
+    assert f"AUTOMD_JOB_ID={job['id']}" in props["Environment"]
+    assert (props["DynamicUser"], props["NoNewPrivileges"]) == ("yes", "yes")
+    assert (props["ProtectSystem"], props["ProtectHome"]) == ("strict", "yes")
+    assert (props["PrivateTmp"], props["PrivateDevices"]) == ("yes", "yes")
+
+    done = await api.wait(job["id"], "succeeded", "failed")
+    assert (done["state"], done["exit_code"], done["result"]) == ("succeeded", 0, "success")
+    assert await api.journal_lines(job["id"], 2) == ["start 2:hello", "done"]
+    detail = await api.call("job.get", id=job["id"])
+    assert [e["state"] for e in detail["events"]] == ["queued", "starting", "running", "succeeded"]
+    assert detail["attempts"][0]["invocation_id"]
+
+
+async def test_non_zero_exit_is_retried_then_fails(api: Api) -> None:
+    job = await api.submit("fail", code=3)
+    done = await api.wait(job["id"], "failed", "succeeded")
+    assert (done["state"], done["exit_code"], done["result"]) == ("failed", 3, "exit-code")
+    detail = await api.call("job.get", id=job["id"])
+    assert [a["exit_code"] for a in detail["attempts"]] == [3, 3]  # max_attempts = 2
+    assert "retrying in" in detail["attempts"][0]["retry_reason"]
+    assert "waiting_retry" in [e["state"] for e in detail["events"]]
+
+
+async def test_missing_binary(api: Api) -> None:
+    job = await api.submit("missing")
+    done = await api.wait(job["id"], "failed", "succeeded")
+    assert (done["result"], done["exit_code"]) == ("exit-code", 203)  # systemd's EXIT_EXEC
+
+
+async def test_runtime_limit_is_a_timeout(api: Api) -> None:
+    job = await api.submit("slow")
+    done = await api.wait(job["id"], "timed_out", "failed", "succeeded")
+    assert (done["state"], done["result"]) == ("timed_out", "timeout")
+
+
+async def test_kill_by_signal(api: Api) -> None:
+    job = await api.submit("killself")
+    done = await api.wait(job["id"], "failed", "succeeded")
+    assert (done["state"], done["result"], done["signal"]) == ("failed", "signal", 9)
+
+
+async def test_cancel_while_running_stops_the_unit(api: Api) -> None:
+    job = await api.submit("hold", seconds=60)
+    running = await api.wait(job["id"], "running")
+    cancelled = (await api.call("job.cancel", id=job["id"]))["job"]
+    assert cancelled["cancel_requested"] is True
+    done = await api.wait(job["id"], "cancelled", "succeeded", "failed")
+    assert (done["state"], done["signal"]) == ("cancelled", 15)
+    assert api.show(running["unit"], "ActiveState")["ActiveState"] in ("inactive", "failed")
+    error = await api.error("job.cancel", id=job["id"])
+    assert error["code"] == 1003
+
+
+async def test_cancel_while_queued_never_starts_it(api: Api) -> None:
+    first = await api.submit("limited", seconds=60)
+    second = await api.submit("limited", seconds=60)
+    third = await api.submit("limited", seconds=60)  # concurrency 2: stays queued
+    await api.wait(first["id"], "running")
+    await api.wait(second["id"], "running")
+    assert (await api.call("job.get", id=third["id"]))["job"]["state"] == "queued"
+    cancelled = (await api.call("job.cancel", id=third["id"]))["job"]
+    assert (cancelled["state"], cancelled["attempts"], cancelled["unit"]) == ("cancelled", 0, None)
+    for job in (first, second):
+        await api.call("job.cancel", id=job["id"])
+        await api.wait(job["id"], "cancelled")
+
+
+PAYLOADS = ["; rm -rf /", "$(id)", "${HOME}", "$HOME", "$$", "`id`", "a b  c", "'\"", "%n %%",
+            "*", "\\"]  # fmt: skip
+
+
+async def test_injection_attempts_arrive_verbatim_as_one_argument(api: Api) -> None:
+    jobs = [await api.submit("hold", seconds=0, text=payload) for payload in PAYLOADS]
+    for job, payload in zip(jobs, PAYLOADS, strict=True):
+        done = await api.wait(job["id"], "succeeded", "failed")
+        assert done["state"] == "succeeded", done
+        # "2:" — still exactly two arguments after the script; the payload unexpanded.
+        assert (await api.journal_lines(job["id"], 1))[0] == f"start 2:{payload}"
+
+
+@pytest.mark.parametrize(
+    ("definition", "params", "field", "reason"),
+    [
+        ("hold", {"text": "a\nb"}, "params.text", "control characters"),
+        ("hold", {"text": "a\u0000b"}, "params.text", "NUL"),
+        ("hold", {"text": "-rf"}, "params.text", "must not start with '-'"),
+        ("backup", {"source": "/srv/../etc"}, "params.source", "must lie under /srv"),
+        ("backup", {"source": "/srv/x", "dest": "/var/backups/../../etc/x"}, "params.dest",
+         "must lie under /var/backups"),
+        ("hold", {"seconds": "1; reboot"}, "params.seconds", "must be an integer"),
+        ("hold", {"bogus": 1}, "params.bogus", "unknown parameter"),
+    ],
+)  # fmt: skip
+async def test_injection_attempts_that_are_rejected(
+    api: Api, definition: str, params: dict[str, Any], field: str, reason: str
+) -> None:
+    error = await api.error("job.submit", definition=definition, params=params)
+    assert error["code"] == -32602
+    assert error["data"]["field"] == field
+    assert reason in error["data"]["reason"]
+
+
+async def test_200_concurrent_submissions_of_50_keys_create_50_jobs(api: Api) -> None:
+    async def submit(i: int) -> dict[str, Any]:
+        result: dict[str, Any] = await api.call(
+            "job.submit", definition="hold", params={"seconds": 0, "text": f"k{i % 50}"},
+            idempotency_key=f"burst-{i % 50}",
+        )  # fmt: skip
+        return result
+
+    results = await asyncio.gather(*(submit(i) for i in range(200)))
+    ids = {r["job"]["id"] for r in results}
+    assert len(ids) == 50
+    assert sum(not r["replayed"] for r in results) == 50
+    for job_id in ids:
+        await api.wait(job_id, "succeeded")
+        assert len([line for line in api.output(job_id) if line.startswith("start")]) == 1
+
+
+async def test_concurrency_limit_holds_under_a_burst(api: Api) -> None:
+    jobs = [await api.submit("limited", seconds=1) for _ in range(8)]
+    most = 0
+    async with asyncio.timeout(WAIT_SECONDS):
+        while True:
+            states = [(await api.call("job.get", id=j["id"]))["job"]["state"] for j in jobs]
+            active = api.container.run(
+                ["systemctl", "list-units", "--no-legend", "--state=activating,active",
+                 "automd-limited-*"]
+            ).stdout.decode()  # fmt: skip
+            most = max(most, len(active.splitlines()))
+            if all(s == "succeeded" for s in states):
+                break
+            assert all(s in ("queued", "starting", "running", "succeeded") for s in states), states
+            await asyncio.sleep(0.1)
+    assert 1 <= most <= 2
+
+
+async def test_kill_9_of_automd_loses_no_job_and_runs_none_twice(api: Api) -> None:
+    jobs = {seconds: await api.submit("hold", seconds=seconds, text=f"k9-{seconds}")
+            for seconds in (1, 3, 8)}  # fmt: skip
+    for job in jobs.values():
+        await api.wait(job["id"], "running")
+    before = api.show("automd.service", "MainPID", "NRestarts")
+    api.container.run(
+        ["systemctl", "kill", "--signal=SIGKILL", "--kill-who=main", "automd.service"]
+    )
+    started = time.monotonic()
+    # Restart=on-failure brings automd back after RestartSec=1; the 1 s job ends meanwhile.
+    for seconds, job in jobs.items():
+        done = await api.wait(job["id"], "succeeded", "failed", "unknown")
+        assert (done["state"], done["attempts"]) == ("succeeded", 1), (seconds, done)
+        # Read back from the journal after a clean exit, the status is unknown, not invented.
+        source = (await api.call("job.get", id=job["id"]))["attempts"][0]["outcome_source"]
+        assert done["exit_code"] == (0 if source == "dbus" else None), (seconds, source)
+        lines = await api.journal_lines(job["id"], 2)
+        assert lines == [f"start 2:k9-{seconds}", "done"]  # ran exactly once
+    after = api.show("automd.service", "MainPID", "NRestarts")
+    assert after["MainPID"] != before["MainPID"]
+    assert int(after["NRestarts"]) > int(before["NRestarts"])
+    sources = [
+        (await api.call("job.get", id=j["id"]))["attempts"][0]["outcome_source"]
+        for j in jobs.values()
+    ]
+    assert "journal" in sources or time.monotonic() - started > 8, sources
+
+
+async def test_definitions_are_listed_with_a_schema(api: Api) -> None:
+    listed = await api.call("definition.list")
+    names = {d["name"] for d in listed["definitions"]}
+    assert {"hello", "backup", "fail", "long", "hold"} <= names
+    assert listed["errors"] == []
+    backup = await api.call("definition.get", name="backup")
+    assert backup["params_schema"]["required"] == ["source"]
+    assert (await api.error("definition.get", name="nope"))["code"] == 1001
+    assert (await api.error("job.submit", definition="nope"))["code"] == 1001
+    assert (await api.error("job.get", id="0" * 26))["code"] == 1002
+
+
+async def test_a_bad_definition_file_is_reported_and_the_rest_keep_working(
+    api: Api, container: Container
+) -> None:
+    container.write_file("/etc/automd/jobs.d/broken.toml", 'executable = "relative"\n')
+    try:
+        reloaded = await api.call("system.reload")
+        assert reloaded["errors"] == [
+            {"file": "/etc/automd/jobs.d/broken.toml", "key": "executable",
+             "reason": "must be an absolute path without placeholders"}
+        ]  # fmt: skip
+        job = await api.submit("hello")
+        assert (await api.wait(job["id"], "succeeded"))["exit_code"] == 0
+    finally:
+        container.run(["rm", "-f", "/etc/automd/jobs.d/broken.toml"])
+        await api.call("system.reload")
+
+
+def test_journalctl_finds_a_jobs_output_by_id(api: Api) -> None:
+    # Documented for humans: `journalctl AUTOMD_JOB_ID=<id>` (a custom field match).
+    assert Path(api.socket).name == "automd.sock"

@@ -1,0 +1,389 @@
+"""Job lifecycle logic against a real store and a fake systemd (the real one: integration)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from automd.api.methods import JobState
+from automd.definitions.model import RetryPolicy
+from automd.definitions.registry import DefinitionRegistry
+from automd.errors import (
+    IdempotencyConflict,
+    InvalidJobState,
+    InvalidParams,
+    QueueFull,
+    SystemdUnavailable,
+    UnknownDefinition,
+)
+from automd.jobs.plan import parse_unit_name, unit_name
+from automd.jobs.policy import backoff_delay, judge, should_retry
+from automd.jobs.service import Caller, JobService, JobSettings
+from automd.store import jobs as rows
+from automd.store.db import Store
+from automd.systemd.units import UnitOutcome, UnitSpec
+
+CALLER = Caller(uid=1000, pid=4242)
+WAIT_SECONDS = 5.0
+
+
+def outcome(unit: str = "u", result: str = "success", exit_code: int | None = 0,
+            signal: int | None = None) -> UnitOutcome:  # fmt: skip
+    return UnitOutcome(unit=unit, invocation_id="ab" * 16, result=result, exit_code=exit_code,
+                       signal=signal, source="dbus")  # fmt: skip
+
+
+class FakeSystemd:
+    """Records what the service asks of systemd; the test decides what systemd answers."""
+
+    def __init__(self) -> None:
+        self.started: list[UnitSpec] = []
+        self.stopped: list[str] = []
+        self.loaded: list[str] = []
+        self.journal: dict[str, UnitOutcome] = {}
+        self.unavailable = False
+        self.changed = asyncio.Condition()
+
+    async def start_unit(self, spec: UnitSpec) -> None:
+        if self.unavailable:
+            raise SystemdUnavailable()
+        async with self.changed:
+            self.started.append(spec)
+            self.changed.notify_all()
+
+    async def stop_unit(self, name: str) -> None:
+        self.stopped.append(name)
+
+    async def reset_failed(self, name: str) -> None:
+        pass
+
+    async def adopt(self) -> list[str]:
+        if self.unavailable:
+            raise SystemdUnavailable()
+        return list(self.loaded)
+
+    async def outcome_from_journal(
+        self, unit: str, invocation_id: str | None
+    ) -> UnitOutcome | None:
+        return self.journal.get(unit)
+
+
+def write_definitions(directory: Path) -> None:
+    directory.mkdir(exist_ok=True)
+    (directory / "echo.toml").write_text(
+        'executable = "/usr/bin/echo"\nargv = ["{text}"]\nconcurrency = 2\n'
+        '[parameters.text]\ntype = "string"\ndefault = "hi"\n'
+    )
+    (directory / "flaky.toml").write_text(
+        'executable = "/bin/false"\n[retry]\nmax_attempts = 3\ninitial_delay_seconds = 0.05\n'
+        'jitter = 0\non_results = ["exit-code"]\n'
+    )
+
+
+class Harness:
+    def __init__(self, tmp_path: Path, settings: JobSettings) -> None:
+        self.tmp_path = tmp_path
+        self.settings = settings
+        self.systemd = FakeSystemd()
+        self.store: Store
+        self.service: JobService
+
+    async def open(self) -> JobService:
+        write_definitions(self.tmp_path / "jobs.d")
+        registry = DefinitionRegistry(self.tmp_path / "jobs.d")
+        registry.reload()
+        self.store = await Store.open(self.tmp_path / "state")
+        self.service = JobService(self.store, registry, self.systemd, self.settings)  # type: ignore[arg-type]
+        await self.service.start()
+        await asyncio.wait_for(self.service.reconciled.wait(), 5)
+        return self.service
+
+    async def restart(self) -> JobService:
+        return await self.restart_with_loaded([])
+
+    async def restart_with_loaded(self, loaded: list[str]) -> JobService:
+        """Stop automd (units keep running) and start it again with these units loaded."""
+        await self.close()
+        self.systemd = FakeSystemd()
+        self.systemd.loaded = loaded
+        return await self.open()
+
+    async def close(self) -> None:
+        await self.service.stop()
+        await self.store.close()
+
+    async def wait_for(self, job_id: str, *states: JobState) -> rows.JobRecord:
+        """Poll the store: job state changes have no notification hook to wait on."""
+        async with asyncio.timeout(WAIT_SECONDS):
+            while True:
+                job = await self.service.get(job_id)
+                if job.state in states:
+                    return job
+                await asyncio.sleep(0.01)
+
+    async def wait_started(self, count: int) -> None:
+        async with asyncio.timeout(WAIT_SECONDS), self.systemd.changed:
+            await self.systemd.changed.wait_for(lambda: len(self.systemd.started) >= count)
+
+    def finish(self, spec: UnitSpec, result: str = "success", exit_code: int | None = 0,
+               signal: int | None = None) -> None:  # fmt: skip
+        self.service.unit_started(spec.name, "ab" * 16)
+        self.service.unit_finished(outcome(spec.name, result, exit_code, signal))
+
+
+@pytest.fixture
+async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
+    h = Harness(tmp_path, JobSettings(max_running=4, max_unfinished=1000))
+    await h.open()
+    yield h
+    await h.close()
+
+
+# --- pure policy -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("result", "code", "sig", "cancel", "state"),
+    [
+        ("success", 0, None, False, JobState.SUCCEEDED),
+        ("exit-code", 3, None, False, JobState.FAILED),
+        ("exit-code", 203, None, False, JobState.FAILED),
+        ("timeout", None, 15, False, JobState.TIMED_OUT),
+        ("signal", None, 9, False, JobState.FAILED),
+        ("success", None, 15, True, JobState.CANCELLED),  # systemd calls a stop "success"
+        ("success", None, 15, False, JobState.FAILED),  # someone else stopped it
+        ("success", 0, None, True, JobState.SUCCEEDED),  # it finished before the cancel hit
+        ("exit-code", 1, None, True, JobState.CANCELLED),
+        ("success", None, None, False, JobState.SUCCEEDED),  # from the journal: no status logged
+        ("success", None, None, True, JobState.CANCELLED),  # ...but a stop looks the same
+        ("unknown", None, None, False, JobState.UNKNOWN),
+    ],
+)
+def test_judge(
+    result: str, code: int | None, sig: int | None, cancel: bool, state: JobState
+) -> None:
+    assert (
+        judge(outcome(result=result, exit_code=code, signal=sig), cancel_requested=cancel).state
+        == state
+    )
+
+
+def test_retry_policy() -> None:
+    policy = RetryPolicy(max_attempts=3, on_results=("exit-code",), on_exit_codes=(75,))
+    failed = outcome(result="exit-code", exit_code=75)
+    verdict = judge(failed, cancel_requested=False)
+    assert should_retry(failed, verdict, policy, attempt=1)
+    assert not should_retry(failed, verdict, policy, attempt=3)  # budget spent
+    other = outcome(result="exit-code", exit_code=1)
+    assert not should_retry(other, judge(other, cancel_requested=False), policy, attempt=1)
+    timeout = outcome(result="timeout", exit_code=None, signal=15)
+    assert not should_retry(timeout, judge(timeout, cancel_requested=False), policy, attempt=1)
+
+
+def test_backoff_is_exponential_capped_and_jittered() -> None:
+    policy = RetryPolicy(initial_delay_seconds=2, multiplier=3, max_delay_seconds=30, jitter=0.5)
+    assert backoff_delay(policy, 1, 0.5) == 2
+    assert backoff_delay(policy, 2, 0.5) == 6
+    assert backoff_delay(policy, 5, 0.5) == 30
+    assert backoff_delay(policy, 5, 0.0) == 15
+    assert backoff_delay(policy, 5, 0.999999) == pytest.approx(45, rel=1e-4)
+
+
+def test_unit_names_round_trip() -> None:
+    name = unit_name("my-def_2", "01jd3k5x2q8v7n4m6p9r0s1t2u", 3)
+    assert name == "automd-my-def_2-01jd3k5x2q8v7n4m6p9r0s1t2u-3.service"
+    assert parse_unit_name(name) == ("01jd3k5x2q8v7n4m6p9r0s1t2u", 3)
+    assert parse_unit_name("automd.service") is None
+    assert parse_unit_name("automd-x-short-1.service") is None
+
+
+# --- the service -------------------------------------------------------------------------------
+
+
+async def test_submit_then_run_to_success(harness: Harness) -> None:
+    job, replayed = await harness.service.submit("echo", {"text": "$(id)"}, None, CALLER)
+    assert (job.state, replayed) == (JobState.QUEUED, False)
+    await harness.wait_started(1)
+    spec = harness.systemd.started[0]
+    assert spec.argv == ("/usr/bin/echo", "$(id)")
+    assert spec.name == unit_name("echo", job.id, 1)
+    assert spec.environment["AUTOMD_JOB_ID"] == job.id
+    assert spec.log_extra_fields == {"AUTOMD_JOB_ID": job.id, "AUTOMD_DEFINITION": "echo",
+                                     "AUTOMD_ATTEMPT": "1"}  # fmt: skip
+    harness.finish(spec)
+    done = await harness.wait_for(job.id, JobState.SUCCEEDED)
+    assert (done.exit_code, done.result, done.attempts) == (0, "success", 1)
+    events = [e.state for e in await rows.get_events(harness.store, job.id)]
+    assert events == ["queued", "starting", "running", "succeeded"]
+
+
+async def test_submit_errors(harness: Harness) -> None:
+    with pytest.raises(UnknownDefinition):
+        await harness.service.submit("nope", {}, None, CALLER)
+    with pytest.raises(InvalidParams) as info:
+        await harness.service.submit("echo", {"text": "-rf"}, None, CALLER)
+    assert info.value.data["field"] == "params.text"
+
+
+async def test_idempotent_replay_and_conflict(harness: Harness) -> None:
+    first, _ = await harness.service.submit("echo", {"text": "a"}, "key-1", CALLER)
+    again, replayed = await harness.service.submit("echo", {"text": "a"}, "key-1", CALLER)
+    assert (again.id, replayed) == (first.id, True)
+    with pytest.raises(IdempotencyConflict) as info:
+        await harness.service.submit("echo", {"text": "b"}, "key-1", CALLER)
+    assert info.value.data == {"idempotency_key": "key-1", "job": first.id}
+    # Keys belong to a caller: another uid's identical key is a new job.
+    other, replayed = await harness.service.submit("echo", {"text": "a"}, "key-1", Caller(1001, 1))
+    assert (other.id != first.id, replayed) == (True, False)
+
+
+async def test_200_concurrent_submits_of_50_keys_make_50_jobs(harness: Harness) -> None:
+    harness.service.settings = JobSettings(max_running=1, max_unfinished=1000)
+    results = await asyncio.gather(
+        *(harness.service.submit("echo", {"text": f"t{i % 50}"}, f"k{i % 50}", CALLER)
+          for i in range(200))
+    )  # fmt: skip
+    assert len({job.id for job, _ in results}) == 50
+    assert sum(not replayed for _, replayed in results) == 50
+    all_jobs = await rows.list_jobs(harness.store, limit=1000)
+    assert len(all_jobs) == 50
+
+
+async def test_concurrency_limits_hold(harness: Harness) -> None:
+    ids = [(await harness.service.submit("echo", {}, None, CALLER))[0].id for _ in range(6)]
+    await harness.wait_started(2)
+    await asyncio.sleep(0.1)
+    assert len(harness.systemd.started) == 2  # echo's concurrency = 2, though max_running = 4
+    harness.finish(harness.systemd.started[0])
+    await harness.wait_started(3)
+    for spec in list(harness.systemd.started):
+        harness.finish(spec)
+    await harness.wait_started(5)
+    for spec in harness.systemd.started[3:]:
+        harness.finish(spec)
+    await harness.wait_started(6)
+    harness.finish(harness.systemd.started[5])
+    for job_id in ids:
+        await harness.wait_for(job_id, JobState.SUCCEEDED)
+
+
+async def test_queue_full(tmp_path: Path) -> None:
+    h = Harness(tmp_path, JobSettings(max_running=1, max_unfinished=2))
+    await h.open()
+    try:
+        await h.service.submit("echo", {}, None, CALLER)
+        await h.service.submit("echo", {}, None, CALLER)
+        with pytest.raises(QueueFull):
+            await h.service.submit("echo", {}, None, CALLER)
+    finally:
+        await h.close()
+
+
+async def test_failed_attempts_are_retried_with_backoff_then_fail(harness: Harness) -> None:
+    job, _ = await harness.service.submit("flaky", {}, None, CALLER)
+    for attempt in (1, 2, 3):
+        await harness.wait_started(attempt)
+        spec = harness.systemd.started[attempt - 1]
+        assert spec.name == unit_name("flaky", job.id, attempt)
+        harness.finish(spec, "exit-code", 1)
+        if attempt < 3:
+            waiting = await harness.wait_for(job.id, JobState.WAITING_RETRY)
+            assert waiting.next_attempt_at is not None
+    done = await harness.wait_for(job.id, JobState.FAILED)
+    assert (done.attempts, done.exit_code) == (3, 1)
+    attempts = await rows.get_attempts(harness.store, job.id)
+    assert [a.retry_reason is not None for a in attempts] == [True, True, False]
+    assert "retrying in" in (attempts[0].retry_reason or "")
+
+
+async def test_cancel_queued_running_and_finished(harness: Harness) -> None:
+    harness.service.settings = JobSettings(max_running=1, max_unfinished=1000)
+    running, _ = await harness.service.submit("echo", {}, None, CALLER)
+    queued, _ = await harness.service.submit("echo", {}, None, CALLER)
+    await harness.wait_started(1)
+    cancelled = await harness.service.cancel(queued.id)
+    assert cancelled.state == JobState.CANCELLED
+    requested = await harness.service.cancel(running.id)
+    assert requested.cancel_requested
+    assert harness.systemd.stopped == [unit_name("echo", running.id, 1)]
+    # systemd reports the stop as success with SIGTERM; automd knows it asked.
+    harness.finish(harness.systemd.started[0], "success", None, 15)
+    assert (await harness.wait_for(running.id, JobState.CANCELLED)).signal == 15
+    with pytest.raises(InvalidJobState):
+        await harness.service.cancel(running.id)
+    await asyncio.sleep(0.1)
+    assert len(harness.systemd.started) == 1  # the dequeued job never started
+
+
+async def test_manual_retry_of_a_finished_job(harness: Harness) -> None:
+    job, _ = await harness.service.submit("echo", {}, None, CALLER)
+    await harness.wait_started(1)
+    harness.finish(harness.systemd.started[0], "exit-code", 2)
+    await harness.wait_for(job.id, JobState.FAILED)
+    with pytest.raises(InvalidJobState):
+        await harness.service.retry((await harness.service.submit("echo", {}, None, CALLER))[0].id)
+    retried = await harness.service.retry(job.id)
+    assert retried.state == JobState.QUEUED
+    await harness.wait_started(3)  # the job, the unfinished one above, then the retry
+    names = {spec.name for spec in harness.systemd.started}
+    assert unit_name("echo", job.id, 2) in names
+
+
+async def test_restart_readopts_running_units_and_resumes_retries(harness: Harness) -> None:
+    running, _ = await harness.service.submit("echo", {}, None, CALLER)
+    flaky, _ = await harness.service.submit("flaky", {}, None, CALLER)
+    await harness.wait_started(2)
+    by_name = {s.name: s for s in harness.systemd.started}
+    harness.service.unit_started(unit_name("echo", running.id, 1), "cd" * 16)
+    harness.finish(by_name[unit_name("flaky", flaky.id, 1)], "exit-code", 1)
+    await harness.wait_for(running.id, JobState.RUNNING)
+    await harness.wait_for(flaky.id, JobState.WAITING_RETRY)
+
+    service = await harness.restart_with_loaded([unit_name("echo", running.id, 1)])
+    # The running unit is followed again; its outcome arrives from the new Systemd.
+    service.unit_finished(outcome(unit_name("echo", running.id, 1)))
+    await harness.wait_for(running.id, JobState.SUCCEEDED)
+    # The persisted retry fires after the restart: attempt 2 starts exactly once.
+    await harness.wait_started(1)
+    assert [s.name for s in harness.systemd.started] == [unit_name("flaky", flaky.id, 2)]
+
+
+async def test_restart_takes_outcomes_from_the_journal(harness: Harness) -> None:
+    job, _ = await harness.service.submit("echo", {}, None, CALLER)
+    await harness.wait_started(1)
+    unit = harness.systemd.started[0].name
+    harness.service.unit_started(unit, "ef" * 16)
+    await harness.wait_for(job.id, JobState.RUNNING)
+    await harness.service.stop()
+    await harness.store.close()
+    harness.systemd = FakeSystemd()
+    harness.systemd.journal[unit] = outcome(unit, "exit-code", 7)
+    await harness.open()
+    done = await harness.wait_for(job.id, JobState.FAILED)
+    assert done.exit_code == 7
+    attempts = await rows.get_attempts(harness.store, job.id)
+    assert attempts[0].outcome_source == "dbus"  # as reported by the (fake) journal source
+
+
+async def test_restart_requeues_a_start_that_never_reached_systemd(harness: Harness) -> None:
+    harness.systemd.unavailable = True
+    job, _ = await harness.service.submit("echo", {}, None, CALLER)
+    await harness.wait_for(job.id, JobState.STARTING)
+    await harness.service.stop()
+    await harness.store.close()
+    harness.systemd = FakeSystemd()  # no such unit loaded, nothing in the journal
+    await harness.open()
+    await harness.wait_started(1)
+    assert harness.systemd.started[0].name == unit_name("echo", job.id, 1)
+
+
+async def test_restart_marks_a_vanished_running_job_unknown(harness: Harness) -> None:
+    job, _ = await harness.service.submit("echo", {}, None, CALLER)
+    await harness.wait_started(1)
+    harness.service.unit_started(harness.systemd.started[0].name, "12" * 16)
+    await harness.wait_for(job.id, JobState.RUNNING)
+    await harness.restart()
+    assert (await harness.wait_for(job.id, JobState.UNKNOWN)).finished_at is not None

@@ -1,0 +1,143 @@
+"""UnitSpec validation, the exact StartTransientUnit property list, and unit object paths."""
+
+from __future__ import annotations
+
+import pytest
+from dbus_fast import Message, Variant
+
+from automd.systemd.spec import DEFAULT_SANDBOX, UnitSpec, unit_object_path, unit_properties
+
+PAYLOAD = "$HOME ${X} $$ `id` ; rm -rf / %n"
+
+
+def spec(**overrides: object) -> UnitSpec:
+    values: dict[str, object] = {
+        "name": "automd-backup-01HXYZ.service",
+        "description": "automd job backup",
+        "argv": ("/usr/bin/printf", "%s\n", PAYLOAD),
+        "environment": {"AUTOMD_JOB_ID": "01HXYZ", "FOO": "bar baz"},
+        "log_extra_fields": {"AUTOMD_JOB_ID": "01HXYZ"},
+    }
+    values.update(overrides)
+    return UnitSpec(**values)  # type: ignore[arg-type]
+
+
+def as_dict(props: list[tuple[str, Variant]]) -> dict[str, tuple[str, object]]:
+    names = [name for name, _ in props]
+    assert len(names) == len(set(names)), "a property is set twice"
+    return {name: (variant.signature, variant.value) for name, variant in props}
+
+
+def test_core_properties_have_exact_types_and_values() -> None:
+    props = as_dict(unit_properties(spec()))
+    assert props["Description"] == ("s", "automd job backup")
+    assert props["Type"] == ("s", "exec")
+    assert props["ExecStartEx"] == (
+        "a(sasas)",
+        [["/usr/bin/printf", ["/usr/bin/printf", "%s\n", PAYLOAD], ["no-env-expand"]]],
+    )
+    assert "ExecStart" not in props
+    assert props["Environment"] == ("as", ["AUTOMD_JOB_ID=01HXYZ", "FOO=bar baz"])
+    assert props["LogExtraFields"] == ("aay", [b"AUTOMD_JOB_ID=01HXYZ"])
+    assert props["SyslogIdentifier"] == ("s", "automd-backup-01HXYZ")
+    assert props["Slice"] == ("s", "automd-jobs.slice")
+    assert props["DynamicUser"] == ("b", True)
+    assert "User" not in props
+    # Left at the default so failed units stay inspectable until ResetFailedUnit.
+    assert "CollectMode" not in props
+    for absent in ("WorkingDirectory", "MemoryMax", "CPUQuotaPerSecUSec", "TasksMax"):
+        assert absent not in props
+
+
+def test_limits_user_and_working_directory() -> None:
+    props = as_dict(
+        unit_properties(
+            spec(
+                user="nobody",
+                working_directory="/srv",
+                memory_max=268435456,
+                cpu_quota_per_sec_usec=500000,
+                tasks_max=64,
+                runtime_max_usec=60_000_000,
+            )
+        )
+    )
+    assert props["User"] == ("s", "nobody")
+    assert "DynamicUser" not in props
+    assert props["WorkingDirectory"] == ("s", "/srv")
+    assert props["MemoryMax"] == ("t", 268435456)
+    assert props["CPUQuotaPerSecUSec"] == ("t", 500000)
+    assert props["TasksMax"] == ("t", 64)
+    assert props["RuntimeMaxUSec"] == ("t", 60_000_000)
+
+
+def test_sandbox_booleans_are_b_and_enumerations_are_s() -> None:
+    props = as_dict(unit_properties(spec()))
+    for name, value in DEFAULT_SANDBOX.items():
+        expected = "b" if isinstance(value, bool) else "s"
+        assert props[name] == (expected, value), name
+    assert props["ProtectSystem"] == ("s", "strict")
+    assert props["NoNewPrivileges"] == ("b", True)
+
+
+def test_properties_marshal_into_a_start_transient_unit_call() -> None:
+    # dbus-fast checks every variant against its signature when it serialises the body.
+    message = Message(
+        destination="org.freedesktop.systemd1",
+        path="/org/freedesktop/systemd1",
+        interface="org.freedesktop.systemd1.Manager",
+        member="StartTransientUnit",
+        signature="ssa(sv)a(sa(sv))",
+        body=["automd-backup-01HXYZ.service", "fail", unit_properties(spec()), []],
+    )
+    assert len(message._marshall(negotiate_unix_fd=False)) > 0
+
+
+def test_custom_sandbox_replaces_the_default() -> None:
+    props = as_dict(unit_properties(spec(sandbox={"PrivateNetwork": True})))
+    assert props["PrivateNetwork"] == ("b", True)
+    assert "ProtectSystem" not in props
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"name": "automd-x.socket"},
+        {"name": "automd x.service"},
+        {"name": "automd-x@.service"},
+        {"name": "a" * 250 + ".service"},
+        {"name": ".service"},
+        {"argv": ()},
+        {"argv": ("printf", "x")},
+        {"argv": ("/bin/echo", "a\0b")},
+        {"environment": {"BAD-NAME": "x"}},
+        {"environment": {"1X": "x"}},
+        {"log_extra_fields": {"lower": "x"}},
+        {"log_extra_fields": {"_TRUSTED": "x"}},
+        {"slice": "automd-jobs"},
+        {"working_directory": "relative"},
+        {"memory_max": 0},
+        {"tasks_max": 2**64},
+        {"sandbox": {"User": "root"}},
+        {"sandbox": {"ExecStart": "x"}},
+    ],
+)
+def test_invalid_specs_are_refused(overrides: dict[str, object]) -> None:
+    with pytest.raises(ValueError):  # noqa: PT011 - the message names the field; any is fine
+        spec(**overrides)
+
+
+@pytest.mark.parametrize(
+    ("name", "path"),
+    [
+        (
+            "automd-probe-user.service",
+            "/org/freedesktop/systemd1/unit/automd_2dprobe_2duser_2eservice",
+        ),
+        ("a_b:c.service", "/org/freedesktop/systemd1/unit/a_5fb_3ac_2eservice"),
+        ("Az09.service", "/org/freedesktop/systemd1/unit/Az09_2eservice"),
+        ("ü.service", "/org/freedesktop/systemd1/unit/_c3_bc_2eservice"),
+    ],
+)
+def test_unit_object_path_escapes_every_non_alphanumeric_byte(name: str, path: str) -> None:
+    assert unit_object_path(name) == path
