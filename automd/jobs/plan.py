@@ -118,4 +118,5 @@ def unit_spec(plan: RunPlan, *, definition: str, job_id: str, attempt: int) -> U
         tasks_max=plan.tasks_max,
         runtime_max_usec=plan.runtime_max_usec,
         sandbox=plan.sandbox,
+        read_write_paths=plan.read_write_paths,
     )

@@ -87,9 +87,22 @@ class UnitSpec:
     tasks_max: int | None = None
     runtime_max_usec: int | None = None
     sandbox: Mapping[str, bool | str] = field(default_factory=lambda: DEFAULT_SANDBOX)
+    # Paths the job may write despite ProtectSystem=strict (ReadWritePaths=).
+    read_write_paths: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         check_unit_name(self.name)
+        self._check_command()
+        self._check_paths()
+        for limit in ("memory_max", "cpu_quota_per_sec_usec", "tasks_max", "runtime_max_usec"):
+            value = getattr(self, limit)
+            if value is not None and not 0 < value <= _UINT64_MAX:
+                raise ValueError(f"{limit} out of range: {value!r}")
+        overridden = _CORE_PROPERTIES & set(self.sandbox)
+        if overridden:
+            raise ValueError(f"sandbox must not set {sorted(overridden)}")
+
+    def _check_command(self) -> None:
         if not self.argv or not self.argv[0].startswith("/"):
             raise ValueError(f"argv[0] must be an absolute executable path: {self.argv!r}")
         if any("\0" in arg for arg in self.argv):
@@ -100,17 +113,15 @@ class UnitSpec:
         for key in self.log_extra_fields:
             if not _JOURNAL_FIELD.fullmatch(key):
                 raise ValueError(f"invalid journal field name (want [A-Z][A-Z0-9_]*): {key!r}")
+
+    def _check_paths(self) -> None:
         if not self.slice.endswith(".slice"):
             raise ValueError(f"not a slice: {self.slice!r}")
         if self.working_directory is not None and not self.working_directory.startswith("/"):
             raise ValueError(f"working_directory must be absolute: {self.working_directory!r}")
-        for limit in ("memory_max", "cpu_quota_per_sec_usec", "tasks_max", "runtime_max_usec"):
-            value = getattr(self, limit)
-            if value is not None and not 0 < value <= _UINT64_MAX:
-                raise ValueError(f"{limit} out of range: {value!r}")
-        overridden = _CORE_PROPERTIES & set(self.sandbox)
-        if overridden:
-            raise ValueError(f"sandbox must not set {sorted(overridden)}")
+        for path in self.read_write_paths:
+            if not path.startswith("/") or "\0" in path:
+                raise ValueError(f"read_write_paths must be absolute: {path!r}")
 
 
 def check_unit_name(name: str) -> None:
@@ -158,6 +169,8 @@ def unit_properties(spec: UnitSpec) -> list[tuple[str, Variant]]:
         ("RuntimeMaxUSec", spec.runtime_max_usec),
     )
     properties += [(name, Variant("t", value)) for name, value in limits if value is not None]
+    if spec.read_write_paths:
+        properties.append(("ReadWritePaths", Variant("as", list(spec.read_write_paths))))
     for name, value in spec.sandbox.items():
         # bool first: the sandbox's yes/no switches are "b"; enumerations are "s".
         properties.append(

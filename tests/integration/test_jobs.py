@@ -101,8 +101,9 @@ async def test_a_job_runs_as_a_configured_transient_unit(api: Api) -> None:
     props = api.show(
         unit, "ExecStart", "MemoryMax", "CPUQuotaPerSecUSec", "TasksMax", "RuntimeMaxUSec",
         "Slice", "LogExtraFields", "DynamicUser", "NoNewPrivileges", "ProtectSystem",
-        "ProtectHome", "PrivateTmp", "PrivateDevices", "Type", "Environment",
+        "ProtectHome", "PrivateTmp", "PrivateDevices", "Type", "Environment", "ReadWritePaths",
     )  # fmt: skip
+    assert props["ReadWritePaths"] == "/var/tmp"
     assert "argv[]=/bin/sh -c " in props["ExecStart"]
     assert "hold 3 hello ;" in props["ExecStart"]
     assert props["MemoryMax"] == str(64 * 1024 * 1024)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from dbus_fast import Message, Variant
 
@@ -141,3 +143,16 @@ def test_invalid_specs_are_refused(overrides: dict[str, object]) -> None:
 )
 def test_unit_object_path_escapes_every_non_alphanumeric_byte(name: str, path: str) -> None:
     assert unit_object_path(name) == path
+
+
+def test_read_write_paths_become_an_array_property() -> None:
+    spec = UnitSpec(
+        name="automd-x-1.service", description="d", argv=("/bin/true",), environment={},
+        log_extra_fields={}, read_write_paths=("/var/backups", "/srv/out"),
+    )  # fmt: skip
+    props = dict(unit_properties(spec))
+    assert props["ReadWritePaths"].signature == "as"
+    assert props["ReadWritePaths"].value == ["/var/backups", "/srv/out"]
+    assert "ReadWritePaths" not in dict(unit_properties(replace(spec, read_write_paths=())))
+    with pytest.raises(ValueError, match="must be absolute"):
+        replace(spec, read_write_paths=("relative",))
