@@ -1,4 +1,4 @@
-"""automctl's entry point: the command table, argument parsing, exit codes."""
+"""automctl's entry point: the command table, argument parsing, exit statuses."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from enum import IntEnum
 from typing import Any
 
 from automd import __version__
-from automd.api.codes import DEFAULT_SOCKET
+from automd.api.codes import DEFAULT_SOCKET, ErrorCode
+from automd.ctl import jobs
 from automd.ctl.client import (
     ClientError,
     ConnectPermissionDenied,
@@ -19,34 +19,17 @@ from automd.ctl.client import (
     RemoteError,
     RpcClient,
 )
+from automd.ctl.context import Context, Exit, UsageError
 from automd.ctl.render import Output, format_duration
 
 SOCKET_ENV = "AUTOMD_SOCKET"
 
 
-class Exit(IntEnum):
-    """automctl's exit statuses (docs/automctl.md lists them)."""
-
-    OK = 0
-    FAILURE = 1  # the daemon reported an error, or health is degraded
-    USAGE = 2  # invalid arguments
-    NOT_FOUND = 3
-    PERMISSION_DENIED = 4
-    UNREACHABLE = 5  # no daemon at the socket, or it did not answer
-
-
-@dataclass(frozen=True)
-class Context:
-    client: RpcClient
-    out: Output
-    json: bool
-
-
-def cmd_version(ctx: Context, args: argparse.Namespace) -> Exit:
+def cmd_version(ctx: Context, args: argparse.Namespace) -> int:
     result = ctx.client.call("system.version")
     if ctx.json:
         ctx.out.json({"automctl": __version__, **result})
-        return Exit.OK
+        return int(Exit.OK)
     ctx.out.table(
         [
             ["automctl", __version__],
@@ -54,10 +37,10 @@ def cmd_version(ctx: Context, args: argparse.Namespace) -> Exit:
             ["systemd", result["systemd_version"] or "not reachable"],
         ]
     )
-    return Exit.OK
+    return int(Exit.OK)
 
 
-def cmd_health(ctx: Context, args: argparse.Namespace) -> Exit:
+def cmd_health(ctx: Context, args: argparse.Namespace) -> int:
     result = ctx.client.call("system.health")
     healthy = result["status"] == "ok"
     if ctx.json:
@@ -70,19 +53,42 @@ def cmd_health(ctx: Context, args: argparse.Namespace) -> Exit:
             state = ctx.out.paint("ok", "green") if check["ok"] else ctx.out.paint("FAIL", "red")
             rows.append([name, state, check["detail"]])
         ctx.out.table(rows, indent="  ")
-    return Exit.OK if healthy else Exit.FAILURE
+    return int(Exit.OK if healthy else Exit.FAILURE)
+
+
+def _run_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("definition", help="job definition name")
+    parser.add_argument("params", nargs="*", metavar="key=value", help="job parameters")
+    parser.add_argument("--idempotency-key", help="submit at most once per key (per user)")
+    parser.add_argument(
+        "--wait", action="store_true", help="wait for the job; exit with its exit status"
+    )
+    parser.add_argument("-q", "--print-id", action="store_true", help="print only the job id")
+
+
+def _one_id(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("id", help="job id")
+
+
+def _ids(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("ids", nargs="+", metavar="id", help="job ids")
 
 
 @dataclass(frozen=True)
 class Verb:
     name: str
     help: str
-    run: Callable[[Context, argparse.Namespace], Exit]
+    run: Callable[[Context, argparse.Namespace], int]
+    arguments: Callable[[argparse.ArgumentParser], None] | None = None
+    aliases: tuple[str, ...] = ()
 
 
 VERBS: tuple[Verb, ...] = (
-    Verb("version", "show automctl, automd, API and systemd versions", cmd_version),
+    Verb("run", "submit a job: run DEFINITION key=value...", jobs.cmd_run, _run_arguments),
+    Verb("status", "show a job, its attempts and result", jobs.cmd_status, _one_id, ("show",)),
+    Verb("cancel", "cancel queued or running jobs", jobs.cmd_cancel, _ids),
     Verb("health", "check the daemon and what it depends on (exit 1 when degraded)", cmd_health),
+    Verb("version", "show automctl, automd, API and systemd versions", cmd_version),
 )
 
 
@@ -111,7 +117,7 @@ def _global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
         "--timeout",
         type=float,
         default=argparse.SUPPRESS if suppress else 30.0,
-        help="seconds to wait for the daemon (default 30)",
+        help="seconds to wait for each answer from the daemon (default 30)",
     )
 
 
@@ -123,10 +129,22 @@ def build_parser() -> argparse.ArgumentParser:
     _global_options(parser, suppress=False)
     verbs = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
     for verb in VERBS:
-        sub = verbs.add_parser(verb.name, help=verb.help, description=verb.help)
+        sub = verbs.add_parser(
+            verb.name, help=verb.help, description=verb.help, aliases=list(verb.aliases)
+        )
+        if verb.arguments is not None:
+            verb.arguments(sub)
         _global_options(sub, suppress=True)
         sub.set_defaults(run=verb.run)
     return parser
+
+
+# Daemon error codes that have an exit status of their own.
+_EXIT_BY_CODE = {
+    ErrorCode.UNKNOWN_DEFINITION: Exit.NOT_FOUND,
+    ErrorCode.JOB_NOT_FOUND: Exit.NOT_FOUND,
+    ErrorCode.INVALID_PARAMS: Exit.USAGE,
+}
 
 
 def _exit_for(error: ClientError) -> Exit:
@@ -134,16 +152,25 @@ def _exit_for(error: ClientError) -> Exit:
         return Exit.UNREACHABLE
     if isinstance(error, ConnectPermissionDenied):
         return Exit.PERMISSION_DENIED
+    if isinstance(error, RemoteError):
+        known = {int(code): status for code, status in _EXIT_BY_CODE.items()}
+        return known.get(error.code, Exit.FAILURE)
     return Exit.FAILURE
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     socket_path = args.socket or os.environ.get(SOCKET_ENV) or DEFAULT_SOCKET
-    out = Output(colour=False if args.no_color else None)
-    ctx = Context(client=RpcClient(socket_path, timeout=args.timeout), out=out, json=args.json)
+    colour = False if args.no_color else None
+    out = Output(sys.stdout, colour=colour)
+    err = Output(sys.stderr, colour=colour)
+    client = RpcClient(socket_path, timeout=args.timeout)
+    ctx = Context(client=client, out=out, err=err, json=args.json)
     try:
         return int(args.run(ctx, args))
+    except UsageError as error:
+        print(f"automctl: {error}", file=sys.stderr)
+        return int(Exit.USAGE)
     except ClientError as error:
         if args.json and isinstance(error, RemoteError):
             out.json({"error": error.to_json()})

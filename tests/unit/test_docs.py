@@ -9,7 +9,8 @@ import pytest
 
 from automd.api.codes import API_VERSION, ErrorCode
 from automd.api.methods import METHODS
-from automd.ctl.main import VERBS, Exit
+from automd.ctl.context import Exit
+from automd.ctl.main import VERBS
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 

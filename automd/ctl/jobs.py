@@ -1,0 +1,177 @@
+"""automctl's job verbs: run, status, cancel."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from datetime import datetime
+from typing import Any
+
+from automd.ctl.client import RpcClient
+from automd.ctl.context import Context, Exit, UsageError
+from automd.ctl.render import format_duration
+
+_FINISHED = {"succeeded", "failed", "timed_out", "cancelled", "unknown"}
+_STATE_COLOURS = {
+    "succeeded": "green",
+    "failed": "red",
+    "timed_out": "red",
+    "unknown": "red",
+    "cancelled": "yellow",
+    "waiting_retry": "yellow",
+}
+# systemd-run --wait reports a job killed by a signal as 255; automctl does the same.
+EXIT_KILLED = 255
+
+
+def parse_assignments(pairs: list[str], schema: dict[str, Any]) -> dict[str, str | int | bool]:
+    """key=value words -> params, typed by the definition's JSON Schema."""
+    properties: dict[str, Any] = schema.get("properties", {})
+    params: dict[str, str | int | bool] = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep or not key:
+            raise UsageError(f"expected key=value, got {pair!r}")
+        kind = properties.get(key, {}).get("type")
+        if kind == "integer":
+            try:
+                params[key] = int(text)
+            except ValueError:
+                raise UsageError(f"{key}: {text!r} is not an integer") from None
+        elif kind == "boolean":
+            lowered = text.lower()
+            if lowered not in ("true", "false", "yes", "no", "1", "0"):
+                raise UsageError(f"{key}: {text!r} is not true or false")
+            params[key] = lowered in ("true", "yes", "1")
+        else:
+            params[key] = text  # unknown keys go through: the daemon names them in its error
+    return params
+
+
+def exit_status(job: dict[str, Any]) -> int:
+    """A finished job's status for the shell, like systemd-run --wait."""
+    if job["state"] == "succeeded":
+        return 0
+    if job["signal"] is not None:
+        return EXIT_KILLED
+    if job["exit_code"]:
+        return int(job["exit_code"])
+    return int(Exit.JOB_FAILED)
+
+
+def wait_for(client: RpcClient, job_id: str, ctx: Context) -> dict[str, Any]:
+    """Poll job.get until the job is finished; a live status line on a terminal."""
+    delay = 0.1
+    live = ctx.err.stream.isatty() and not ctx.json
+    started = time.monotonic()
+    while True:
+        job: dict[str, Any] = client.call("job.get", {"id": job_id})["job"]
+        if job["state"] in _FINISHED:
+            if live:
+                ctx.err.stream.write("\r\x1b[K")
+            return job
+        if live:
+            elapsed = format_duration(time.monotonic() - started)
+            ctx.err.stream.write(f"\r\x1b[K{job['state']} ({elapsed}) {job['unit'] or ''}")
+            ctx.err.stream.flush()
+        time.sleep(delay)
+        delay = min(delay * 1.5, 1.0)
+
+
+def _runtime(job: dict[str, Any]) -> str:
+    if not job["finished_at"]:
+        return "-"
+    created = datetime.fromisoformat(job["created_at"])
+    finished = datetime.fromisoformat(job["finished_at"])
+    return format_duration((finished - created).total_seconds())
+
+
+def _summary(ctx: Context, job: dict[str, Any]) -> None:
+    state = ctx.err.paint(job["state"], _STATE_COLOURS.get(job["state"], "bold"))
+    ctx.err.line(f"Finished with result: {job['result'] or '-'} ({state})")
+    if job["signal"] is not None:
+        ctx.err.line(f"Main process terminated with: signal {job['signal']}")
+    elif job["exit_code"] is not None:
+        ctx.err.line(f"Main process terminated with: exit status {job['exit_code']}")
+    ctx.err.line(f"Job runtime: {_runtime(job)}  (journalctl AUTOMD_JOB_ID={job['id']})")
+
+
+def cmd_run(ctx: Context, args: argparse.Namespace) -> int:
+    definition = ctx.client.call("definition.get", {"name": args.definition})
+    params = parse_assignments(args.params, definition["params_schema"])
+    request: dict[str, Any] = {"definition": args.definition, "params": params}
+    if args.idempotency_key:
+        request["idempotency_key"] = args.idempotency_key
+    submitted = ctx.client.call("job.submit", request)
+    job = submitted["job"]
+    if args.print_id:
+        ctx.out.line(job["id"])
+    elif not ctx.json:
+        replay = " (an earlier job with this idempotency key)" if submitted["replayed"] else ""
+        ctx.out.line(f"Job {job['id']} {job['state']}{replay}")
+    if not args.wait:
+        if ctx.json:
+            ctx.out.json(submitted)
+        return int(Exit.OK)
+    job = wait_for(ctx.client, job["id"], ctx)
+    if ctx.json:
+        ctx.out.json({"job": job, "replayed": submitted["replayed"]})
+    elif not args.print_id:
+        _summary(ctx, job)
+    return exit_status(job)
+
+
+def cmd_status(ctx: Context, args: argparse.Namespace) -> int:
+    detail = ctx.client.call("job.get", {"id": args.id})
+    if ctx.json:
+        ctx.out.json(detail)
+        return int(Exit.OK)
+    job = detail["job"]
+    state = ctx.out.paint(job["state"], _STATE_COLOURS.get(job["state"], "bold"))
+    rows = [
+        ["Job:", job["id"]],
+        ["Definition:", job["definition"]],
+        ["State:", state + (" (cancel requested)" if job["cancel_requested"] else "")],
+        ["Params:", json.dumps(job["params"], sort_keys=True)],
+        ["Created:", job["created_at"]],
+        ["Attempts:", f"{job['attempts']} of {job['max_attempts']}"],
+    ]
+    if job["next_attempt_at"]:
+        rows.append(["Next attempt:", job["next_attempt_at"]])
+    if job["result"]:
+        outcome = job["result"]
+        if job["exit_code"] is not None:
+            outcome += f", exit status {job['exit_code']}"
+        if job["signal"] is not None:
+            outcome += f", signal {job['signal']}"
+        rows.append(["Result:", outcome])
+    if job["finished_at"]:
+        rows.append(["Finished:", f"{job['finished_at']} (ran {_runtime(job)})"])
+    if job["unit"]:
+        rows.append(["Unit:", job["unit"]])
+    rows.append(["Logs:", f"journalctl AUTOMD_JOB_ID={job['id']}"])
+    ctx.out.table(rows)
+    for attempt in detail["attempts"]:
+        line = f"  attempt {attempt['number']}: {attempt['state']}"
+        if attempt["result"]:
+            line += f", {attempt['result']}"
+        if attempt["retry_reason"]:
+            line += f" — {attempt['retry_reason']}"
+        ctx.out.line(line)
+    return int(Exit.OK)
+
+
+def cmd_cancel(ctx: Context, args: argparse.Namespace) -> int:
+    results = [ctx.client.call("job.cancel", {"id": job_id})["job"] for job_id in args.ids]
+    if ctx.json:
+        ctx.out.json({"jobs": results})
+    else:
+        for job in results:
+            note = (
+                "stopping"
+                if job["cancel_requested"] and job["state"] != "cancelled"
+                else job["state"]
+            )
+            ctx.out.line(f"Job {job['id']}: {note}")
+    return int(Exit.OK)

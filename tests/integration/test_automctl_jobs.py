@@ -1,0 +1,67 @@
+"""automctl's job verbs against the socket-activated daemon, as a member of group automd."""
+
+from __future__ import annotations
+
+import json
+import re
+
+from tests.integration.conftest import CHECKOUT, TEST_USER
+from tests.integration.container import Container
+
+AUTOMCTL = str(CHECKOUT / ".venv" / "bin" / "automctl")
+
+
+def automctl(c: Container, *args: str, user: str | None = TEST_USER) -> tuple[int, str, str]:
+    result = c.run([AUTOMCTL, *args], user=user, check=False, timeout=120)
+    return result.returncode, result.stdout.decode(), result.stderr.decode()
+
+
+def test_run_wait_prints_a_summary_and_exits_0(container: Container) -> None:
+    code, out, err = automctl(container, "run", "hello", "name=Ada Lovelace", "--wait")
+    assert code == 0, err
+    job_id = re.fullmatch(r"Job (\w{26}) queued\n", out)
+    assert job_id, out
+    assert "Finished with result: success (succeeded)" in err
+    assert f"journalctl AUTOMD_JOB_ID={job_id.group(1)}" in err
+    logs = container.run(["journalctl", "-o", "cat", f"AUTOMD_JOB_ID={job_id.group(1)}",
+                          "_TRANSPORT=stdout"]).stdout.decode()  # fmt: skip
+    assert "Hello, Ada Lovelace!" in logs
+
+
+def test_a_failing_jobs_exit_status_passes_through(container: Container) -> None:
+    code, _out, err = automctl(container, "run", "fail", "code=7", "--wait", "-q")
+    assert code == 7, err
+
+
+def test_run_json_and_status(container: Container) -> None:
+    code, out, err = automctl(container, "run", "hello", "--wait", "--json")
+    assert code == 0, err
+    job = json.loads(out)["job"]
+    assert job["state"] == "succeeded"
+    code, out, _ = automctl(container, "status", job["id"])
+    assert code == 0
+    assert re.search(r"^State:\s+succeeded$", out, re.M)
+    assert re.search(r"^Result:\s+success, exit status 0$", out, re.M)
+    assert "  attempt 1: finished, success" in out
+    code, out, _ = automctl(container, "show", job["id"], "--json")
+    assert json.loads(out)["job"]["id"] == job["id"]
+
+
+def test_cancel_a_running_job(container: Container) -> None:
+    code, out, _ = automctl(container, "run", "long", "steps=60", "-q")
+    job_id = out.strip()
+    code, out, _ = automctl(container, "cancel", job_id)
+    assert code == 0
+    assert out.strip() in (f"Job {job_id}: stopping", f"Job {job_id}: cancelled")
+
+
+def test_error_exit_statuses(container: Container) -> None:
+    code, _out, err = automctl(container, "run", "nope")
+    assert (code, err.startswith("automctl: No such job definition (1001)")) == (3, True)
+    code, _out, err = automctl(container, "run", "fail", "code=999")
+    assert code == 2
+    assert "params.code: must be between 0 and 255" in err
+    code, _out, err = automctl(container, "run", "fail", "code=abc")
+    assert (code, err.strip()) == (2, "automctl: code: 'abc' is not an integer")
+    code, _out, err = automctl(container, "status", "0" * 26)
+    assert (code, "No such job (1002)" in err) == (3, True)
