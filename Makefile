@@ -6,13 +6,17 @@ BIN := $(VENV)/bin
 # Debian's interpreter: it lives under /usr, which the test container shares with the host.
 PYTHON ?= /usr/bin/python3
 
-.PHONY: test unit lint venv clean
+.PHONY: test unit lint venv demo clean
 
 test: lint
 	$(BIN)/pytest
 
 unit: lint
 	$(BIN)/pytest -m "not integration"
+
+# Boots a throwaway systemd container, installs automd and runs example jobs (needs root).
+demo: venv
+	$(BIN)/python -m tests.integration.demo
 
 lint: venv
 	$(BIN)/ruff format --check automd tests
