@@ -88,6 +88,7 @@ class JobService:
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._dispatcher: asyncio.Task[None] | None = None
+        self._purge_timer: asyncio.TimerHandle | None = None
         self.reconciled = asyncio.Event()
 
     # --- lifecycle -------------------------------------------------------------------------
@@ -96,12 +97,15 @@ class JobService:
         self._unfinished = len(await rows.unfinished_jobs(self._store))
         self._dispatcher = asyncio.create_task(self._dispatch_loop(), name="automd-dispatcher")
         self._spawn(self._reconcile())
+        self._spawn(self.purge_expired_keys())
 
     async def stop(self) -> None:
         """Stop following jobs; their units keep running and are re-adopted on the next start."""
         for timer in self._timers.values():
             timer.cancel()
         self._timers.clear()
+        if self._purge_timer is not None:
+            self._purge_timer.cancel()
         tasks = [*self._tasks, *([self._dispatcher] if self._dispatcher else [])]
         for task in tasks:
             task.cancel()
@@ -277,6 +281,20 @@ class JobService:
         self._unfinished += 1
         self._wake.set()
         return job
+
+    async def purge_expired_keys(self) -> int:
+        """Delete idempotency keys past their window (already ignored); re-arms itself."""
+        cutoff = self._clock() - self.settings.idempotency_window_seconds
+        purged = await self._store.write(lambda conn: rows.purge_idempotency_keys(conn, cutoff))
+        if purged:
+            log.info("purged %d expired idempotency keys", purged)
+        # A tenth of the window, between a minute and an hour: the table stays small.
+        interval = min(max(self.settings.idempotency_window_seconds / 10, 60.0), 3600.0)
+        loop = asyncio.get_running_loop()
+        self._purge_timer = loop.call_later(
+            interval, lambda: self._spawn(self.purge_expired_keys())
+        )
+        return purged
 
     # --- dispatching -----------------------------------------------------------------------
 

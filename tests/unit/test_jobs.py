@@ -387,3 +387,23 @@ async def test_restart_marks_a_vanished_running_job_unknown(harness: Harness) ->
     await harness.wait_for(job.id, JobState.RUNNING)
     await harness.restart()
     assert (await harness.wait_for(job.id, JobState.UNKNOWN)).finished_at is not None
+
+
+async def test_idempotency_keys_expire_after_their_window(tmp_path: Path) -> None:
+    now = [1_000_000.0]
+    h = Harness(tmp_path, JobSettings(max_running=1, idempotency_window_seconds=60))
+    await h.open()
+    try:
+        h.service._clock = lambda: now[0]  # a controllable clock for the window
+        first, _ = await h.service.submit("echo", {}, "nightly", CALLER)
+        now[0] += 30
+        assert (await h.service.submit("echo", {}, "nightly", CALLER)) == (first, True)
+        now[0] += 31  # past the window: the key is forgotten, a new job starts
+        second, replayed = await h.service.submit("echo", {}, "nightly", CALLER)
+        assert (second.id != first.id, replayed) == (True, False)
+        now[0] += 61
+        assert await h.service.purge_expired_keys() == 1
+        keys = await h.store.fetch_all("SELECT key FROM idempotency_keys")
+        assert keys == []
+    finally:
+        await h.close()
