@@ -4,14 +4,26 @@ from __future__ import annotations
 
 import posixpath
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    field_validator,
+    model_validator,
+)
 
 # Characters no parameter value may carry unless a string parameter allows control characters:
 # NUL cannot be in an argv element at all, and other control characters (newlines, escapes)
 # let a value forge log lines or confuse the job's own parsing.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+ParamValue = str | int | bool
 
 
 class ParamError(ValueError):
@@ -33,6 +45,19 @@ class _ParamBase(BaseModel):
     )
     secret: bool = Field(False, description="Never logged, shown redacted in job records.")
 
+    def validate_value(self, value: Any) -> ParamValue:
+        raise NotImplementedError
+
+    @model_validator(mode="after")
+    def _default_is_valid(self) -> Self:
+        default = getattr(self, "default", None)
+        if default is not None:
+            try:
+                self.validate_value(default)
+            except ParamError as exc:
+                raise ValueError(f"default {default!r} is not valid: {exc.reason}") from None
+        return self
+
     def _check_text(self, value: str, *, allow_leading_dash: bool) -> str:
         if "\x00" in value:
             raise ParamError("must not contain NUL bytes")
@@ -47,7 +72,8 @@ class _ParamBase(BaseModel):
 
 class StringParam(_ParamBase):
     type: Literal["string"]
-    default: str | None = None
+    # Strict: a definition file's "yes" or 5 must not be silently coerced (lax pydantic would).
+    default: StrictStr | None = None
     pattern: str | None = Field(None, description="Regular expression the whole value must match.")
     enum: tuple[str, ...] | None = Field(None, description="The only values accepted.")
     min_length: int = Field(0, ge=0)
@@ -66,15 +92,6 @@ class StringParam(_ParamBase):
             except re.error as exc:
                 raise ValueError(f"invalid regular expression: {exc}") from None
         return pattern
-
-    @model_validator(mode="after")
-    def _default_is_valid(self) -> StringParam:
-        if self.default is not None:
-            try:
-                self.validate_value(self.default)
-            except ParamError as exc:
-                raise ValueError(f"default {self.default!r} is not valid: {exc.reason}") from None
-        return self
 
     def validate_value(self, value: Any) -> str:
         if not isinstance(value, str):
@@ -105,16 +122,14 @@ class StringParam(_ParamBase):
 
 class IntegerParam(_ParamBase):
     type: Literal["integer"]
-    default: int | None = None
-    minimum: int = Field(0, description="Smallest value; negative values need minimum < 0.")
-    maximum: int = 2**53
+    default: StrictInt | None = None
+    minimum: StrictInt = Field(0, description="Smallest value; negative values need minimum < 0.")
+    maximum: StrictInt = 2**53
 
     @model_validator(mode="after")
     def _consistent(self) -> IntegerParam:
         if self.minimum > self.maximum:
             raise ValueError("minimum is greater than maximum")
-        if self.default is not None and not self.minimum <= self.default <= self.maximum:
-            raise ValueError(f"default {self.default} is outside {self.minimum}..{self.maximum}")
         return self
 
     def validate_value(self, value: Any) -> int:
@@ -131,7 +146,7 @@ class IntegerParam(_ParamBase):
 
 class BooleanParam(_ParamBase):
     type: Literal["boolean"]
-    default: bool | None = None
+    default: StrictBool | None = None
 
     def validate_value(self, value: Any) -> bool:
         if not isinstance(value, bool):
@@ -144,7 +159,7 @@ class BooleanParam(_ParamBase):
 
 class PathParam(_ParamBase):
     type: Literal["path"]
-    default: str | None = None
+    default: StrictStr | None = None
     allowed_prefixes: tuple[str, ...] = Field(
         min_length=1, description="Absolute directories the normalised path must lie under."
     )
@@ -157,15 +172,6 @@ class PathParam(_ParamBase):
             if not prefix.startswith("/") or posixpath.normpath(prefix) != prefix:
                 raise ValueError(f"{prefix!r} must be an absolute, normalised directory")
         return prefixes
-
-    @model_validator(mode="after")
-    def _default_is_valid(self) -> PathParam:
-        if self.default is not None:
-            try:
-                self.validate_value(self.default)
-            except ParamError as exc:
-                raise ValueError(f"default {self.default!r} is not valid: {exc.reason}") from None
-        return self
 
     def validate_value(self, value: Any) -> str:
         if not isinstance(value, str):
@@ -192,4 +198,3 @@ class PathParam(_ParamBase):
 ParamSpec = Annotated[
     StringParam | IntegerParam | BooleanParam | PathParam, Field(discriminator="type")
 ]
-ParamValue = str | int | bool
