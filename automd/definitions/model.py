@@ -16,6 +16,7 @@ from pydantic import (
 )
 
 from automd.definitions.params import ParamSpec
+from automd.systemd.spec import DEFAULT_SANDBOX
 
 NAME_PATTERN = r"[a-z0-9][a-z0-9_-]{0,63}"
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -93,6 +94,23 @@ class Sandbox(_Frozen):
     private_tmp: bool = True
     private_devices: bool = True
     no_new_privileges: bool = True
+    overrides: dict[str, bool | str] = Field(
+        {},
+        description="any other property of the default job sandbox, by its systemd name, "
+        "e.g. MemoryDenyWriteExecute = false for JIT runtimes",
+    )
+
+    @field_validator("overrides")
+    @classmethod
+    def _known_sandbox_properties(cls, overrides: dict[str, bool | str]) -> dict[str, bool | str]:
+        for name, value in overrides.items():
+            if name not in DEFAULT_SANDBOX:
+                known = ", ".join(sorted(DEFAULT_SANDBOX))
+                raise ValueError(f"{name!r} is not a sandbox property (one of: {known})")
+            if type(value) is not type(DEFAULT_SANDBOX[name]):
+                kind = "true or false" if isinstance(DEFAULT_SANDBOX[name], bool) else "a string"
+                raise ValueError(f"{name} must be {kind}")
+        return overrides
 
     @field_validator("read_write_paths")
     @classmethod

@@ -45,6 +45,7 @@ def make_plan(definition: Definition, values: Mapping[str, ParamValue]) -> RunPl
         "PrivateTmp": box.private_tmp,
         "PrivateDevices": box.private_devices,
         "PrivateNetwork": box.private_network,
+        **box.overrides,
     }
     return RunPlan(
         description=definition.description or f"automd job {definition.name}",

@@ -16,6 +16,7 @@ from automd.definitions.render import (
     render_environment,
     validate_params,
 )
+from automd.jobs.plan import make_plan
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "etc/automd/jobs.d"
@@ -218,6 +219,8 @@ def test_literal_braces_and_environment_rendering() -> None:
         ({"limits": {"memory_max": "lots"}}, "expected a size"),
         ({"retry": {"on_results": ["success"]}}, "Input should be"),
         ({"bogus": 1}, "Extra inputs"),
+        ({"sandbox": {"overrides": {"User": "root"}}}, "not a sandbox property"),
+        ({"sandbox": {"overrides": {"MemoryDenyWriteExecute": "no"}}}, "must be true or false"),
         (
             {"argv": ["{t}"], "parameters": {"t": {"type": "string", "required": False}}},
             "only appear inside a conditional",
@@ -284,3 +287,13 @@ def test_error_key_points_into_parameters(tmp_path: Path) -> None:
 def test_missing_directory_has_no_definitions(tmp_path: Path) -> None:
     assert load_definitions(tmp_path / "nope") == load_definitions(tmp_path / "nope")
     assert load_definitions(tmp_path / "nope").definitions == {}
+
+
+def test_sandbox_overrides_reach_the_plan() -> None:
+    d = definition(
+        sandbox={"overrides": {"MemoryDenyWriteExecute": False, "ProtectProc": "default"}}
+    )
+    plan = make_plan(d, {})
+    assert plan.sandbox["MemoryDenyWriteExecute"] is False
+    assert plan.sandbox["ProtectProc"] == "default"
+    assert plan.sandbox["NoNewPrivileges"] is True  # the rest stays hardened
