@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # Debian's interpreter: it lives under /usr, which the test container shares with the host.
 PYTHON ?= /usr/bin/python3
 
-.PHONY: test unit lint venv demo clean
+.PHONY: test unit lint venv demo bench clean
 
 test: lint
 	$(BIN)/pytest
@@ -18,9 +18,13 @@ unit: lint
 demo: venv
 	$(BIN)/python -m tests.integration.demo
 
+# Load against automd and a FastAPI reference in one run; prints ratios (bench/README.md).
+bench: venv
+	$(BIN)/python -m bench.run
+
 lint: venv
-	$(BIN)/ruff format --check automd tests
-	$(BIN)/ruff check automd tests
+	$(BIN)/ruff format --check automd tests bench
+	$(BIN)/ruff check automd tests bench
 	$(BIN)/mypy
 
 venv: $(VENV)/.installed

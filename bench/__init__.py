@@ -1,0 +1,1 @@
+"""Benchmarks of automd's API hot paths against a plain FastAPI reference server."""

@@ -1,0 +1,613 @@
+"""Load automd and the FastAPI reference server with loadgen in one run, and print the ratios."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import http.client
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from bench.reference_server import DB_FILENAME
+
+REPO = Path(__file__).resolve().parent.parent
+BENCH = REPO / "bench"
+BUILD = BENCH / ".build"
+RESULTS = BENCH / "results"
+VENV_BIN = Path(sys.executable).parent
+LOADGEN_SRC = Path(os.environ.get("BENCH_LOADGEN_SRC", "/work/shared/tools/loadgen"))
+
+SERVER_CPU = "0"
+LOADGEN_CPU = "1"
+
+# The issue's reference figures (same load shape, these 2-core machines) and its targets.
+ISSUE_FASTAPI_GET = 8_300.0
+ISSUE_GO_SUBMIT = 6_800.0
+GET_RATIO_TARGET = 2.5
+GET_P99_TARGET_US = 2_000.0
+SUBMIT_TARGET = 1.5 * ISSUE_GO_SUBMIT
+
+DEFINITION = """\
+description = "Benchmark job; never started here (no systemd as PID 1)"
+executable = "/bin/true"
+argv = ["{tag}"]
+
+[parameters.tag]
+type = "string"
+max_length = 64
+"""
+
+NO_SYSTEMD_NOTE = (
+    "No systemd as PID 1 on this host: submitted jobs stay queued (never started). That is "
+    "fine here, the benchmark measures the API hot paths (HTTP, JSON-RPC, validation, SQLite)."
+)
+
+
+# --- processes -----------------------------------------------------------------------------
+
+
+class Processes:
+    """Every child this run started, stopped by PID (SIGTERM, then SIGKILL) on the way out."""
+
+    def __init__(self) -> None:
+        self._children: list[subprocess.Popen[bytes]] = []
+
+    def start(
+        self, argv: list[str], *, log: Path, env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
+        with log.open("wb") as out:
+            # A session of its own: Ctrl-C reaches only us, and we stop the servers in order.
+            proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=REPO,
+                start_new_session=True,
+            )
+        self._children.append(proc)
+        return proc
+
+    def stop(self, proc: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.wait()
+        if proc in self._children:
+            self._children.remove(proc)
+
+    def stop_all(self) -> None:
+        for proc in list(self._children):
+            with contextlib.suppress(OSError):
+                self.stop(proc)
+
+
+def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def pinned(cpu: str, argv: list[str]) -> list[str]:
+    # taskset execs the command, so the PID we hold is the server's own (for -server-pid).
+    if pinning_available():
+        return ["taskset", "-c", cpu, *argv]
+    return argv
+
+
+def pinning_available() -> bool:
+    return shutil.which("taskset") is not None and (os.cpu_count() or 1) >= 2
+
+
+# --- a minimal JSON-RPC client over the Unix socket -----------------------------------------
+
+
+class _UnixConnection(http.client.HTTPConnection):
+    def __init__(self, path: Path, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self._path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        sock.connect(str(self._path))
+        self.sock = sock
+
+
+def rpc(sock: Path, method: str, params: dict[str, Any], timeout: float = 10.0) -> dict[str, Any]:
+    """One JSON-RPC call on a fresh connection; the decoded reply (result or error)."""
+    conn = _UnixConnection(sock, timeout)
+    try:
+        body = json.dumps({"jsonrpc": "2.0", "method": method, "params": params, "id": 1})
+        conn.request("POST", "/rpc", body, {"Content-Type": "application/json"})
+        reply: dict[str, Any] = json.loads(conn.getresponse().read())
+        return reply
+    finally:
+        conn.close()
+
+
+def wait_ready(sock: Path, proc: subprocess.Popen[bytes], log: Path, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}:\n{_tail(log)}")
+        with contextlib.suppress(OSError, http.client.HTTPException, ValueError):
+            # Any JSON-RPC reply will do; an unknown job id answers 1002.
+            if "jsonrpc" in rpc(sock, "job.get", {"id": "0" * 26}, timeout=2):
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"server not answering on {sock} after {timeout}s:\n{_tail(log)}")
+
+
+def _tail(log: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+# --- loadgen -------------------------------------------------------------------------------
+
+
+def ensure_loadgen(explicit: Path | None) -> Path:
+    if explicit is not None:
+        return explicit
+    binary = BUILD / "loadgen"
+    source = LOADGEN_SRC / "main.go"
+    if binary.exists() and (
+        not source.exists() or binary.stat().st_mtime >= source.stat().st_mtime
+    ):
+        return binary
+    if not source.exists():
+        raise RuntimeError(f"loadgen source not found at {LOADGEN_SRC} (set BENCH_LOADGEN_SRC)")
+    BUILD.mkdir(parents=True, exist_ok=True)
+    print(f"building loadgen from {LOADGEN_SRC} ...", flush=True)
+    # GOPATH mode, standard library only: builds offline with Debian's Go 1.19.
+    env = {**os.environ, "GO111MODULE": "off", "GOCACHE": str(BUILD / "gocache")}
+    subprocess.run(["go", "build", "-o", str(binary), "."], cwd=LOADGEN_SRC, env=env, check=True)
+    return binary
+
+
+@dataclass
+class Load:
+    loadgen: Path
+    clients: int
+    duration: float
+    warmup: float
+
+    def run(
+        self,
+        sock: Path,
+        bodies: Path,
+        server_pid: int,
+        *,
+        clients: int | None = None,
+        count: int | None = None,
+        duration: float | None = None,
+        warmup: float | None = None,
+    ) -> dict[str, Any]:
+        argv = [
+            str(self.loadgen), "run", "-sock", str(sock), "-path", "/rpc",
+            "-c", str(clients or self.clients), "-body", str(bodies),
+            "-server-pid", str(server_pid),
+            "-warmup", f"{self.warmup if warmup is None else warmup}s",
+        ]  # fmt: skip
+        if count is not None:
+            argv += ["-n", str(count)]
+        else:
+            argv += ["-d", f"{duration or self.duration}s"]
+        done = subprocess.run(pinned(LOADGEN_CPU, argv), capture_output=True, text=True, check=True)
+        result: dict[str, Any] = json.loads(done.stdout)
+        return result
+
+
+def write_bodies(path: Path, lines: list[str]) -> Path:
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def get_bodies(path: Path, job_id: str) -> Path:
+    call = {"jsonrpc": "2.0", "method": "job.get", "params": {"id": job_id}, "id": 0}
+    return write_bodies(path, [json.dumps(call).replace('"id": 0}', '"id": {{RID}}}')])
+
+
+def submit_bodies(path: Path, lines: int, key_prefix: str | None = None) -> Path:
+    """Submit lines; {{RID}} (unique per connection and line) makes tags and keys distinct.
+
+    loadgen renders {{RID}} once per line and connection, then cycles through the lines, so
+    a key is unique per request only while a connection sends at most `lines` requests.
+    """
+    out = []
+    for i in range(lines):
+        params: dict[str, Any] = {"definition": "bench", "params": {"tag": f"t{i}-RID"}}
+        if key_prefix is not None:
+            params["idempotency_key"] = f"{key_prefix}-RID"
+        call = json.dumps({"jsonrpc": "2.0", "method": "job.submit", "params": params, "id": 0})
+        out.append(call.replace("RID", "{{RID}}").replace('"id": 0}', '"id": {{RID}}}'))
+    return write_bodies(path, out)
+
+
+# --- observations --------------------------------------------------------------------------
+
+
+def count_jobs(db: Path) -> int:
+    # Read-only, from outside the server: what is committed, not what was acknowledged.
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        return int(conn.execute("SELECT count(*) FROM jobs").fetchone()[0])
+    finally:
+        conn.close()
+
+
+def write_bytes(pid: int) -> int:
+    """Bytes the process caused to be written to storage (/proc/PID/io), -1 if unreadable."""
+    try:
+        for line in Path(f"/proc/{pid}/io").read_text().splitlines():
+            if line.startswith("write_bytes:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return -1
+
+
+def sqlite_baseline(directory: Path, commits: int = 1000) -> dict[str, float]:
+    """This disk's SQLite floor: fsynced one-row commits/s, and rows/s at ten rows a commit."""
+    conn = sqlite3.connect(directory / "baseline.db", isolation_level=None)
+    try:
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = FULL")
+        conn.execute("CREATE TABLE t (v TEXT)")
+        row = ("x" * 400,)
+        start = time.perf_counter()
+        for _ in range(commits):
+            conn.execute("BEGIN")
+            conn.execute("INSERT INTO t VALUES (?)", row)
+            conn.execute("COMMIT")
+        single = commits / (time.perf_counter() - start)
+        start = time.perf_counter()
+        for _ in range(commits // 10):
+            conn.execute("BEGIN")
+            conn.executemany("INSERT INTO t VALUES (?)", [row] * 10)
+            conn.execute("COMMIT")
+        grouped = (commits // 10) * 10 / (time.perf_counter() - start)
+    finally:
+        conn.close()
+    return {"commits_per_s": single, "rows_per_s_10_per_commit": grouped}
+
+
+# --- one server under load -----------------------------------------------------------------
+
+
+@dataclass
+class Scenario:
+    name: str
+    reps: list[dict[str, Any]] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    def median(self, key: str) -> float:
+        return float(statistics.median(r[key] for r in self.reps))
+
+
+@dataclass
+class ServerRun:
+    name: str
+    scenarios: dict[str, Scenario] = field(default_factory=dict)
+    burst: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Server:
+    name: str
+    sock: Path
+    db: Path
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+
+def start_automd(procs: Processes, work: Path, definitions: Path) -> Server:
+    state = work / "automd-state"
+    config = work / "automd.toml"
+    # Enough room for every submit of the run; the default (100000) would answer 1005.
+    config.write_text(
+        f'[jobs]\ndefinitions_directory = "{definitions}"\nmax_unfinished = 10000000\n'
+    )
+    sock = work / "automd.sock"
+    log = work / "automd.log"
+    argv = [
+        str(VENV_BIN / "automd"), "--listen", str(sock), "--state-dir", str(state),
+        "--config", str(config),
+    ]  # fmt: skip
+    proc = procs.start(pinned(SERVER_CPU, argv), log=log)
+    wait_ready(sock, proc, log)
+    return Server("automd", sock, state / "automd.db", proc, log)
+
+
+def start_reference(procs: Processes, work: Path, definitions: Path) -> Server:
+    state = work / "reference-state"
+    sock = work / "reference.sock"
+    log = work / "reference.log"
+    env = {
+        **os.environ,
+        "BENCH_STATE_DIR": str(state),
+        "BENCH_DEFINITIONS_DIR": str(definitions),
+    }
+    argv = [
+        str(VENV_BIN / "uvicorn"), "--factory", "bench.reference_server:create_app",
+        "--app-dir", str(REPO), "--uds", str(sock), "--workers", "1",
+        # Named explicitly so that installing uvloop/httptools later cannot change the figures.
+        "--loop", "asyncio", "--http", "h11",
+        "--no-access-log", "--log-level", "warning",
+    ]  # fmt: skip
+    proc = procs.start(pinned(SERVER_CPU, argv), log=log, env=env)
+    wait_ready(sock, proc, log)
+    return Server("reference", sock, state / DB_FILENAME, proc, log)
+
+
+def measure(
+    server: Server, load: Load, work: Path, *, reps: int, burst: int, burst_clients: int
+) -> ServerRun:
+    out = ServerRun(server.name)
+    pid = server.proc.pid
+    seeded = rpc(server.sock, "job.submit", {"definition": "bench", "params": {"tag": "seed"}})
+    seed_id = seeded["result"]["job"]["id"]
+    gets = get_bodies(work / f"{server.name}-get.txt", seed_id)
+    submits = submit_bodies(work / f"{server.name}-submit.txt", 256)
+
+    # Warm-up: imports, caches, the writer thread, SQLite's page cache.
+    load.run(server.sock, gets, pid, duration=2, warmup=0.5)
+    load.run(server.sock, submits, pid, duration=2, warmup=0.5)
+
+    def run_submits(name: str, bodies_for: Callable[[int], Path]) -> None:
+        scenario = out.scenarios[name] = Scenario(name)
+        for rep in range(reps):
+            bodies = bodies_for(rep)
+            before, written = count_jobs(server.db), write_bytes(pid)
+            result = load.run(server.sock, bodies, pid)
+            stored = count_jobs(server.db) - before
+            acked = result["ok_total_incl_warmup"]
+            result["rows_stored"] = stored
+            result["kib_written_per_submit"] = (write_bytes(pid) - written) / 1024 / max(acked, 1)
+            scenario.reps.append(result)
+            if stored != acked:
+                scenario.problems.append(f"rep {rep}: {acked} acknowledged, {stored} rows stored")
+            if result["errors"]:
+                scenario.problems.append(f"rep {rep}: {result['errors']} errors")
+
+    scenario = out.scenarios["job.get"] = Scenario("job.get")
+    for rep in range(reps):
+        result = load.run(server.sock, gets, pid)
+        scenario.reps.append(result)
+        if result["errors"]:
+            scenario.problems.append(f"rep {rep}: {result['errors']} errors")
+
+    run_submits("job.submit", lambda rep: submits)
+
+    # Enough lines that no connection cycles back to a key it already used in this rep.
+    rate = out.scenarios["job.submit"].median("rps")
+    per_connection = rate * 2 * (load.duration + load.warmup) / load.clients
+    lines = int(per_connection) + 1000
+
+    def keyed(rep: int) -> Path:
+        path = work / f"{server.name}-submit-key-{rep}.txt"
+        return submit_bodies(path, lines, key_prefix=f"bench{rep}")
+
+    run_submits("job.submit+key", keyed)
+
+    burst_bodies = submit_bodies(work / f"{server.name}-burst.txt", 256)
+    before = count_jobs(server.db)
+    result = load.run(server.sock, burst_bodies, pid, clients=burst_clients, count=burst, warmup=0)
+    result["rows_stored"] = count_jobs(server.db) - before
+    out.burst = result
+    return out
+
+
+# --- report --------------------------------------------------------------------------------
+
+
+def _ratio(a: float, b: float) -> float:
+    return a / b if b else float("nan")
+
+
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "FAIL"
+
+
+def report(
+    runs: dict[str, ServerRun], baseline: dict[str, float], args: argparse.Namespace
+) -> tuple[str, dict[str, Any]]:
+    automd, ref = runs["automd"], runs["reference"]
+    lines = [
+        f"automd API benchmark, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
+        f"host: {os.cpu_count()} CPUs, {platform.platform()}, Python {platform.python_version()}",
+        f"load: loadgen closed loop, HTTP/1.1 keep-alive over a Unix socket, {args.clients} "
+        f"connections, {args.duration:g}s measured after {args.warmup:g}s warm-up, "
+        f"median of {args.reps} runs; server on CPU {SERVER_CPU}, loadgen on CPU {LOADGEN_CPU}"
+        + ("" if pinning_available() else " (NOT pinned: taskset or a 2nd CPU missing)"),
+        f"SQLite on this disk: {baseline['commits_per_s']:,.0f} fsynced commits/s (one row "
+        f"each), {baseline['rows_per_s_10_per_commit']:,.0f} rows/s at ten rows per commit",
+        NO_SYSTEMD_NOTE,
+        "",
+        f"{'scenario':<16}{'server':<11}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}"
+        f"{'srv CPU%':>10}{'other CPU%':>11}{'KiB/submit':>12}  notes",
+    ]
+    for name in ("job.get", "job.submit", "job.submit+key"):
+        for run in (automd, ref):
+            s = run.scenarios[name]
+            kib = f"{s.median('kib_written_per_submit'):.1f}" if name != "job.get" else ""
+            lines.append(
+                f"{name:<16}{run.name:<11}{s.median('rps'):>9,.0f}"
+                f"{s.median('p50_us') / 1000:>9.2f}{s.median('p99_us') / 1000:>9.2f}"
+                f"{s.median('server_cpu_pct'):>10.0f}{s.median('foreign_cpu_pct'):>11.0f}"
+                f"{kib:>12}  {'; '.join(s.problems)}"
+            )
+    for run in (automd, ref):
+        b = run.burst
+        acked = b["ok_total_incl_warmup"]
+        lines.append(
+            f"{'burst':<16}{run.name:<11}{b['rps']:>9,.0f}{b['p50_us'] / 1000:>9.2f}"
+            f"{b['p99_us'] / 1000:>9.2f}{b['server_cpu_pct']:>10.0f}{b['foreign_cpu_pct']:>11.0f}"
+            f"{'':>12}  {acked:,} submits from {args.burst_clients} connections in "
+            f"{b['window_s']:.2f}s; {b['rows_stored']:,} rows in SQLite"
+        )
+
+    def rate(run: ServerRun, name: str) -> float:
+        return run.scenarios[name].median("rps")
+
+    get_ratio = _ratio(rate(automd, "job.get"), rate(ref, "job.get"))
+    submit_ratio = _ratio(rate(automd, "job.submit"), rate(ref, "job.submit"))
+    key_ratio = _ratio(rate(automd, "job.submit+key"), rate(ref, "job.submit+key"))
+    burst_ratio = _ratio(automd.burst["rps"], ref.burst["rps"])
+    get_p99 = automd.scenarios["job.get"].median("p99_us")
+    submit_rate = rate(automd, "job.submit")
+    burst_acked = automd.burst["ok_total_incl_warmup"]
+    burst_ok = (
+        automd.burst["errors"] == 0
+        and burst_acked >= args.burst
+        and automd.burst["rows_stored"] == burst_acked
+    )
+    get_ok = get_ratio >= GET_RATIO_TARGET and get_p99 < GET_P99_TARGET_US
+    lines += [
+        "",
+        f"automd / reference: job.get {get_ratio:.2f}x, job.submit {submit_ratio:.2f}x, "
+        f"job.submit+key {key_ratio:.2f}x, burst {burst_ratio:.2f}x",
+        "",
+        "targets (from the issue):",
+        f"  {verdict(get_ok)}  job.get >= {GET_RATIO_TARGET}x the FastAPI reference with p99 < "
+        f"{GET_P99_TARGET_US / 1000:g} ms: {get_ratio:.2f}x, p99 {get_p99 / 1000:.2f} ms",
+        f"        (against the issue's FastAPI figure of {ISSUE_FASTAPI_GET:,.0f}/s it would need "
+        f"{GET_RATIO_TARGET * ISSUE_FASTAPI_GET:,.0f}/s: "
+        f"{verdict(rate(automd, 'job.get') >= GET_RATIO_TARGET * ISSUE_FASTAPI_GET)}, "
+        f"{rate(automd, 'job.get'):,.0f}/s)",
+        f"  {verdict(submit_rate >= SUBMIT_TARGET)}  durable job.submit >= 1.5 x Go fasthttp "
+        f"{ISSUE_GO_SUBMIT:,.0f}/s = {SUBMIT_TARGET:,.0f}/s: {submit_rate:,.0f}/s "
+        f"(with idempotency keys {rate(automd, 'job.submit+key'):,.0f}/s)",
+        f"  {verdict(burst_ok)}  burst of {args.burst:,} submits absorbed durably: "
+        f"{burst_acked:,} acknowledged, {automd.burst['rows_stored']:,} rows stored, "
+        f"{automd.burst['window_s']:.2f}s ({automd.burst['rps']:,.0f} submits/s)",
+        "",
+        "KiB/submit: bytes automd wrote to storage per acknowledged submit (/proc/PID/io); "
+        "fewer means more submits shared each commit (group commit).",
+        "other CPU%: CPU used meanwhile by processes other than server and loadgen (noise).",
+    ]
+    data = {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "args": vars(args) | {"loadgen": str(args.loadgen)},
+        "sqlite_baseline": baseline,
+        "servers": {
+            run.name: {
+                "scenarios": {
+                    s.name: {"reps": s.reps, "problems": s.problems} for s in run.scenarios.values()
+                },
+                "burst": run.burst,
+            }
+            for run in (automd, ref)
+        },
+        "ratios": {
+            "job.get": get_ratio,
+            "job.submit": submit_ratio,
+            "job.submit+key": key_ratio,
+            "burst": burst_ratio,
+        },
+        "targets": {
+            "job.get": get_ok,
+            "job.submit": submit_rate >= SUBMIT_TARGET,
+            "burst": burst_ok,
+        },
+    }
+    return "\n".join(lines), data
+
+
+# --- main ----------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__)
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds measured per run")
+    parser.add_argument("--clients", type=int, default=16, help="keep-alive connections")
+    parser.add_argument("--reps", type=int, default=3, help="runs per measurement (median)")
+    parser.add_argument("--burst", type=int, default=10_000, help="submits in the burst")
+    parser.add_argument("--burst-clients", type=int, default=64)
+    parser.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds per run")
+    parser.add_argument("--quick", action="store_true", help="a smoke run: 2s, 1 rep, 2000 burst")
+    parser.add_argument("--loadgen", type=Path, help="a prebuilt loadgen binary")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.duration, args.reps, args.burst = 2.0, 1, 2_000
+    return args
+
+
+@contextlib.contextmanager
+def workdir(keep: bool) -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix="automd-bench-"))
+    try:
+        yield path
+    finally:
+        if keep:
+            print(f"kept {path}", file=sys.stderr)
+        else:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    args.loadgen = ensure_loadgen(args.loadgen)
+    # SIGTERM unwinds like Ctrl-C, so the finally blocks stop the servers and remove the files.
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    procs = Processes()
+    load = Load(args.loadgen, args.clients, args.duration, args.warmup)
+    try:
+        with workdir(args.keep) as work:
+            definitions = work / "jobs.d"
+            definitions.mkdir()
+            (definitions / "bench.toml").write_text(DEFINITION)
+            baseline = sqlite_baseline(work)
+            runs: dict[str, ServerRun] = {}
+            for name, start in (("automd", start_automd), ("reference", start_reference)):
+                print(f"measuring {name} ...", flush=True)
+                server = start(procs, work, definitions)
+                try:
+                    runs[name] = measure(
+                        server, load, work,
+                        reps=args.reps, burst=args.burst, burst_clients=args.burst_clients,
+                    )  # fmt: skip
+                finally:
+                    procs.stop(server.proc)
+            text, data = report(runs, baseline, args)
+    except KeyboardInterrupt:
+        print("interrupted; servers stopped, temporary files removed", file=sys.stderr)
+        return 130
+    except (RuntimeError, subprocess.CalledProcessError) as exc:
+        detail = getattr(exc, "stderr", None) or ""
+        print(f"benchmark failed: {exc}\n{detail}", file=sys.stderr)
+        return 1
+    finally:
+        procs.stop_all()
+    print()
+    print(text)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "latest.json").write_text(json.dumps(data, indent=2) + "\n")
+    print(f"\nraw results: {(RESULTS / 'latest.json').relative_to(REPO)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
