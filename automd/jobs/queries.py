@@ -18,11 +18,10 @@ class JobQueries:
         self._store = store
 
     async def get(self, job_id: str) -> JobGetResult:
-        job = await rows.get_job(self._store, job_id)
-        if job is None:
+        found = self._store.lookup(lambda conn: rows.job_detail(conn, job_id))
+        if found is None:
             raise JobNotFound(data={"id": job_id})
-        attempts = await rows.get_attempts(self._store, job_id)
-        events = await rows.get_events(self._store, job_id)
+        job, attempts, events = found
         return JobGetResult(
             job=views.job_view(job),
             attempts=[views.attempt_view(a) for a in attempts],

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import weakref
 
 from aiohttp import web
 from aiohttp.web_protocol import RequestPayloadError
@@ -24,7 +25,7 @@ from automd.errors import (
     ServerBusy,
     UnsupportedMediaType,
 )
-from automd.rpc.context import CallContext, read_peer_credentials
+from automd.rpc.context import CallContext, PeerCredentials, read_peer_credentials
 from automd.rpc.protocol import Dispatcher, encode, error_reply
 
 log = logging.getLogger(__name__)
@@ -79,6 +80,10 @@ class RpcServer:
         self._busy: dict[object, asyncio.Task[object]] = {}
         self._idle = asyncio.Event()
         self._idle.set()
+        # SO_PEERCRED is fixed at connect(): read once per connection, not per request.
+        self._peers: weakref.WeakKeyDictionary[asyncio.BaseTransport, PeerCredentials | None] = (
+            weakref.WeakKeyDictionary()
+        )
         self.requests_total = 0
 
     def apply_settings(self, settings: ServerSettings) -> None:
@@ -186,12 +191,19 @@ class RpcServer:
             return _error_response(400, InvalidRequest(data=f"malformed body: {exc}"), close=True)
 
         self.requests_total += 1
-        sock = request.transport.get_extra_info("socket") if request.transport else None
-        peer = read_peer_credentials(sock) if sock is not None else None
-        reply = await self._dispatcher.handle(body, CallContext(peer=peer))
+        reply = await self._dispatcher.handle(body, CallContext(peer=self._peer(request)))
         if reply is None:
             return web.Response(status=204)
         return web.Response(body=reply, content_type=_JSON)
+
+    def _peer(self, request: web.BaseRequest) -> PeerCredentials | None:
+        transport = request.transport
+        if transport is None:  # the client already hung up
+            return None
+        if transport not in self._peers:
+            sock = transport.get_extra_info("socket")
+            self._peers[transport] = None if sock is None else read_peer_credentials(sock)
+        return self._peers[transport]
 
     @staticmethod
     async def _read_body(request: web.BaseRequest, limit: int) -> bytes:

@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[[Any, CallContext], Awaitable[BaseModel]]
 Reply = dict[str, Any]
+_RESULT_HEAD = b'{"jsonrpc":"2.0","result":'
+
 
 _ENVELOPE_MEMBERS = frozenset({"jsonrpc", "method", "params", "id"})
 
@@ -115,20 +117,18 @@ class Dispatcher:
                 return encode(error_reply(None, too_large))
             replies = await asyncio.gather(*(self.handle_one(item, ctx) for item in payload))
             answered = [reply for reply in replies if reply is not None]
-            return encode(answered) if answered else None
-        reply = await self.handle_one(payload, ctx)
-        return None if reply is None else encode(reply)
+            return b"[" + b",".join(answered) + b"]" if answered else None
+        return await self.handle_one(payload, ctx)
 
-    async def handle_one(self, request: Any, ctx: CallContext) -> Reply | None:
-        """One request object -> its reply, or None for a notification."""
+    async def handle_one(self, request: Any, ctx: CallContext) -> bytes | None:
+        """One request object -> its encoded reply, or None for a notification."""
         if not isinstance(request, dict):
-            return error_reply(None, InvalidRequest(data="request must be a JSON object"))
+            return encode(error_reply(None, InvalidRequest(data="request must be a JSON object")))
         is_notification = "id" not in request
         request_id = request.get("id")
         if not _is_valid_id(request_id):
-            return error_reply(
-                None, InvalidRequest(data='"id" must be a string, an integer or null')
-            )
+            invalid_id = InvalidRequest(data='"id" must be a string, an integer or null')
+            return encode(error_reply(None, invalid_id))
         try:
             spec, params = self._validate_envelope(request)
             result = await self._call(spec, params, ctx)
@@ -136,10 +136,11 @@ class Dispatcher:
             if is_notification and not isinstance(exc, InvalidRequest):
                 log.debug("notification %r failed: %s", request.get("method"), exc.message)
                 return None
-            return error_reply(request_id, exc)
+            return encode(error_reply(request_id, exc))
         if is_notification:
             return None
-        return {"jsonrpc": "2.0", "result": result, "id": request_id}
+        # The result is serialised by pydantic (Rust) straight to bytes; only the id is ours.
+        return _RESULT_HEAD + result + b',"id":' + encode(request_id) + b"}"
 
     def _validate_envelope(self, request: dict[str, Any]) -> tuple[MethodSpec, Any]:
         if request.get("jsonrpc") != "2.0":
@@ -164,7 +165,7 @@ class Dispatcher:
             params = {}
         return spec, params
 
-    async def _call(self, spec: MethodSpec, raw_params: Any, ctx: CallContext) -> Any:
+    async def _call(self, spec: MethodSpec, raw_params: Any, ctx: CallContext) -> bytes:
         try:
             params = spec.params.model_validate(raw_params)
         except ValidationError as exc:
@@ -177,4 +178,7 @@ class Dispatcher:
             # The one place unknown exceptions become -32603: traceback to the journal only.
             log.exception("internal error in %s", spec.name)
             raise InternalError() from exc
-        return result.model_dump(mode="json")
+        if not isinstance(result, spec.result):
+            log.error("%s returned %s, not %s", spec.name, type(result), spec.result)
+            raise InternalError()
+        return result.__pydantic_serializer__.to_json(result)

@@ -198,6 +198,22 @@ def count_unfinished(conn: sqlite3.Connection) -> int:
 # --- reads ---------------------------------------------------------------------------------
 
 
+def job_detail(
+    conn: sqlite3.Connection, job_id: str
+) -> tuple[JobRecord, list[AttemptRecord], list[EventRecord]] | None:
+    """A job with its attempts and events, for Store.lookup (one synchronous read)."""
+    job = load_job(conn, job_id)
+    if job is None:
+        return None
+    attempts = conn.execute(
+        f"SELECT {_ATTEMPT_COLUMNS} FROM attempts WHERE job_id = ? ORDER BY number", (job_id,)
+    ).fetchall()
+    events = conn.execute(
+        f"SELECT {_EVENT_COLUMNS} FROM job_events WHERE job_id = ? ORDER BY at, rowid", (job_id,)
+    ).fetchall()
+    return job, [_attempt(row) for row in attempts], [_event(row) for row in events]
+
+
 async def get_job(store: Store, job_id: str) -> JobRecord | None:
     row = await store.fetch_one(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,))
     return None if row is None else _job(row)
