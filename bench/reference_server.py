@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import os
 import sqlite3
@@ -32,8 +31,7 @@ from automd.api.methods import (
 from automd.definitions.loader import load_definitions
 from automd.definitions.render import InvalidJobParameter, validate_params
 from automd.jobs import views
-from automd.jobs.ids import new_job_id
-from automd.jobs.plan import make_plan, redact
+from automd.jobs.service import Caller, new_job_record, request_fingerprint
 from automd.store.db import migrate
 from automd.store.jobs import AttemptRecord, EventRecord, JobRecord
 
@@ -131,31 +129,10 @@ class ReferenceService:
             raise RpcError(
                 -32602, "Invalid params", {"field": exc.field, "reason": exc.reason}
             ) from None
-        plan = make_plan(definition, values)
         now = time.time()
-        job = JobRecord(
-            id=new_job_id(),
-            definition=definition.name,
-            params=redact(definition, values),
-            plan=plan.model_dump(mode="json"),
-            state=JobState.QUEUED,
-            caller_uid=UNKNOWN_CALLER,
-            caller_pid=UNKNOWN_CALLER,
-            idempotency_key=params.idempotency_key,
-            created_at=now,
-            updated_at=now,
-            attempts=0,
-            max_attempts=plan.retry.max_attempts,
-            next_attempt_at=None,
-            cancel_requested=False,
-            result=None,
-            exit_code=None,
-            signal=None,
-            finished_at=None,
-        )
-        fingerprint = hashlib.sha256(
-            json.dumps([definition.name, values], sort_keys=True).encode()
-        ).hexdigest()
+        caller = Caller(uid=UNKNOWN_CALLER, pid=UNKNOWN_CALLER)
+        job = new_job_record(definition, values, caller, params.idempotency_key, now)
+        fingerprint = request_fingerprint(definition.name, values)
         row = [
             json.dumps(getattr(job, name), separators=(",", ":"), sort_keys=True)
             if name in ("params", "plan")

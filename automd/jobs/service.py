@@ -19,6 +19,8 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from automd.api.methods import FINISHED_STATES, JobState
+from automd.definitions.model import Definition
+from automd.definitions.params import ParamValue
 from automd.definitions.registry import DefinitionRegistry
 from automd.definitions.render import InvalidJobParameter, validate_params
 from automd.errors import (
@@ -148,31 +150,9 @@ class JobService:
             raise InvalidParams(data={"field": exc.field, "reason": exc.reason}) from None
         if self._unfinished >= self.settings.max_unfinished:
             raise QueueFull(data={"max_unfinished_jobs": self.settings.max_unfinished})
-        plan = make_plan(definition, values)
         now = self._clock()
-        job = JobRecord(
-            id=new_job_id(),
-            definition=definition.name,
-            params=redact(definition, values),
-            plan=plan.model_dump(mode="json"),
-            state=JobState.QUEUED,
-            caller_uid=caller.uid,
-            caller_pid=caller.pid,
-            idempotency_key=idempotency_key,
-            created_at=now,
-            updated_at=now,
-            attempts=0,
-            max_attempts=plan.retry.max_attempts,
-            next_attempt_at=None,
-            cancel_requested=False,
-            result=None,
-            exit_code=None,
-            signal=None,
-            finished_at=None,
-        )
-        fingerprint = hashlib.sha256(
-            json.dumps([definition.name, values], sort_keys=True).encode()
-        ).hexdigest()
+        job = new_job_record(definition, values, caller, idempotency_key, now)
+        fingerprint = request_fingerprint(definition.name, values)
         window_start = now - self.settings.idempotency_window_seconds
 
         def write(conn: sqlite3.Connection) -> tuple[JobRecord, bool]:
@@ -583,6 +563,42 @@ class JobService:
         self._active.pop(job.id, None)
         self._unfinished -= 1
         log.warning("job %s: outcome unknown: %s", job.id, reason, extra={"AUTOMD_JOB_ID": job.id})
+
+
+def new_job_record(
+    definition: Definition,
+    values: Mapping[str, ParamValue],
+    caller: Caller,
+    idempotency_key: str | None,
+    now: float,
+) -> JobRecord:
+    """A just-submitted job: queued, with its plan frozen and secret values masked."""
+    plan = make_plan(definition, values)
+    return JobRecord(
+        id=new_job_id(),
+        definition=definition.name,
+        params=redact(definition, values),
+        plan=plan.model_dump(mode="json"),
+        state=JobState.QUEUED,
+        caller_uid=caller.uid,
+        caller_pid=caller.pid,
+        idempotency_key=idempotency_key,
+        created_at=now,
+        updated_at=now,
+        attempts=0,
+        max_attempts=plan.retry.max_attempts,
+        next_attempt_at=None,
+        cancel_requested=False,
+        result=None,
+        exit_code=None,
+        signal=None,
+        finished_at=None,
+    )
+
+
+def request_fingerprint(definition: str, values: Mapping[str, ParamValue]) -> str:
+    """What an idempotency key is bound to: the definition and the validated values."""
+    return hashlib.sha256(json.dumps([definition, values], sort_keys=True).encode()).hexdigest()
 
 
 def _finish(conn: sqlite3.Connection, job: JobRecord, state: JobState, now: float) -> JobRecord:
