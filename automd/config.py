@@ -78,6 +78,25 @@ class JobsSettings(_Section):
     )
 
 
+class AccessSettings(_Section):
+    """Who may call what, when polkit cannot say, and how long the audit trail is kept."""
+
+    polkit: bool = Field(
+        True,
+        description="Ask polkit (actions org.automd.*). Off, or when polkit is unreachable, "
+        "the group rules below decide.",
+    )
+    group: str = Field(
+        "automd", description="Without polkit: members may read, run and cancel (own jobs)."
+    )
+    admin_group: str = Field(
+        "automd-admin", description="Without polkit: members may also administer."
+    )
+    audit_retention_days: Annotated[float, Field(gt=0, le=36500)] = Field(
+        90.0, description="Audit entries older than this are deleted."
+    )
+
+
 class LogLevel(StrEnum):
     DEBUG = "debug"
     INFO = "info"
@@ -96,6 +115,7 @@ class Config(_Section):
 
     server: ServerSettings = ServerSettings()
     jobs: JobsSettings = JobsSettings()
+    access: AccessSettings = AccessSettings()
     state: StateSettings = StateSettings()
     log: LogSettings = LogSettings()
 

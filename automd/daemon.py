@@ -8,12 +8,15 @@ import logging
 import signal
 import socket
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from automd import __version__
 from automd.api.codes import API_VERSION
 from automd.api.methods import METHODS, ReloadResult
+from automd.audit import AuditLog
+from automd.authz import AccessSettings, Authorizer, PolkitCheck
 from automd.config import DEFAULT_CONFIG_PATH, Config, JobsSettings, load_config
 from automd.definitions.registry import DefinitionRegistry
 from automd.errors import ConfigError, StoreError
@@ -21,13 +24,14 @@ from automd.jobs import views
 from automd.jobs.queries import JobQueries
 from automd.jobs.service import JobService, JobSettings
 from automd.log import set_level, setup_logging
-from automd.rpc.handlers import build_handlers
+from automd.rpc.handlers import Handlers, Services
 from automd.rpc.http import RpcServer
 from automd.rpc.protocol import Dispatcher
 from automd.sd import ListenError, activated_socket, bind_socket, notify
 from automd.store.db import Store
 from automd.system import SystemInfo
 from automd.systemd.bus import SystemdBus
+from automd.systemd.polkit import PolkitAuthority, Subject
 from automd.systemd.units import Systemd, UnitEvents, UnitOutcome
 
 log = logging.getLogger("automd")
@@ -93,6 +97,19 @@ class _UnitEventsRelay:
         self.target.unit_finished(outcome)
 
 
+def polkit_check(bus: SystemdBus) -> PolkitCheck:
+    authority = PolkitAuthority(bus)
+
+    async def check(action: str, pid: int, uid: int, details: Mapping[str, str]) -> bool:
+        return await authority.check(action, Subject(pid=pid, uid=uid), details)
+
+    return check
+
+
+def access_settings(config: Config) -> AccessSettings:
+    return AccessSettings(group=config.access.group, admin_group=config.access.admin_group)
+
+
 def job_settings(jobs: JobsSettings) -> JobSettings:
     return JobSettings(
         max_running=jobs.max_running,
@@ -133,13 +150,26 @@ class Daemon:
             store, self.registry, systemd, job_settings(self.config.jobs)
         )
         relay.target = jobs
-        handlers = build_handlers(
-            system, jobs, JobQueries(store), self.registry, self._reload_definitions
+        self.authz = Authorizer(
+            polkit_check(bus) if self.config.access.polkit else None, access_settings(self.config)
         )
-        dispatcher = Dispatcher(METHODS, handlers, max_batch_size=self.config.server.max_batch_size)
+        self.audit = AuditLog(store, retention_days=self.config.access.audit_retention_days)
+        services = Services(
+            system=system,
+            jobs=jobs,
+            queries=JobQueries(store),
+            registry=self.registry,
+            reload=self._reload_definitions,
+            authz=self.authz,
+            audit=self.audit,
+        )
+        dispatcher = Dispatcher(
+            METHODS, Handlers(services).table(), max_batch_size=self.config.server.max_batch_size
+        )
         server = RpcServer(dispatcher, self.config.server)
         try:
             await jobs.start()
+            await self.audit.purge_expired()
             await server.start(sock)
             loop = asyncio.get_running_loop()
             loop.add_signal_handler(signal.SIGTERM, self._stop.set)
@@ -163,6 +193,7 @@ class Daemon:
         finally:
             # Jobs keep running in their own units; the next start re-adopts them.
             await jobs.stop()
+            self.audit.stop()
             await systemd.close()
             await bus.close()
             await store.close()
@@ -193,6 +224,8 @@ class Daemon:
         server.apply_settings(config.server)
         if self._jobs is not None:
             self._jobs.settings = job_settings(config.jobs)
+            self.authz.settings = access_settings(config)
+            self.audit.retention_days = config.access.audit_retention_days
         self.registry.directory = config.jobs.definitions_directory
         self._reload_definitions()
         log.info("configuration reloaded")

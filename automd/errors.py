@@ -127,6 +127,11 @@ class IdempotencyConflict(AutomdError):
     message = "Idempotency key already used for a different request"
 
 
+class PermissionDenied(AutomdError):
+    code = ErrorCode.PERMISSION_DENIED
+    message = "Permission denied"
+
+
 class QueueFull(AutomdError):
     code = ErrorCode.QUEUE_FULL
     message = "Too many unfinished jobs"
@@ -151,3 +156,13 @@ class UnitStartRejected(SystemdRejected):
 
     code = ErrorCode.INTERNAL_ERROR  # provisional, as above
     message = "systemd refused to start the unit"
+
+
+class PolkitUnavailable(AutomdError):
+    """polkit could not give a decision (not on the bus, timed out, or failed): not a denial.
+
+    Callers fall back to automd's group-based defaults and log why (`data["reason"]`).
+    """
+
+    code = ErrorCode.INTERNAL_ERROR
+    message = "polkit is not reachable"

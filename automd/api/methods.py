@@ -209,63 +209,82 @@ class ReloadResult(Result):
     errors: list[DefinitionErrorView]
 
 
+class Permission(StrEnum):
+    """What a method needs: the polkit action org.automd.<value> (polkit/org.automd.policy)."""
+
+    READ = "read"
+    RUN = "run"
+    CANCEL = "cancel"
+    ADMIN = "admin"
+
+
+class AuditListParams(Params):
+    since: datetime | None = Field(None, description="at or after (RFC 3339)")
+    uid: int | None = Field(None, ge=0, le=2**32 - 1, description="only this caller")
+    method: str | None = Field(None, max_length=64)
+    outcome: str | None = Field(None, pattern=r"^(ok|denied|error)$")
+    limit: int = Field(100, ge=1, le=1000)
+    cursor: int | None = Field(None, ge=1, description="next_cursor of the last page")
+
+
+class AuditEntryView(Result):
+    id: int
+    at: datetime
+    uid: int
+    gid: int
+    pid: int
+    process: str | None = Field(description="the caller's command name when it was seen")
+    method: str
+    definition: str | None
+    params: dict[str, JsonValue] | None = Field(description='secret values as "***"')
+    idempotency_key: str | None
+    job_id: str | None
+    outcome: str = Field(description='"ok", "denied" or "error"')
+    detail: str | None
+
+
+class AuditListResult(Result):
+    entries: list[AuditEntryView] = Field(description="newest first")
+    next_cursor: int | None
+
+
 @dataclass(frozen=True)
 class MethodSpec:
     name: str
     params: type[Params]
     result: type[Result]
     summary: str
+    permission: Permission
+    #: Changes state: recorded in the audit trail (denials of any method are recorded too).
+    mutating: bool = False
 
+
+_R, _RUN, _C, _A = Permission.READ, Permission.RUN, Permission.CANCEL, Permission.ADMIN
 
 METHODS: dict[str, MethodSpec] = {
     spec.name: spec
     for spec in (
-        MethodSpec(
-            "system.version",
-            NoParams,
-            VersionResult,
-            "automd's version, the API version, and systemd's version when reachable.",
-        ),
-        MethodSpec(
-            "system.health",
-            NoParams,
-            HealthResult,
-            "Whether the state store and systemd's D-Bus API answer, and the daemon's uptime.",
-        ),
-        MethodSpec(
-            "system.reload",
-            NoParams,
-            ReloadResult,
-            "Re-read the job definitions (as SIGHUP does); queued and running jobs are unaffected.",
-        ),
-        MethodSpec(
-            "job.submit",
-            JobSubmitParams,
-            JobSubmitResult,
-            "Validate and durably queue a job; replies after the job is committed to disk.",
-        ),
-        MethodSpec("job.get", JobIdParams, JobGetResult, "A job with its attempts and events."),
-        MethodSpec(
-            "job.list", JobListParams, JobListResult, "Jobs, newest first, filtered and paged."
-        ),
-        MethodSpec(
-            "job.cancel",
-            JobIdParams,
-            JobResult,
-            "Dequeue a waiting job, or stop a running one's whole unit.",
-        ),
-        MethodSpec("job.retry", JobIdParams, JobResult, "Queue a new attempt of a finished job."),
-        MethodSpec(
-            "definition.list",
-            NoParams,
-            DefinitionListResult,
-            "The loaded job definitions, and the files that failed to load.",
-        ),
-        MethodSpec(
-            "definition.get",
-            DefinitionGetParams,
-            DefinitionView,
-            "One definition, with a JSON Schema of its parameters.",
-        ),
+        MethodSpec("system.version", NoParams, VersionResult, "automd's version, the API "
+                   "version, and systemd's version when reachable.", _R),
+        MethodSpec("system.health", NoParams, HealthResult, "Whether the state store and "
+                   "systemd's D-Bus API answer, and the daemon's uptime.", _R),
+        MethodSpec("system.reload", NoParams, ReloadResult, "Re-read the job definitions (as "
+                   "SIGHUP does); queued and running jobs are unaffected.", _A, mutating=True),
+        MethodSpec("job.submit", JobSubmitParams, JobSubmitResult, "Validate and durably queue "
+                   "a job; replies after the job is committed to disk.", _RUN, mutating=True),
+        MethodSpec("job.get", JobIdParams, JobGetResult, "A job with its attempts and events.",
+                   _R),
+        MethodSpec("job.list", JobListParams, JobListResult, "Jobs, newest first, filtered and "
+                   "paged.", _R),
+        MethodSpec("job.cancel", JobIdParams, JobResult, "Dequeue a waiting job, or stop a "
+                   "running one's whole unit.", _C, mutating=True),
+        MethodSpec("job.retry", JobIdParams, JobResult, "Queue a new attempt of a finished "
+                   "job.", _RUN, mutating=True),
+        MethodSpec("definition.list", NoParams, DefinitionListResult, "The loaded job "
+                   "definitions, and the files that failed to load.", _R),
+        MethodSpec("definition.get", DefinitionGetParams, DefinitionView, "One definition, "
+                   "with a JSON Schema of its parameters.", _R),
+        MethodSpec("audit.list", AuditListParams, AuditListResult, "The audit trail: "
+                   "mutating calls and denials, newest first.", _A),
     )
-}
+}  # fmt: skip

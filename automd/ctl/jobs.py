@@ -175,3 +175,25 @@ def cmd_cancel(ctx: Context, args: argparse.Namespace) -> int:
             )
             ctx.out.line(f"Job {job['id']}: {note}")
     return int(Exit.OK)
+
+
+def cmd_audit(ctx: Context, args: argparse.Namespace) -> int:
+    params: dict[str, Any] = {"limit": args.limit}
+    for name in ("since", "uid", "method", "outcome"):
+        if getattr(args, name) is not None:
+            params[name] = getattr(args, name)
+    result = ctx.client.call("audit.list", params)
+    if ctx.json:
+        ctx.out.json(result)
+        return int(Exit.OK)
+    rows = [["TIME", "UID", "PROCESS", "METHOD", "OUTCOME", "JOB / DETAIL"]]
+    for entry in result["entries"]:
+        outcome = entry["outcome"]
+        colour = {"ok": "green", "denied": "red", "error": "yellow"}.get(outcome, "bold")
+        rows.append([
+            entry["at"].replace("T", " ")[:19], str(entry["uid"]), entry["process"] or "?",
+            entry["method"], ctx.out.paint(outcome, colour),
+            entry["job_id"] or entry["detail"] or entry["definition"] or "",
+        ])  # fmt: skip
+    ctx.out.table(rows)
+    return int(Exit.OK)

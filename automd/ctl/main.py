@@ -66,6 +66,14 @@ def _run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-q", "--print-id", action="store_true", help="print only the job id")
 
 
+def _audit_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--since", help="entries at or after this time (RFC 3339)")
+    parser.add_argument("--uid", type=int, help="only this caller")
+    parser.add_argument("--method", help="only this method, e.g. job.submit")
+    parser.add_argument("--outcome", choices=["ok", "denied", "error"])
+    parser.add_argument("-n", "--limit", type=int, default=50, help="entries (default 50)")
+
+
 def _one_id(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("id", help="job id")
 
@@ -87,6 +95,7 @@ VERBS: tuple[Verb, ...] = (
     Verb("run", "submit a job: run DEFINITION key=value...", jobs.cmd_run, _run_arguments),
     Verb("status", "show a job, its attempts and result", jobs.cmd_status, _one_id, ("show",)),
     Verb("cancel", "cancel queued or running jobs", jobs.cmd_cancel, _ids),
+    Verb("audit", "show the audit trail (admin)", jobs.cmd_audit, _audit_arguments),
     Verb("health", "check the daemon and what it depends on (exit 1 when degraded)", cmd_health),
     Verb("version", "show automctl, automd, API and systemd versions", cmd_version),
 )

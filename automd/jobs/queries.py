@@ -17,9 +17,10 @@ class JobQueries:
     def __init__(self, store: Store) -> None:
         self._store = store
 
-    async def get(self, job_id: str) -> JobGetResult:
+    async def get(self, job_id: str, *, owner: int | None = None) -> JobGetResult:
+        """The job; with `owner`, another uid's job reads as not found (nothing leaks)."""
         found = self._store.lookup(lambda conn: rows.job_detail(conn, job_id))
-        if found is None:
+        if found is None or (owner is not None and found[0].caller_uid != owner):
             raise JobNotFound(data={"id": job_id})
         job, attempts, events = found
         return JobGetResult(
@@ -28,7 +29,7 @@ class JobQueries:
             events=[views.event_view(e) for e in events],
         )
 
-    async def list(self, params: JobListParams) -> JobListResult:
+    async def list(self, params: JobListParams, *, owner: int | None = None) -> JobListResult:
         if params.cursor is not None and not _CURSOR.fullmatch(params.cursor):
             raise InvalidParams(data={"field": "cursor", "reason": "not a cursor from job.list"})
         found = await rows.list_jobs(
@@ -38,6 +39,7 @@ class JobQueries:
             since=None if params.since is None else params.since.timestamp(),
             until=None if params.until is None else params.until.timestamp(),
             before_id=params.cursor,
+            caller_uid=owner,
             limit=params.limit + 1,  # one more than asked tells whether a next page exists
         )
         page = found[: params.limit]

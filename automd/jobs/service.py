@@ -202,13 +202,12 @@ class JobService:
             raise JobNotFound(data={"id": job_id})
         return job
 
-    async def cancel(self, job_id: str) -> JobRecord:
+    async def cancel(self, job_id: str, *, owner: int | None = None) -> JobRecord:
+        """Cancel a job; with `owner`, only that uid's jobs exist for the caller."""
         now = self._clock()
 
         def write(conn: sqlite3.Connection) -> tuple[JobRecord, str | None]:
-            job = rows.load_job(conn, job_id)
-            if job is None:
-                raise JobNotFound(data={"id": job_id})
+            job = _owned(rows.load_job(conn, job_id), job_id, owner)
             state = JobState(job.state)
             if state in FINISHED_STATES:
                 raise InvalidJobState(data={"id": job_id, "state": state, "operation": "cancel"})
@@ -233,13 +232,11 @@ class JobService:
             await self._systemd.stop_unit(unit)
         return job
 
-    async def retry(self, job_id: str) -> JobRecord:
+    async def retry(self, job_id: str, *, owner: int | None = None) -> JobRecord:
         now = self._clock()
 
         def write(conn: sqlite3.Connection) -> JobRecord:
-            job = rows.load_job(conn, job_id)
-            if job is None:
-                raise JobNotFound(data={"id": job_id})
+            job = _owned(rows.load_job(conn, job_id), job_id, owner)
             if JobState(job.state) not in FINISHED_STATES:
                 raise InvalidJobState(data={"id": job_id, "state": job.state, "operation": "retry"})
             plan = RunPlan.model_validate(job.plan)
@@ -563,6 +560,14 @@ class JobService:
         self._active.pop(job.id, None)
         self._unfinished -= 1
         log.warning("job %s: outcome unknown: %s", job.id, reason, extra={"AUTOMD_JOB_ID": job.id})
+
+
+def _owned(job: JobRecord | None, job_id: str, owner: int | None) -> JobRecord:
+    """The job, if it exists for this caller: another user's job reads as not found, so
+    its existence does not leak."""
+    if job is None or (owner is not None and job.caller_uid != owner):
+        raise JobNotFound(data={"id": job_id})
+    return job
 
 
 def new_job_record(

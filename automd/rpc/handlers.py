@@ -1,10 +1,15 @@
-"""One short handler per JSON-RPC method: call the service, return its result model."""
+"""One short handler per JSON-RPC method: authorize, call the service, audit, return."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import json
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from automd.api.methods import (
+    AuditListParams,
+    AuditListResult,
     DefinitionGetParams,
     DefinitionListResult,
     DefinitionView,
@@ -17,81 +22,235 @@ from automd.api.methods import (
     JobSubmitParams,
     JobSubmitResult,
     NoParams,
+    Permission,
     ReloadResult,
     VersionResult,
 )
+from automd.audit import AuditLog
+from automd.authz import Authorizer, polkit_details
+from automd.definitions.model import Definition
 from automd.definitions.registry import DefinitionRegistry
-from automd.errors import InvalidParams, UnknownDefinition
+from automd.errors import AutomdError, JobNotFound, PermissionDenied, UnknownDefinition
 from automd.jobs import views
+from automd.jobs.plan import SECRET_PLACEHOLDER
 from automd.jobs.queries import JobQueries
 from automd.jobs.service import Caller, JobService
 from automd.rpc.context import CallContext
 from automd.rpc.protocol import Handler
 from automd.system import SystemInfo
 
-
-def _caller(ctx: CallContext) -> Caller:
-    # Without kernel credentials (a peer that vanished mid-request) nothing is attributed.
-    if ctx.peer is None:
-        raise InvalidParams(data={"field": None, "reason": "caller credentials unavailable"})
-    return Caller(uid=ctx.peer.uid, pid=ctx.peer.pid)
+T = TypeVar("T")
+# Parameters recorded in the audit trail are capped: a denied request may carry anything.
+_AUDIT_PARAMS_MAX = 8192
 
 
-def build_handlers(
-    system: SystemInfo,
-    jobs: JobService,
-    queries: JobQueries,
-    registry: DefinitionRegistry,
-    reload: Callable[[], ReloadResult],
-) -> dict[str, Handler]:
-    async def system_version(params: NoParams, ctx: CallContext) -> VersionResult:
-        return await system.version()
+@dataclass(frozen=True)
+class AuditFields:
+    """What an audit entry says about the request, besides who made it and the outcome."""
 
-    async def system_health(params: NoParams, ctx: CallContext) -> HealthResult:
-        return await system.health()
+    definition: str | None = None
+    params: dict[str, Any] | None = None
+    idempotency_key: str | None = None
+    job_id: str | None = None
 
-    async def system_reload(params: NoParams, ctx: CallContext) -> ReloadResult:
-        return reload()
 
-    async def job_submit(params: JobSubmitParams, ctx: CallContext) -> JobSubmitResult:
-        job, replayed = await jobs.submit(
-            params.definition, params.params, params.idempotency_key, _caller(ctx)
+def _secret_names(definition: Definition | None) -> frozenset[str]:
+    if definition is None:
+        return frozenset()
+    return frozenset(name for name, spec in definition.parameters.items() if spec.secret)
+
+
+def _masked(definition: Definition | None, params: Mapping[str, Any]) -> dict[str, Any]:
+    secret = _secret_names(definition)
+    masked = {k: SECRET_PLACEHOLDER if k in secret else v for k, v in params.items()}
+    if len(json.dumps(masked, default=str)) > _AUDIT_PARAMS_MAX:
+        return {"_truncated": True}
+    return masked
+
+
+@dataclass(frozen=True)
+class Services:
+    system: SystemInfo
+    jobs: JobService
+    queries: JobQueries
+    registry: DefinitionRegistry
+    reload: Callable[[], ReloadResult]
+    authz: Authorizer
+    audit: AuditLog
+
+
+class Handlers:
+    def __init__(self, services: Services) -> None:
+        self.s = services
+
+    def table(self) -> dict[str, Handler]:
+        return {
+            "system.version": self.system_version,
+            "system.health": self.system_health,
+            "system.reload": self.system_reload,
+            "job.submit": self.job_submit,
+            "job.get": self.job_get,
+            "job.list": self.job_list,
+            "job.cancel": self.job_cancel,
+            "job.retry": self.job_retry,
+            "definition.list": self.definition_list,
+            "definition.get": self.definition_get,
+            "audit.list": self.audit_list,
+        }
+
+    # --- authorization and audit ----------------------------------------------------------
+
+    async def _require(
+        self,
+        ctx: CallContext,
+        method: str,
+        permission: Permission,
+        *,
+        definition: Definition | None = None,
+        details: Mapping[str, str] | None = None,
+    ) -> None:
+        """Authorize, recording a denial in the audit trail."""
+        try:
+            await self.s.authz.require(ctx.peer, permission, definition=definition, details=details)
+        except PermissionDenied as exc:
+            name = definition.name if definition else None
+            await self._record(ctx, method, "denied", AuditFields(definition=name),
+                               detail=exc.data["reason"])  # fmt: skip
+            raise
+
+    async def _audited(
+        self,
+        ctx: CallContext,
+        method: str,
+        action: Callable[[], Awaitable[T]],
+        fields: AuditFields,
+        job_of: Callable[[T], str | None] = lambda _: None,
+    ) -> T:
+        """Run a mutating action and record its outcome (denials are recorded by _require)."""
+        try:
+            result = await action()
+        except PermissionDenied:
+            raise
+        except AutomdError as exc:
+            await self._record(
+                ctx, method, "error", fields, detail=f"{int(exc.code)} {exc.message}"
+            )
+            raise
+        job_id = job_of(result) or fields.job_id
+        await self._record(ctx, method, "ok", AuditFields(**{**fields.__dict__, "job_id": job_id}))
+        return result
+
+    async def _record(
+        self, ctx: CallContext, method: str, outcome: str, fields: AuditFields, *,
+        detail: str | None = None,
+    ) -> None:  # fmt: skip
+        await self.s.audit.record(
+            ctx.peer, method, outcome, definition=fields.definition, params=fields.params,
+            idempotency_key=fields.idempotency_key, job_id=fields.job_id, detail=detail,
+        )  # fmt: skip
+
+    async def _owner(self, ctx: CallContext) -> int | None:
+        """None when the caller may see and act on every job; else only their own (uid)."""
+        assert ctx.peer is not None  # _require() has denied callers without credentials
+        return None if await self.s.authz.allowed(ctx.peer, Permission.ADMIN) else ctx.peer.uid
+
+    # --- system ------------------------------------------------------------------------------
+
+    async def system_version(self, params: NoParams, ctx: CallContext) -> VersionResult:
+        await self._require(ctx, "system.version", Permission.READ)
+        return await self.s.system.version()
+
+    async def system_health(self, params: NoParams, ctx: CallContext) -> HealthResult:
+        await self._require(ctx, "system.health", Permission.READ)
+        return await self.s.system.health()
+
+    async def system_reload(self, params: NoParams, ctx: CallContext) -> ReloadResult:
+        await self._require(ctx, "system.reload", Permission.ADMIN)
+
+        async def run() -> ReloadResult:
+            return self.s.reload()
+
+        return await self._audited(ctx, "system.reload", run, AuditFields())
+
+    # --- jobs --------------------------------------------------------------------------------
+
+    async def job_submit(self, params: JobSubmitParams, ctx: CallContext) -> JobSubmitResult:
+        definition = self.s.registry.get(params.definition)
+        fields = AuditFields(
+            definition=params.definition,
+            params=_masked(definition, params.params),
+            idempotency_key=params.idempotency_key,
         )
-        return JobSubmitResult(job=views.job_view(job), replayed=replayed)
+        if definition is None:
+            await self._record(ctx, "job.submit", "error", fields, detail="1001 unknown definition")
+            raise UnknownDefinition(data={"definition": params.definition})
+        details = polkit_details(definition.name, params.params, _secret_names(definition))
+        await self._require(ctx, "job.submit", Permission.RUN, definition=definition,
+                            details=details)  # fmt: skip
+        assert ctx.peer is not None
 
-    async def job_get(params: JobIdParams, ctx: CallContext) -> JobGetResult:
-        return await queries.get(params.id)
+        caller = Caller(uid=ctx.peer.uid, pid=ctx.peer.pid)
 
-    async def job_list(params: JobListParams, ctx: CallContext) -> JobListResult:
-        return await queries.list(params)
+        async def run() -> JobSubmitResult:
+            job, replayed = await self.s.jobs.submit(
+                params.definition, params.params, params.idempotency_key, caller
+            )
+            return JobSubmitResult(job=views.job_view(job), replayed=replayed)
 
-    async def job_cancel(params: JobIdParams, ctx: CallContext) -> JobResult:
-        return JobResult(job=views.job_view(await jobs.cancel(params.id)))
+        return await self._audited(ctx, "job.submit", run, fields, lambda r: r.job.id)
 
-    async def job_retry(params: JobIdParams, ctx: CallContext) -> JobResult:
-        return JobResult(job=views.job_view(await jobs.retry(params.id)))
+    async def job_get(self, params: JobIdParams, ctx: CallContext) -> JobGetResult:
+        await self._require(ctx, "job.get", Permission.READ)
+        return await self.s.queries.get(params.id, owner=await self._owner(ctx))
 
-    async def definition_list(params: NoParams, ctx: CallContext) -> DefinitionListResult:
+    async def job_list(self, params: JobListParams, ctx: CallContext) -> JobListResult:
+        await self._require(ctx, "job.list", Permission.READ)
+        return await self.s.queries.list(params, owner=await self._owner(ctx))
+
+    async def job_cancel(self, params: JobIdParams, ctx: CallContext) -> JobResult:
+        await self._require(ctx, "job.cancel", Permission.CANCEL)
+        owner = await self._owner(ctx)
+
+        async def run() -> JobResult:
+            return JobResult(job=views.job_view(await self.s.jobs.cancel(params.id, owner=owner)))
+
+        return await self._audited(ctx, "job.cancel", run, AuditFields(job_id=params.id))
+
+    async def job_retry(self, params: JobIdParams, ctx: CallContext) -> JobResult:
+        # The declared permission first; then again with the job's definition and params.
+        await self._require(ctx, "job.retry", Permission.RUN)
+        owner = await self._owner(ctx)
+        job = await self.s.jobs.get(params.id)
+        if owner is not None and job.caller_uid != owner:
+            raise JobNotFound(data={"id": params.id})
+        definition = self.s.registry.get(job.definition)
+        details = polkit_details(job.definition, job.params, _secret_names(definition))
+        await self._require(ctx, "job.retry", Permission.RUN, definition=definition,
+                            details=details)  # fmt: skip
+
+        async def run() -> JobResult:
+            return JobResult(job=views.job_view(await self.s.jobs.retry(params.id, owner=owner)))
+
+        fields = AuditFields(definition=job.definition, job_id=params.id)
+        return await self._audited(ctx, "job.retry", run, fields)
+
+    # --- definitions and audit -------------------------------------------------------------
+
+    async def definition_list(self, params: NoParams, ctx: CallContext) -> DefinitionListResult:
+        await self._require(ctx, "definition.list", Permission.READ)
+        registry = self.s.registry
         return DefinitionListResult(
             definitions=[views.definition_summary(d) for d in registry.definitions.values()],
             errors=[views.definition_error_view(e) for e in registry.errors],
         )
 
-    async def definition_get(params: DefinitionGetParams, ctx: CallContext) -> DefinitionView:
-        definition = registry.get(params.name)
+    async def definition_get(self, params: DefinitionGetParams, ctx: CallContext) -> DefinitionView:
+        await self._require(ctx, "definition.get", Permission.READ)
+        definition = self.s.registry.get(params.name)
         if definition is None:
             raise UnknownDefinition(data={"definition": params.name})
         return views.definition_view(definition)
 
-    return {
-        "system.version": system_version,
-        "system.health": system_health,
-        "system.reload": system_reload,
-        "job.submit": job_submit,
-        "job.get": job_get,
-        "job.list": job_list,
-        "job.cancel": job_cancel,
-        "job.retry": job_retry,
-        "definition.list": definition_list,
-        "definition.get": definition_get,
-    }
+    async def audit_list(self, params: AuditListParams, ctx: CallContext) -> AuditListResult:
+        await self._require(ctx, "audit.list", Permission.ADMIN)
+        return await self.s.audit.list(params)

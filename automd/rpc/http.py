@@ -25,7 +25,8 @@ from automd.errors import (
     ServerBusy,
     UnsupportedMediaType,
 )
-from automd.rpc.context import CallContext, PeerCredentials, read_peer_credentials
+from automd.peer import PeerCredentials, read_peer_credentials
+from automd.rpc.context import CallContext
 from automd.rpc.protocol import Dispatcher, encode, error_reply
 
 log = logging.getLogger(__name__)

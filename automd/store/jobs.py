@@ -241,6 +241,7 @@ async def list_jobs(
     since: float | None = None,
     until: float | None = None,
     before_id: str | None = None,
+    caller_uid: int | None = None,
     limit: int = 50,
 ) -> list[JobRecord]:
     """Newest first (ids sort by creation time); `before_id` continues a previous page."""
@@ -262,6 +263,9 @@ async def list_jobs(
     if before_id is not None:
         clauses.append("id < ?")
         args.append(before_id)
+    if caller_uid is not None:
+        clauses.append("caller_uid = ?")
+        args.append(caller_uid)
     where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
     rows = await store.fetch_all(
         f"SELECT {_JOB_COLUMNS} FROM jobs {where} ORDER BY id DESC LIMIT ?", [*args, limit]

@@ -79,6 +79,28 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX idempotency_keys_by_age ON idempotency_keys (created_at)",
         ),
     ),
+    Migration(
+        3,
+        "audit trail: every mutating call and every denial",
+        (
+            """CREATE TABLE audit (
+                id INTEGER PRIMARY KEY,
+                at REAL NOT NULL,
+                uid INTEGER NOT NULL,
+                gid INTEGER NOT NULL,
+                pid INTEGER NOT NULL,
+                process TEXT,
+                method TEXT NOT NULL,
+                definition TEXT,
+                params TEXT,                     -- JSON, secret values redacted
+                idempotency_key TEXT,
+                job_id TEXT,
+                outcome TEXT NOT NULL,           -- ok, denied, error
+                detail TEXT
+            ) STRICT""",
+            "CREATE INDEX audit_by_time ON audit (at)",
+        ),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

@@ -111,14 +111,17 @@ class SystemdBus:
         signature: str = "",
         body: list[Any] | None = None,
         path: str = SYSTEMD_PATH,
+        destination: str = SYSTEMD,
     ) -> list[Any]:
         """Call a method on a systemd object (the Manager unless `path` says otherwise).
 
-        Raises SystemdUnavailable when systemd cannot be reached, and its subclass
-        SystemdRejected, naming the D-Bus error, when systemd answered with an error.
+        Other services (polkit) pass their own `destination` and `path`, so that their calls
+        share this connection and its in-flight bound. Raises SystemdUnavailable when the
+        service cannot be reached, and its subclass SystemdRejected, naming the D-Bus error,
+        when it answered with an error.
         """
         message = Message(
-            destination=SYSTEMD,
+            destination=destination,
             path=path,
             interface=interface,
             member=member,

@@ -13,6 +13,11 @@ HERE = Path(__file__).parent
 CHECKOUT = Path(__file__).parents[2]
 SOCKET_PATH = "/run/automd.sock"
 JOBS_DIR = "/etc/automd/jobs.d"
+ADMIN_USER = "carol"  # in groups automd (socket access) and automd-admin
+ADMIN_GROUP = "automd-admin"
+POLKIT_ACTIONS_DIR = "/usr/share/polkit-1/actions"
+OUR_POLKIT_ACTIONS_DIR = "/run/automd-test-polkit/actions"
+POLKIT_RULES = "/etc/polkit-1/rules.d/50-automd.rules"
 TEST_USER = "alice"  # member of group automd: may connect to the socket
 OTHER_USER = "bob"  # not a member: must be refused
 
@@ -99,6 +104,29 @@ def install_automd(c: Container) -> None:
             c.run(["chmod", "o+x", str(parent)])
     c.run(["useradd", "-m", "-G", "automd", TEST_USER])
     c.run(["useradd", "-m", OTHER_USER])
+    # Group automd-admin comes from the shipped sysusers.d entry, like group automd.
+    c.run(["useradd", "-m", "-G", f"automd,{ADMIN_GROUP}", ADMIN_USER])
+    install_polkit_policy(c)
     c.run(["systemctl", "daemon-reload"])
     # Only the socket: the service is socket-activated on the first connection.
     c.run(["systemctl", "start", "automd.socket"])
+
+
+def install_polkit_policy(c: Container) -> None:
+    """automd's polkit policy and shipped rules, as a package would install them.
+
+    polkit reads actions only from /usr/share/polkit-1/actions, which here is the host's /usr,
+    read-only. A read-only overlay of our policy on top of it is mounted in the container's own
+    mount namespace (the host's / is private, so nothing propagates to the host); the rules go
+    into the container's /etc, nspawn's throwaway overlay.
+    """
+    checkout = c.checkout
+    c.write_file(
+        f"{OUR_POLKIT_ACTIONS_DIR}/org.automd.policy",
+        (checkout / "polkit" / "org.automd.policy").read_bytes(),
+    )
+    lower = f"lowerdir={OUR_POLKIT_ACTIONS_DIR}:{POLKIT_ACTIONS_DIR}"
+    c.run(["mount", "-t", "overlay", "automd-test-polkit", "-o", lower, POLKIT_ACTIONS_DIR])
+    c.write_file(POLKIT_RULES, (checkout / "polkit" / "50-automd.rules").read_bytes())
+    # polkit is bus-activated: if it already runs, make it read the new actions now.
+    c.run(["systemctl", "try-restart", "polkit.service"])

@@ -105,7 +105,12 @@ def test_every_setting_is_documented(key: str, default: object) -> None:
     row = re.search(rf"^\| `{re.escape(key)}` \| `([^`]*)` \| (yes|restart) \| .+ \|$", docs, re.M)
     assert row, f"{key} is missing from docs/config.md"
     documented = row.group(1)
-    expected = f'"{default}"' if isinstance(default, (str, Path)) else str(default)
+    if isinstance(default, bool):
+        expected = "true" if default else "false"  # as written in TOML
+    elif isinstance(default, (str, Path)):
+        expected = f'"{default}"'
+    else:
+        expected = str(default)
     assert documented == expected, f"{key}: docs say {documented}, code says {expected}"
     section, name = key.split(".")
     example = (ROOT / "etc/automd/automd.toml").read_text()

@@ -10,9 +10,10 @@ import pytest
 from pydantic import BaseModel, Field
 
 from automd.api.codes import ErrorCode
-from automd.api.methods import MethodSpec, NoParams, Params, Result
+from automd.api.methods import MethodSpec, NoParams, Params, Permission, Result
 from automd.errors import AutomdError
-from automd.rpc.context import CallContext, PeerCredentials
+from automd.peer import PeerCredentials
+from automd.rpc.context import CallContext
 from automd.rpc.protocol import Dispatcher, Handler
 
 
@@ -33,10 +34,12 @@ class NotFoundError(AutomdError):
 calls: list[str] = []
 
 METHODS = {
-    "t.echo": MethodSpec("t.echo", EchoParams, EchoResult, "echo"),
-    "t.boom": MethodSpec("t.boom", NoParams, EchoResult, "raises an unexpected exception"),
-    "t.fail": MethodSpec("t.fail", NoParams, EchoResult, "raises an AutomdError"),
-    "t.whoami": MethodSpec("t.whoami", NoParams, EchoResult, "peer uid"),
+    "t.echo": MethodSpec("t.echo", EchoParams, EchoResult, "echo", Permission.READ),
+    "t.boom": MethodSpec(
+        "t.boom", NoParams, EchoResult, "raises an unexpected exception", Permission.READ
+    ),
+    "t.fail": MethodSpec("t.fail", NoParams, EchoResult, "raises an AutomdError", Permission.READ),
+    "t.whoami": MethodSpec("t.whoami", NoParams, EchoResult, "peer uid", Permission.READ),
 }
 
 

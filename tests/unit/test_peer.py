@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import socket
 
-from automd.rpc.context import PeerCredentials, read_peer_credentials
+from automd.peer import PeerCredentials, read_peer_credentials
 
 
 def test_peer_credentials_of_a_unix_socket() -> None:

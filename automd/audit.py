@@ -1,0 +1,152 @@
+"""The audit trail: each mutating call and each denial, durably in SQLite and in the journal."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from automd.api.methods import AuditEntryView, AuditListParams, AuditListResult
+from automd.peer import PeerCredentials
+from automd.store import audit as rows
+from automd.store.db import Store
+
+log = logging.getLogger("automd.audit")
+
+
+def process_name(pid: int) -> str | None:
+    """The caller's command name, best effort (the process may be gone already)."""
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip() or None
+    except OSError:
+        return None
+
+
+class AuditLog:
+    def __init__(
+        self, store: Store, *, retention_days: float, clock: Callable[[], float] = time.time
+    ) -> None:
+        self._store = store
+        self.retention_days = retention_days
+        self._clock = clock
+        self._purge_timer: asyncio.TimerHandle | None = None
+        self._tasks: set[asyncio.Task[int]] = set()
+
+    async def record(
+        self,
+        peer: PeerCredentials | None,
+        method: str,
+        outcome: str,
+        *,
+        definition: str | None = None,
+        params: Mapping[str, Any] | None = None,
+        idempotency_key: str | None = None,
+        job_id: str | None = None,
+        detail: str | None = None,
+    ) -> None:
+        """Write one entry (committed before this returns) and a structured journal line.
+
+        `params` must already have secret values masked.
+        """
+        record = rows.AuditRecord(
+            id=None,
+            at=self._clock(),
+            uid=-1 if peer is None else peer.uid,
+            gid=-1 if peer is None else peer.gid,
+            pid=-1 if peer is None else peer.pid,
+            process=None if peer is None else process_name(peer.pid),
+            method=method,
+            definition=definition,
+            params=None if params is None else dict(params),
+            idempotency_key=idempotency_key,
+            job_id=job_id,
+            outcome=outcome,
+            detail=detail,
+        )
+        await self._store.write(lambda conn: rows.insert(conn, record))
+        fields = {
+            "AUTOMD_AUDIT": "1",
+            "AUTOMD_METHOD": method,
+            "AUTOMD_OUTCOME": outcome,
+            "AUTOMD_CALLER_UID": str(record.uid),
+            "AUTOMD_CALLER_GID": str(record.gid),
+            "AUTOMD_CALLER_PID": str(record.pid),
+            "AUTOMD_CALLER_COMM": record.process or "",
+        }
+        if definition:
+            fields["AUTOMD_DEFINITION"] = definition
+        if job_id:
+            fields["AUTOMD_JOB_ID"] = job_id
+        if idempotency_key:
+            fields["AUTOMD_IDEMPOTENCY_KEY"] = idempotency_key
+        level = logging.WARNING if outcome == "denied" else logging.INFO
+        log.log(
+            level,
+            "audit: uid %s (%s, pid %s) %s %s%s%s",
+            record.uid,
+            record.process or "?",
+            record.pid,
+            method,
+            outcome,
+            f" job {job_id}" if job_id else "",
+            f": {detail}" if detail else "",
+            extra=fields,
+        )
+
+    async def list(self, params: AuditListParams) -> AuditListResult:
+        found = await rows.page(
+            self._store,
+            since=None if params.since is None else params.since.timestamp(),
+            uid=params.uid,
+            method=params.method,
+            outcome=params.outcome,
+            before_id=params.cursor,
+            limit=params.limit + 1,
+        )
+        page = found[: params.limit]
+        return AuditListResult(
+            entries=[_view(record) for record in page],
+            next_cursor=page[-1].id if len(found) > params.limit and page else None,
+        )
+
+    async def purge_expired(self) -> int:
+        """Drop entries older than the retention; re-arms itself every hour."""
+        cutoff = self._clock() - self.retention_days * 86400
+        purged = await self._store.write(lambda conn: rows.purge(conn, cutoff))
+        if purged:
+            log.info("audit: purged %d entries older than %g days", purged, self.retention_days)
+        loop = asyncio.get_running_loop()
+        self._purge_timer = loop.call_later(3600, self._purge_later)
+        return purged
+
+    def _purge_later(self) -> None:
+        task = asyncio.get_running_loop().create_task(self.purge_expired())
+        self._tasks.add(task)  # held until done: the loop keeps only weak references
+        task.add_done_callback(self._tasks.discard)
+
+    def stop(self) -> None:
+        if self._purge_timer is not None:
+            self._purge_timer.cancel()
+
+
+def _view(record: rows.AuditRecord) -> AuditEntryView:
+    assert record.id is not None
+    return AuditEntryView(
+        id=record.id,
+        at=datetime.fromtimestamp(record.at, UTC),
+        uid=record.uid,
+        gid=record.gid,
+        pid=record.pid,
+        process=record.process,
+        method=record.method,
+        definition=record.definition,
+        params=record.params,
+        idempotency_key=record.idempotency_key,
+        job_id=record.job_id,
+        outcome=record.outcome,
+        detail=record.detail,
+    )

@@ -1,0 +1,142 @@
+"""Access control end to end: real users, real polkitd, the socket-activated daemon."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from tests.integration.conftest import ADMIN_USER, CHECKOUT, TEST_USER
+from tests.integration.container import Container
+
+PYTHON = str(CHECKOUT / ".venv" / "bin" / "python")
+# Prints the client's own pid with the reply, so audit entries can be checked against it.
+CLIENT = """
+import json, os, sys
+from automd.ctl.client import RemoteError, RpcClient
+client = RpcClient("/run/automd.sock")
+try:
+    reply = {"result": client.call(sys.argv[1], json.loads(sys.argv[2]))}
+except RemoteError as error:
+    reply = {"error": error.to_json()}
+print(json.dumps({"pid": os.getpid(), **reply}))
+"""
+ALICE_RULE = "/etc/polkit-1/rules.d/40-automd-alice.rules"
+
+
+def call(c: Container, user: str | None, method: str, /, **params: Any) -> dict[str, Any]:
+    out = c.run([PYTHON, "-c", CLIENT, method, json.dumps(params)], user=user,
+                env={"PYTHONPATH": str(CHECKOUT)}, timeout=60).stdout  # fmt: skip
+    reply: dict[str, Any] = json.loads(out)
+    return reply
+
+
+def uid_of(c: Container, user: str) -> int:
+    return int(c.run(["id", "-u", user]).stdout)
+
+
+def audit(c: Container, **filters: Any) -> list[dict[str, Any]]:
+    entries: list[dict[str, Any]] = call(c, None, "audit.list", **filters)["result"]["entries"]
+    return entries
+
+
+def test_a_member_runs_jobs_and_it_is_audited_with_the_kernels_pid(container: Container) -> None:
+    reply = call(container, TEST_USER, "job.submit", definition="hello", params={"name": "audit"})
+    job_id = reply["result"]["job"]["id"]
+    entry = next(e for e in audit(container, method="job.submit") if e["job_id"] == job_id)
+    assert (entry["uid"], entry["pid"], entry["outcome"]) == (
+        uid_of(container, TEST_USER), reply["pid"], "ok",
+    )  # fmt: skip
+    assert entry["process"] == "python"
+    assert (entry["definition"], entry["params"]) == ("hello", {"name": "audit"})
+    journal = container.run(["journalctl", "--no-pager", "-o", "json", "AUTOMD_AUDIT=1",
+                             f"AUTOMD_JOB_ID={job_id}"]).stdout.decode()  # fmt: skip
+    fields = json.loads(journal.splitlines()[-1])
+    assert fields["AUTOMD_CALLER_PID"] == str(reply["pid"])
+    assert fields["AUTOMD_CALLER_UID"] == str(uid_of(container, TEST_USER))
+    assert fields["AUTOMD_METHOD"] == "job.submit"
+
+
+def test_a_member_may_not_administer_and_the_denial_is_audited(container: Container) -> None:
+    reply = call(container, TEST_USER, "audit.list")
+    assert reply["error"]["code"] == 1007
+    assert reply["error"]["data"]["action"] == "org.automd.admin"
+    denied = audit(container, outcome="denied", uid=uid_of(container, TEST_USER))
+    assert any(e["method"] == "audit.list" and e["pid"] == reply["pid"] for e in denied)
+    assert call(container, TEST_USER, "system.reload")["error"]["code"] == 1007
+
+
+def test_other_users_jobs_do_not_leak(container: Container) -> None:
+    carols = call(container, ADMIN_USER, "job.submit", definition="hello")["result"]["job"]
+    alices = call(container, TEST_USER, "job.submit", definition="hello")["result"]["job"]
+    # alice: carol's job does not exist for her, and her list holds only her own jobs.
+    assert call(container, TEST_USER, "job.get", id=carols["id"])["error"]["code"] == 1002
+    assert call(container, TEST_USER, "job.cancel", id=carols["id"])["error"]["code"] == 1002
+    listed = call(container, TEST_USER, "job.list", limit=500)["result"]["jobs"]
+    ids = {job["id"] for job in listed}
+    assert alices["id"] in ids
+    assert carols["id"] not in ids
+    # carol administers: she sees everyone's jobs.
+    assert call(container, ADMIN_USER, "job.get", id=alices["id"])["result"]["job"]["id"]
+    everyone = {
+        j["id"] for j in call(container, ADMIN_USER, "job.list", limit=500)["result"]["jobs"]
+    }
+    assert {alices["id"], carols["id"]} <= everyone
+
+
+def test_a_definitions_allow_list_applies(container: Container) -> None:
+    reply = call(container, TEST_USER, "job.submit", definition="onlycarol")
+    assert reply["error"]["code"] == 1007
+    assert "allowed users or groups" in reply["error"]["data"]["reason"]
+    assert "result" in call(container, ADMIN_USER, "job.submit", definition="onlycarol")
+
+
+@pytest.fixture
+def alice_rule(container: Container) -> Any:
+    # The per-job rule from docs/polkit.md, for alice: only hello, and only for name=world.
+    container.write_file(ALICE_RULE, """
+polkit.addRule(function(action, subject) {
+    if (action.id == "org.automd.run" && subject.user == "alice") {
+        if (action.lookup("definition") == "hello" && action.lookup("param.name") == "world")
+            return polkit.Result.YES;
+        return polkit.Result.NO;
+    }
+});
+""")  # fmt: skip
+    container.run(["systemctl", "restart", "polkit.service"])
+    yield
+    container.run(["rm", "-f", ALICE_RULE])
+    container.run(["systemctl", "restart", "polkit.service"])
+
+
+def test_a_per_job_polkit_rule_decides_by_definition_and_params(
+    container: Container, alice_rule: None
+) -> None:
+    allowed = call(container, TEST_USER, "job.submit", definition="hello", params={"name": "world"})
+    assert "result" in allowed
+    wrong_param = call(container, TEST_USER, "job.submit", definition="hello", params={"name": "x"})
+    assert wrong_param["error"]["code"] == 1007
+    other_job = call(container, TEST_USER, "job.submit", definition="long")
+    assert other_job["error"]["data"]["reason"] == "polkit denied org.automd.run"
+    # The rule is about running: alice may still read.
+    assert "result" in call(container, TEST_USER, "definition.list")
+
+
+def test_without_polkit_the_group_defaults_apply_and_it_is_logged(container: Container) -> None:
+    container.run(["systemctl", "mask", "--runtime", "polkit.service"])
+    container.run(["systemctl", "stop", "polkit.service"])
+    try:
+        assert "result" in call(container, TEST_USER, "job.submit", definition="hello")
+        assert call(container, TEST_USER, "audit.list")["error"]["code"] == 1007
+        assert "result" in call(container, ADMIN_USER, "audit.list")  # automd-admin
+        log = container.run(["journalctl", "--no-pager", "-o", "cat", "-u", "automd.service"])
+        assert b"polkit unreachable" in log.stdout
+    finally:
+        container.run(["systemctl", "unmask", "--runtime", "polkit.service"])
+        container.run(["systemctl", "restart", "polkit.service"])
+
+
+def test_root_may_do_everything(container: Container) -> None:
+    assert "result" in call(container, None, "audit.list")
+    assert "result" in call(container, None, "job.submit", definition="onlycarol")
