@@ -65,3 +65,17 @@ def test_error_exit_statuses(container: Container) -> None:
     assert (code, err.strip()) == (2, "automctl: code: 'abc' is not an integer")
     code, _out, err = automctl(container, "status", "0" * 26)
     assert (code, "No such job (1002)" in err) == (3, True)
+
+
+def test_audit_for_root_and_not_for_a_member(container: Container) -> None:
+    _code, out, _err = automctl(container, "run", "hello", "-q")
+    job_id = out.strip()
+    code, out, err = automctl(container, "audit", "-n", "5", user=None)
+    assert code == 0, err
+    header, newest, *_ = out.splitlines()
+    assert header.split() == ["TIME", "UID", "PROCESS", "METHOD", "OUTCOME", "JOB", "/", "DETAIL"]
+    alice_uid = container.run(["id", "-u", TEST_USER]).stdout.decode().strip()
+    assert newest.split()[2:] == [alice_uid, "automctl", "job.submit", "ok", job_id]
+    code, _out, err = automctl(container, "audit")
+    assert code == 4
+    assert "Permission denied (1007)" in err
