@@ -125,6 +125,8 @@ class Daemon:
         self.registry = DefinitionRegistry(config.jobs.definitions_directory)
         self._stop = asyncio.Event()
         self._jobs: JobService | None = None
+        self._status = ""
+        self._status_pending = False
 
     def _state_dir(self) -> Path:
         return self.options.state_dir or self.config.state.directory
@@ -184,7 +186,9 @@ class Daemon:
                 f"{len(self.registry.definitions)} job definitions"
             )
             log.info("automd %s ready: %s", __version__, status)
-            notify(READY="1", STATUS=status)
+            self._status = status
+            notify(READY="1", STATUS=self._status_line())
+            jobs.on_counts_changed = self._status_changed
             await self._stop.wait()
 
             log.info("stopping: draining in-flight requests")
@@ -201,6 +205,25 @@ class Daemon:
                 self.options.listen.unlink(missing_ok=True)
         log.info("stopped after %d requests", server.requests_total)
         return 0
+
+    def _status_line(self) -> str:
+        if self._jobs is None:
+            return self._status
+        running = self._jobs.running_count
+        waiting = max(0, self._jobs.unfinished_count - running)
+        return f"{self._status}; jobs: {running} running, {waiting} queued or waiting"
+
+    def _status_changed(self) -> None:
+        # At most one STATUS= a second: a burst of submits is one update, not thousands.
+        if self._status_pending:
+            return
+        self._status_pending = True
+        asyncio.get_running_loop().call_later(1.0, self._publish_status)
+
+    def _publish_status(self) -> None:
+        self._status_pending = False
+        if not self._stop.is_set():
+            notify(STATUS=self._status_line())
 
     def _reload_definitions(self) -> ReloadResult:
         loaded = self.registry.reload()

@@ -92,6 +92,8 @@ class JobService:
         self._dispatcher: asyncio.Task[None] | None = None
         self._purge_timer: asyncio.TimerHandle | None = None
         self.reconciled = asyncio.Event()
+        #: Called (on the loop) whenever running or unfinished counts may have changed.
+        self.on_counts_changed: Callable[[], None] = lambda: None
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -185,6 +187,7 @@ class JobService:
         record, replayed = await self._store.write(write)
         if not replayed:
             self._unfinished += 1
+            self.on_counts_changed()
             # debug: a burst of submits must not become a burst of journal writes; the
             # job's start and end are logged at info.
             log.debug(
@@ -314,6 +317,7 @@ class JobService:
             )
             free -= 1
             self._spawn(self._start_attempt(job, number))
+            self.on_counts_changed()
 
     async def _start_attempt(self, job: JobRecord, number: int) -> None:
         unit = unit_name(job.definition, job.id, number)
@@ -368,6 +372,7 @@ class JobService:
     def _release(self, job_id: str) -> None:
         if self._active.pop(job_id, None) is not None:
             self._wake.set()
+            self.on_counts_changed()
 
     # --- unit events (called by automd.systemd) --------------------------------------------
 

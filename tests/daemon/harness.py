@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
@@ -49,9 +50,13 @@ class DaemonProcess:
         self.wait_for_notification("READY=1", timeout)
 
     def wait_for_notification(self, field: str, timeout: float = 15.0) -> str:
+        """The first sd_notify message holding `field` as a whole line (e.g. READY=1)."""
+        return self.wait_for_message(lambda message: field in message.split("\n"), timeout)
+
+    def wait_for_message(self, matches: Callable[[str], bool], timeout: float = 15.0) -> str:
         deadline = time.monotonic() + timeout
         for seen in self.notifications:
-            if field in seen.split("\n"):
+            if matches(seen):
                 return seen
         while time.monotonic() < deadline:
             assert self.proc is not None
@@ -63,9 +68,9 @@ class DaemonProcess:
             except TimeoutError:
                 continue
             self.notifications.append(message)
-            if field in message.split("\n"):
+            if matches(message):
                 return message
-        raise AssertionError(f"no {field} within {timeout}s; got {self.notifications}")
+        raise AssertionError(f"no matching message within {timeout}s; got {self.notifications}")
 
     def signal(self, signum: signal.Signals) -> None:
         assert self.proc is not None

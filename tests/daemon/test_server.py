@@ -324,3 +324,20 @@ async def test_socket_activation_with_listen_fds(daemon_factory: DaemonFactory) 
 def test_json_rpc_reply_is_compact_json(daemon: DaemonProcess) -> None:
     reply = asyncio.run(call(daemon.socket_path, "system.version"))
     assert json.loads(json.dumps(reply)) == reply
+
+
+async def test_status_line_counts_jobs(daemon_factory: DaemonFactory) -> None:
+    daemon = daemon_factory()
+    jobs_d = daemon.workdir / "jobs.d"
+    jobs_d.mkdir()
+    (jobs_d / "t.toml").write_text('executable = "/bin/true"\n')
+    daemon.config_path.write_text(f'[jobs]\ndefinitions_directory = "{jobs_d}"\n')
+    daemon.start()
+    assert "; jobs: 0 running, 0 queued or waiting" in daemon.wait_for_notification("READY=1")
+    for _ in range(3):  # no systemd on this host: they stay queued
+        reply = await call(daemon.socket_path, "job.submit", {"definition": "t"})
+        assert reply["result"]["job"]["state"] == "queued"
+
+    three = "; jobs: 0 running, 3 queued or waiting"
+    status = await asyncio.to_thread(daemon.wait_for_message, lambda m: three in m, 10.0)
+    assert status.startswith("STATUS=Serving API")
