@@ -21,7 +21,9 @@ log = logging.getLogger("automd.audit")
 def process_name(pid: int) -> str | None:
     """The caller's command name, best effort (the process may be gone already)."""
     try:
-        return Path(f"/proc/{pid}/comm").read_text().strip() or None
+        # Any process may name itself any bytes (PR_SET_NAME): never fail on invalid UTF-8.
+        text = Path(f"/proc/{pid}/comm").read_text(encoding="utf-8", errors="replace")
+        return text.strip() or None
     except OSError:
         return None
 
@@ -133,6 +135,22 @@ class AuditLog:
             self._purge_timer.cancel()
 
 
+def _encodable(value: Any) -> Any:
+    """Caller-supplied text made UTF-8 encodable for the reply.
+
+    JSON may carry lone surrogates ("\\ud800"); entries of calls that failed keep the caller's
+    raw params and error detail, and such a string made every audit.list page holding it fail.
+    They are shown escaped (the six characters \\ud800) instead.
+    """
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, dict):
+        return {_encodable(key): _encodable(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_encodable(item) for item in value]
+    return value
+
+
 def _view(record: rows.AuditRecord) -> AuditEntryView:
     assert record.id is not None
     return AuditEntryView(
@@ -141,12 +159,12 @@ def _view(record: rows.AuditRecord) -> AuditEntryView:
         uid=record.uid,
         gid=record.gid,
         pid=record.pid,
-        process=record.process,
-        method=record.method,
-        definition=record.definition,
-        params=record.params,
-        idempotency_key=record.idempotency_key,
+        process=_encodable(record.process),
+        method=_encodable(record.method),
+        definition=_encodable(record.definition),
+        params=_encodable(record.params),
+        idempotency_key=_encodable(record.idempotency_key),
         job_id=record.job_id,
         outcome=record.outcome,
-        detail=record.detail,
+        detail=_encodable(record.detail),
     )

@@ -6,11 +6,11 @@ These models are the single source for request validation, the published schema 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue, StrictInt
 
 
 class Params(BaseModel):
@@ -51,6 +51,20 @@ class HealthResult(Result):
     checks: dict[str, HealthCheck] = Field(
         description='One entry per dependency: "store" (SQLite state) and "dbus" (systemd).'
     )
+
+
+def _utc_if_naive(value: datetime) -> datetime:
+    # A time without an offset (or a bare date) is UTC, like every time automd reports; left
+    # naive, datetime.timestamp() would read it as the host's local time, and fail outright for
+    # 0001-01-01 (year 0 after the local offset), which surfaced as -32603.
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
+#: A caller-supplied point in time (RFC 3339); naive values are taken as UTC.
+Timestamp = Annotated[datetime, AfterValidator(_utc_if_naive)]
+
+#: SQLite integers are signed 64-bit; a larger cursor must be -32602, not an OverflowError.
+SQLITE_INT_MAX = 2**63 - 1
 
 
 JobId = Annotated[str, Field(pattern=r"^[0-9a-z]{26}$", description="a job id (26 characters)")]
@@ -153,9 +167,10 @@ class JobGetResult(Result):
 class JobListParams(Params):
     state: list[JobState] | None = None
     definition: DefinitionName | None = None
-    since: datetime | None = Field(None, description="created at or after (RFC 3339)")
-    until: datetime | None = Field(None, description="created before (RFC 3339)")
-    limit: int = Field(50, ge=1, le=500)
+    since: Timestamp | None = Field(None, description="created at or after (RFC 3339)")
+    until: Timestamp | None = Field(None, description="created before (RFC 3339)")
+    # StrictInt: "5", 5.0 and true are not integers (pydantic's lax mode would take them).
+    limit: StrictInt = Field(50, ge=1, le=500)
     cursor: str | None = Field(None, max_length=64, description="next_cursor of the last page")
 
 
@@ -219,12 +234,14 @@ class Permission(StrEnum):
 
 
 class AuditListParams(Params):
-    since: datetime | None = Field(None, description="at or after (RFC 3339)")
-    uid: int | None = Field(None, ge=0, le=2**32 - 1, description="only this caller")
+    since: Timestamp | None = Field(None, description="at or after (RFC 3339)")
+    uid: StrictInt | None = Field(None, ge=0, le=2**32 - 1, description="only this caller")
     method: str | None = Field(None, max_length=64)
     outcome: str | None = Field(None, pattern=r"^(ok|denied|error)$")
-    limit: int = Field(100, ge=1, le=1000)
-    cursor: int | None = Field(None, ge=1, description="next_cursor of the last page")
+    limit: StrictInt = Field(100, ge=1, le=1000)
+    cursor: StrictInt | None = Field(
+        None, ge=1, le=SQLITE_INT_MAX, description="next_cursor of the last page"
+    )
 
 
 class AuditEntryView(Result):

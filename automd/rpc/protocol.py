@@ -181,4 +181,9 @@ class Dispatcher:
         if not isinstance(result, spec.result):
             log.error("%s returned %s, not %s", spec.name, type(result), spec.result)
             raise InternalError()
-        return result.__pydantic_serializer__.to_json(result)
+        try:
+            return result.__pydantic_serializer__.to_json(result)
+        except Exception as exc:
+            # E.g. a stored string no UTF-8 can encode: -32603 like any failure, not HTTP 500.
+            log.exception("internal error serialising the result of %s", spec.name)
+            raise InternalError() from exc

@@ -24,6 +24,7 @@ class DaemonProcess:
         self.socket_path = workdir / "automd.sock"
         self.config_path = workdir / "automd.toml"
         self.config_path.write_text(config_text)
+        self.log_path = workdir / "daemon.log"
         self.notifications: list[str] = []
         self._notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self._notify.bind(str(workdir / "notify.sock"))
@@ -41,13 +42,14 @@ class DaemonProcess:
         return {**os.environ, "NOTIFY_SOCKET": str(self.workdir / "notify.sock")}
 
     def start(self, command: list[str] | None = None, timeout: float = 15.0) -> None:
-        self.proc = subprocess.Popen(
-            command or self.command(),
-            env=self.env(),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
+        self.proc = self.spawn(command or self.command())
         self.wait_for_notification("READY=1", timeout)
+
+    def spawn(self, command: list[str]) -> subprocess.Popen[bytes]:
+        # Output goes to a file, not a pipe: nobody reads a pipe while the daemon runs, and a
+        # daemon blocked on a full one (64 KiB of log) looks like a hang.
+        with self.log_path.open("ab") as log:
+            return subprocess.Popen(command, env=self.env(), stdout=log, stderr=subprocess.STDOUT)
 
     def wait_for_notification(self, field: str, timeout: float = 15.0) -> str:
         """The first sd_notify message holding `field` as a whole line (e.g. READY=1)."""
@@ -88,17 +90,13 @@ class DaemonProcess:
             raise
 
     def output(self) -> str:
-        assert self.proc is not None
-        if self.proc.poll() is None:
-            return "(still running)"
-        out, err = self.proc.communicate()
-        return (out + err).decode(errors="replace")
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def close(self) -> None:
         if self.proc is not None:
             if self.proc.poll() is None:
                 self.proc.kill()
-            self.proc.communicate()  # reaps it and closes the pipes
+            self.proc.wait()
         self._notify.close()
 
 

@@ -306,7 +306,7 @@ async def test_socket_activation_with_listen_fds(daemon_factory: DaemonFactory) 
         "--state-dir", str(daemon.workdir / "state"),
     ]  # fmt: skip
     # systemd-socket-activate listens first and starts automd on the first connection.
-    proc = await asyncio.to_thread(subprocess.Popen, command, env=daemon.env())
+    proc = await asyncio.to_thread(daemon.spawn, command)
     daemon.proc = proc
     try:
         for _ in range(100):

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import logging
+import typing
 from typing import Any
 
 import pytest
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 from automd.api.codes import ErrorCode
+from automd.api.methods import METHODS as METHODS_OF_API
 from automd.api.methods import MethodSpec, NoParams, Params, Permission, Result
 from automd.errors import AutomdError
 from automd.peer import PeerCredentials
@@ -293,3 +295,25 @@ def test_handlers_must_match_the_api() -> None:
         )
     with pytest.raises(ValueError, match=r"unknown \['t.extra'\]"):
         Dispatcher(METHODS, {**HANDLERS, "t.extra": echo}, max_batch_size=1)
+
+
+def _integer_fields() -> list[tuple[str, str]]:
+    found = []
+    for name, spec in sorted(METHODS_OF_API.items()):
+        for field, info in spec.params.model_fields.items():
+            # Annotated metadata (Strict, Field) is stripped here: StrictInt reads as int.
+            annotation = info.annotation
+            if annotation is int or int in typing.get_args(annotation):
+                found.append((name, field))
+    return found
+
+
+@pytest.mark.parametrize(("method", "field"), _integer_fields())
+@pytest.mark.parametrize("not_an_integer", ["5", 5.0, True])
+def test_integer_params_of_the_api_take_only_integers(
+    method: str, field: str, not_an_integer: object
+) -> None:
+    # The API promises -32602 for mistyped params; pydantic's lax mode would coerce these.
+    with pytest.raises(ValidationError) as info:
+        METHODS_OF_API[method].params.model_validate({field: not_an_integer})
+    assert any(error["loc"] == (field,) for error in info.value.errors())
