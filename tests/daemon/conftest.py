@@ -20,9 +20,13 @@ async def close_connections() -> AsyncIterator[None]:
 def daemon_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonFactory]:
     started: list[DaemonProcess] = []
 
-    def make(config_text: str = "") -> DaemonProcess:
+    def make(config_text: str = "", definitions: dict[str, str] | None = None) -> DaemonProcess:
         # A short directory: AF_UNIX socket paths are limited to 108 bytes.
-        process = DaemonProcess(tmp_path_factory.mktemp("d"), config_text)
+        workdir = tmp_path_factory.mktemp("d")
+        if definitions is None:
+            process = DaemonProcess(workdir, config_text)
+        else:
+            process = DaemonProcess.with_definitions(workdir, definitions, config_text)
         started.append(process)
         return process
 

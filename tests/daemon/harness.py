@@ -30,6 +30,17 @@ class DaemonProcess:
         self._notify.bind(str(workdir / "notify.sock"))
         self.proc: subprocess.Popen[bytes] | None = None
 
+    @classmethod
+    def with_definitions(
+        cls, workdir: Path, definitions: dict[str, str], config_text: str = ""
+    ) -> DaemonProcess:
+        """A daemon whose jobs.d holds `definitions` (name -> TOML), plus `config_text`."""
+        jobs = workdir / "jobs.d"
+        jobs.mkdir()
+        for name, text in definitions.items():
+            (jobs / f"{name}.toml").write_text(text)
+        return cls(workdir, f'{config_text}\n[jobs]\ndefinitions_directory = "{jobs}"\n')
+
     def command(self) -> list[str]:
         return [
             sys.executable, "-m", "automd.daemon",
@@ -101,9 +112,12 @@ class DaemonProcess:
 
 
 class DaemonFactory(Protocol):
-    """Makes a not-yet-started DaemonProcess with this automd.toml text in a fresh directory."""
+    """Makes a not-yet-started DaemonProcess in a fresh directory: automd.toml text, and job
+    definitions (name -> TOML) if any."""
 
-    def __call__(self, config_text: str = "") -> DaemonProcess: ...
+    def __call__(
+        self, config_text: str = "", definitions: dict[str, str] | None = None
+    ) -> DaemonProcess: ...
 
 
 class HttpReply:

@@ -70,13 +70,10 @@ VALID_CODES = {int(code) for code in ErrorCode} - {ErrorCode.INTERNAL_ERROR}
 
 @pytest.fixture(scope="module")
 def fuzzed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProcess]:
-    workdir = tmp_path_factory.mktemp("z")
-    (workdir / "jobs.d").mkdir()
-    (workdir / "jobs.d" / "fuzz.toml").write_text(FUZZ_DEFINITION)
-    daemon = DaemonProcess(
-        workdir,
-        "[server]\nread_timeout_seconds = 2.0\n\n"
-        f'[jobs]\ndefinitions_directory = "{workdir}/jobs.d"\n',
+    daemon = DaemonProcess.with_definitions(
+        tmp_path_factory.mktemp("z"),
+        {"fuzz": FUZZ_DEFINITION},
+        "[server]\nread_timeout_seconds = 2.0\n",
     )
     try:
         daemon.start()

@@ -76,13 +76,10 @@ def rss_kib(daemon: DaemonProcess) -> int:
 
 @pytest.fixture(scope="module")
 def hostile(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProcess]:
-    workdir = tmp_path_factory.mktemp("h")
-    (workdir / "jobs.d").mkdir()
-    (workdir / "jobs.d" / "printf.toml").write_text(PRINTF_DEFINITION)
-    daemon = DaemonProcess(
-        workdir,
-        f"[server]\nread_timeout_seconds = {READ_TIMEOUT}\n\n"
-        f'[jobs]\ndefinitions_directory = "{workdir / "jobs.d"}"\n',
+    daemon = DaemonProcess.with_definitions(
+        tmp_path_factory.mktemp("h"),
+        {"printf": PRINTF_DEFINITION},
+        f"[server]\nread_timeout_seconds = {READ_TIMEOUT}\n",
     )
     try:
         daemon.start()

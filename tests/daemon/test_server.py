@@ -327,11 +327,7 @@ def test_json_rpc_reply_is_compact_json(daemon: DaemonProcess) -> None:
 
 
 async def test_status_line_counts_jobs(daemon_factory: DaemonFactory) -> None:
-    daemon = daemon_factory()
-    jobs_d = daemon.workdir / "jobs.d"
-    jobs_d.mkdir()
-    (jobs_d / "t.toml").write_text('executable = "/bin/true"\n')
-    daemon.config_path.write_text(f'[jobs]\ndefinitions_directory = "{jobs_d}"\n')
+    daemon = daemon_factory(definitions={"t": 'executable = "/bin/true"\n'})
     daemon.start()
     assert "; jobs: 0 running, 0 queued or waiting" in daemon.wait_for_notification("READY=1")
     for _ in range(3):  # no systemd on this host: they stay queued
