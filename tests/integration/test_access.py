@@ -140,3 +140,46 @@ def test_without_polkit_the_group_defaults_apply_and_it_is_logged(container: Con
 def test_root_may_do_everything(container: Container) -> None:
     assert "result" in call(container, None, "audit.list")
     assert "result" in call(container, None, "job.submit", definition="onlycarol")
+
+
+def journal_audit(c: Container, pid: int) -> list[dict[str, str]]:
+    out = c.run(["journalctl", "--no-pager", "-o", "json", "AUTOMD_AUDIT=1",
+                 f"AUTOMD_CALLER_PID={pid}"]).stdout.decode()  # fmt: skip
+    return [json.loads(line) for line in out.splitlines() if line]
+
+
+def test_every_mutating_call_and_denial_is_in_audit_list_and_the_journal(
+    container: Container,
+) -> None:
+    alice, carol = uid_of(container, TEST_USER), uid_of(container, ADMIN_USER)
+    submitted = call(container, TEST_USER, "job.submit", definition="long", params={"steps": 60},
+                     idempotency_key="audit-all")  # fmt: skip
+    job_id = submitted["result"]["job"]["id"]
+    calls = [  # (reply, uid, method, outcome)
+        (submitted, alice, "job.submit", "ok"),
+        (call(container, TEST_USER, "job.cancel", id=job_id), alice, "job.cancel", "ok"),
+    ]
+    for _ in range(100):  # wait for the cancel to complete before retrying
+        job = call(container, TEST_USER, "job.get", id=job_id)["result"]["job"]
+        if job["state"] == "cancelled":
+            break
+        container.run(["sleep", "0.1"])
+    calls += [
+        (call(container, TEST_USER, "job.retry", id=job_id), alice, "job.retry", "ok"),
+        (call(container, TEST_USER, "job.cancel", id=job_id), alice, "job.cancel", "ok"),
+        (call(container, ADMIN_USER, "system.reload"), carol, "system.reload", "ok"),
+        (call(container, TEST_USER, "system.reload"), alice, "system.reload", "denied"),
+        (call(container, TEST_USER, "job.cancel", id="0" * 26), alice, "job.cancel", "error"),
+    ]
+    trail = audit(container, limit=200)
+    for reply, uid, method, outcome in calls:
+        pid = reply["pid"]
+        entries = [e for e in trail if e["pid"] == pid]
+        assert [(e["uid"], e["method"], e["outcome"]) for e in entries] == [(uid, method, outcome)]
+        logged = journal_audit(container, pid)
+        assert [
+            (f["AUTOMD_CALLER_UID"], f["AUTOMD_METHOD"], f["AUTOMD_OUTCOME"]) for f in logged
+        ] == [(str(uid), method, outcome)], (method, outcome)
+    submit_entry = next(e for e in trail if e["pid"] == submitted["pid"])
+    assert (submit_entry["idempotency_key"], submit_entry["job_id"]) == ("audit-all", job_id)
+    assert submit_entry["params"] == {"steps": 60}

@@ -48,3 +48,16 @@ def test_every_automctl_verb_is_documented(verb: str) -> None:
 @pytest.mark.parametrize("status", list(Exit), ids=lambda s: s.name)
 def test_every_automctl_exit_status_is_documented(status: Exit) -> None:
     assert re.search(rf"^\| {int(status)} \| .+ \|$", (DOCS / "automctl.md").read_text(), re.M)
+
+
+def test_the_per_job_rule_in_the_docs_is_the_one_the_tests_install() -> None:
+    # tests/integration/test_polkit.py installs the example commented in 50-automd.rules;
+    # the rule shown in docs/polkit.md must be that same rule, so the docs are what is tested.
+    docs = (DOCS / "polkit.md").read_text()
+    shown = docs[docs.index("## A per-job rule") :].split("```js\n", 1)[1].split("```", 1)[0]
+    rules = (DOCS.parent / "polkit" / "50-automd.rules").read_text()
+    example = rules[rules.index("// polkit.addRule") :]
+    shipped = "".join(
+        line.removeprefix("//").removeprefix(" ") + "\n" for line in example.split("\n")
+    )
+    assert shown.strip() == shipped.strip()
