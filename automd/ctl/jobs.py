@@ -197,3 +197,95 @@ def cmd_audit(ctx: Context, args: argparse.Namespace) -> int:
         ])  # fmt: skip
     ctx.out.table(rows)
     return int(Exit.OK)
+
+
+def relative_time(iso: str | None, now: datetime | None = None) -> str:
+    """'3min ago' for a past RFC 3339 time, like systemctl's relative timestamps."""
+    if not iso:
+        return "-"
+    moment = datetime.fromisoformat(iso)
+    now = now or datetime.now(moment.tzinfo)
+    seconds = (now - moment).total_seconds()
+    return f"{format_duration(abs(seconds))} {'ago' if seconds >= 0 else 'from now'}"
+
+
+def cmd_list(ctx: Context, args: argparse.Namespace) -> int:
+    params: dict[str, Any] = {"limit": args.limit}
+    if args.state:
+        params["state"] = args.state
+    if args.definition:
+        params["definition"] = args.definition
+    if args.since:
+        params["since"] = args.since
+    result = ctx.client.call("job.list", params)
+    if ctx.json:
+        ctx.out.json(result)
+        return int(Exit.OK)
+    rows = [["ID", "DEFINITION", "STATE", "CREATED", "RESULT"]]
+    for job in result["jobs"]:
+        outcome = job["result"] or ""
+        if job["exit_code"] not in (None, 0):
+            outcome += f" ({job['exit_code']})"
+        if job["signal"] is not None:
+            outcome += f" (signal {job['signal']})"
+        state = ctx.out.paint(job["state"], _STATE_COLOURS.get(job["state"], "bold"))
+        rows.append(
+            [job["id"], job["definition"], state, relative_time(job["created_at"]), outcome]
+        )
+    ctx.out.table(rows)
+    if result["next_cursor"]:
+        ctx.err.line(f"(more: -n {args.limit * 2}, or the API's cursor {result['next_cursor']})")
+    return int(Exit.OK)
+
+
+def cmd_defs(ctx: Context, args: argparse.Namespace) -> int:
+    if args.name:
+        definition = ctx.client.call("definition.get", {"name": args.name})
+        if ctx.json:
+            ctx.out.json(definition)
+            return int(Exit.OK)
+        ctx.out.line(f"{definition['name']}: {definition['description']}")
+        schema = definition["params_schema"]
+        required = set(schema["required"])
+        rows = [["PARAMETER", "TYPE", "DEFAULT", "DESCRIPTION"]]
+        for name, spec in schema["properties"].items():
+            default = "(required)" if name in required else json.dumps(spec.get("default"))
+            rows.append([name, spec["type"], default, spec.get("description", "")])
+        ctx.out.table(rows)
+        return int(Exit.OK)
+    listed = ctx.client.call("definition.list")
+    if ctx.json:
+        ctx.out.json(listed)
+        return int(Exit.OK)
+    rows = [["NAME", "PARAMETERS", "DESCRIPTION"]]
+    for d in listed["definitions"]:
+        rows.append([d["name"], ",".join(d["parameters"]) or "-", d["description"]])
+    ctx.out.table(rows)
+    for error in listed["errors"]:
+        where = f"{error['file']}: {error['key']}" if error["key"] else error["file"]
+        ctx.err.line(ctx.err.paint(f"not loaded: {where}: {error['reason']}", "red"))
+    return int(Exit.OK)
+
+
+def cmd_retry(ctx: Context, args: argparse.Namespace) -> int:
+    job = ctx.client.call("job.retry", {"id": args.id})["job"]
+    if ctx.json:
+        ctx.out.json({"job": job})
+    else:
+        ctx.out.line(f"Job {job['id']} {job['state']} (attempt {job['attempts'] + 1} next)")
+    return int(Exit.OK)
+
+
+def cmd_wait(ctx: Context, args: argparse.Namespace) -> int:
+    """Wait for jobs to finish; with --success, exit non-zero if any did not succeed."""
+    finished = [wait_for(ctx.client, job_id, ctx) for job_id in args.ids]
+    if ctx.json:
+        ctx.out.json({"jobs": finished})
+    else:
+        for job in finished:
+            state = ctx.out.paint(job["state"], _STATE_COLOURS.get(job["state"], "bold"))
+            ctx.out.line(f"Job {job['id']}: {state}")
+    if args.success and any(job["state"] != "succeeded" for job in finished):
+        failed = next(job for job in finished if job["state"] != "succeeded")
+        return exit_status(failed)
+    return int(Exit.OK)

@@ -74,6 +74,26 @@ def _audit_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-n", "--limit", type=int, default=50, help="entries (default 50)")
 
 
+def _list_arguments(parser: argparse.ArgumentParser) -> None:
+    states = ["queued", "starting", "running", "waiting_retry", "succeeded", "failed",
+              "timed_out", "cancelled", "unknown"]  # fmt: skip
+    parser.add_argument("--state", action="append", choices=states, help="repeatable")
+    parser.add_argument("--definition", help="only this definition")
+    parser.add_argument("--since", help="created at or after (RFC 3339 or a date)")
+    parser.add_argument("-n", "--limit", type=int, default=20, help="jobs (default 20)")
+
+
+def _defs_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("name", nargs="?", help="show this definition and its parameters")
+
+
+def _wait_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("ids", nargs="+", metavar="id", help="job ids")
+    parser.add_argument(
+        "--success", action="store_true", help="exit non-zero unless every job succeeded"
+    )
+
+
 def _one_id(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("id", help="job id")
 
@@ -94,7 +114,11 @@ class Verb:
 VERBS: tuple[Verb, ...] = (
     Verb("run", "submit a job: run DEFINITION key=value...", jobs.cmd_run, _run_arguments),
     Verb("status", "show a job, its attempts and result", jobs.cmd_status, _one_id, ("show",)),
+    Verb("list", "list jobs, newest first", jobs.cmd_list, _list_arguments),
+    Verb("defs", "list job definitions, or show one", jobs.cmd_defs, _defs_arguments),
     Verb("cancel", "cancel queued or running jobs", jobs.cmd_cancel, _ids),
+    Verb("retry", "run a finished job again", jobs.cmd_retry, _one_id),
+    Verb("wait", "wait for jobs to finish", jobs.cmd_wait, _wait_arguments),
     Verb("audit", "show the audit trail (admin)", jobs.cmd_audit, _audit_arguments),
     Verb("health", "check the daemon and what it depends on (exit 1 when degraded)", cmd_health),
     Verb("version", "show automctl, automd, API and systemd versions", cmd_version),

@@ -79,3 +79,34 @@ def test_audit_for_root_and_not_for_a_member(container: Container) -> None:
     code, _out, err = automctl(container, "audit")
     assert code == 4
     assert "Permission denied (1007)" in err
+
+
+def test_list_defs_retry_and_wait(container: Container) -> None:
+    _code, out, _err = automctl(container, "run", "fail", "code=4", "-q")
+    job_id = out.strip()
+    code, out, _err = automctl(container, "wait", job_id, "--success")
+    assert code == 4  # the failed job's own status, like run --wait
+    assert out.strip() == f"Job {job_id}: failed"
+
+    code, out, _err = automctl(container, "list", "--definition", "fail", "-n", "5")
+    assert code == 0
+    header, *rows = out.splitlines()
+    assert header.split() == ["ID", "DEFINITION", "STATE", "CREATED", "RESULT"]
+    row = next(r for r in rows if r.startswith(job_id))
+    assert row.split()[1:3] == ["fail", "failed"]
+    assert "ago" in row
+    assert row.rstrip().endswith("exit-code (4)")
+    listed = json.loads(automctl(container, "list", "--json", "--state", "failed")[1])
+    assert job_id in {job["id"] for job in listed["jobs"]}
+
+    code, out, _err = automctl(container, "retry", job_id)
+    assert (code, out.strip()) == (0, f"Job {job_id} queued (attempt 3 next)")
+    code, _out, err = automctl(container, "retry", "0" * 26)
+    assert (code, "No such job (1002)" in err) == (3, True)
+
+    code, out, _err = automctl(container, "defs")
+    assert code == 0
+    assert re.search(r"^hello\s+name\s+Print a greeting$", out, re.M)
+    code, out, _err = automctl(container, "defs", "backup")
+    assert re.search(r"^source\s+string\s+\(required\)\s+Directory to archive$", out, re.M)
+    assert json.loads(automctl(container, "defs", "hello", "--json")[1])["name"] == "hello"

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
 from automd.ctl.context import Exit, UsageError
-from automd.ctl.jobs import EXIT_KILLED, exit_status, parse_assignments
+from automd.ctl.jobs import EXIT_KILLED, exit_status, parse_assignments, relative_time
 from automd.ctl.main import build_parser
 
 SCHEMA = {
@@ -60,3 +61,10 @@ def test_global_options_before_or_after_the_verb() -> None:
     assert parser.parse_args(["--json", "status", "x"]).json is True
     assert parser.parse_args(["status", "x", "--json"]).json is True
     assert parser.parse_args(["show", "x"]).id == "x"
+
+
+def test_relative_time() -> None:
+    now = datetime(2026, 11, 22, 12, 0, 0, tzinfo=UTC)
+    assert relative_time("2026-11-22T11:57:00Z", now) == "3min ago"
+    assert relative_time("2026-11-22T12:00:30Z", now) == "30s from now"
+    assert relative_time(None, now) == "-"
