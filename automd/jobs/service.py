@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 
 _ACTIVE = (JobState.STARTING, JobState.RUNNING)
 _RECONCILE_RETRY_SECONDS = 5.0
+_DISPATCH_WINDOW = 1000
 
 
 @dataclass(frozen=True)
@@ -294,13 +295,18 @@ class JobService:
         free = self.settings.max_running - len(self._active)
         if free <= 0:
             return
-        queued = await rows.list_jobs(self._store, states=[JobState.QUEUED], limit=2**31)
+        # A bounded window of the oldest queued jobs: loading every queued row on every wake
+        # made a burst of N submits cost O(N^2) on the event loop. Jobs beyond the window wait
+        # for a later round (each finished or started job wakes the dispatcher again).
+        queued = await rows.list_jobs(
+            self._store, states=[JobState.QUEUED], limit=_DISPATCH_WINDOW, oldest_first=True
+        )
         running_per_definition: dict[str, int] = {}
         for active in self._active.values():
             running_per_definition[active.definition] = (
                 running_per_definition.get(active.definition, 0) + 1
             )
-        for job in reversed(queued):  # oldest first
+        for job in queued:
             if free <= 0:
                 break
             if job.id in self._active:

@@ -7,7 +7,7 @@ import sqlite3
 from dataclasses import dataclass, fields
 from typing import Any
 
-from automd.store.db import Store
+from automd.store.db import Store, where_clause
 
 
 @dataclass(frozen=True)
@@ -57,19 +57,13 @@ async def page(
     limit: int,
 ) -> list[AuditRecord]:
     """Newest first; `before_id` continues a previous page."""
-    clauses: list[str] = []
-    args: list[Any] = []
-    for column, operator, value in (
-        ("at", ">=", since),
-        ("uid", "=", uid),
-        ("method", "=", method),
-        ("outcome", "=", outcome),
-        ("id", "<", before_id),
-    ):
-        if value is not None:
-            clauses.append(f"{column} {operator} ?")
-            args.append(value)
-    where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+    where, args = where_clause([
+        ("at >= ?", since),
+        ("uid = ?", uid),
+        ("method = ?", method),
+        ("outcome = ?", outcome),
+        ("id < ?", before_id),
+    ])  # fmt: skip
     rows = await store.fetch_all(
         f"SELECT {', '.join(_COLUMNS)} FROM audit {where} ORDER BY id DESC LIMIT ?",
         [*args, limit],

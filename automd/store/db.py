@@ -6,7 +6,7 @@ import asyncio
 import logging
 import sqlite3
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -70,6 +70,25 @@ def migrate(conn: sqlite3.Connection) -> None:
             raise
         conn.execute("COMMIT")
         log.info("state store migrated to schema %d: %s", migration.version, migration.summary)
+
+
+def where_clause(conditions: Iterable[tuple[str, Any]]) -> tuple[str, list[Any]]:
+    """`WHERE ...` joining the conditions whose value is not None, and its parameters.
+
+    Each condition is SQL with one `?`; a list value fills an `IN (?)` with one `?` per item.
+    """
+    clauses: list[str] = []
+    args: list[Any] = []
+    for condition, value in conditions:
+        if value is None:
+            continue
+        if isinstance(value, list):
+            clauses.append(condition.replace("(?)", f"({', '.join('?' * len(value))})"))
+            args.extend(value)
+        else:
+            clauses.append(condition)
+            args.append(value)
+    return (f"WHERE {' AND '.join(clauses)}" if clauses else ""), args
 
 
 class Store:

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
-from automd.store.db import Store
+from automd.store.db import Store, where_clause
 
 UNFINISHED = ("queued", "starting", "running", "waiting_retry")
 
@@ -189,12 +189,6 @@ def purge_idempotency_keys(conn: sqlite3.Connection, older_than: float) -> int:
     return conn.execute("DELETE FROM idempotency_keys WHERE created_at < ?", (older_than,)).rowcount
 
 
-def count_unfinished(conn: sqlite3.Connection) -> int:
-    marks = ", ".join("?" * len(UNFINISHED))
-    row = conn.execute(f"SELECT count(*) FROM jobs WHERE state IN ({marks})", UNFINISHED)
-    return int(row.fetchone()[0])
-
-
 # --- reads ---------------------------------------------------------------------------------
 
 
@@ -219,20 +213,6 @@ async def get_job(store: Store, job_id: str) -> JobRecord | None:
     return None if row is None else _job(row)
 
 
-async def get_attempts(store: Store, job_id: str) -> list[AttemptRecord]:
-    rows = await store.fetch_all(
-        f"SELECT {_ATTEMPT_COLUMNS} FROM attempts WHERE job_id = ? ORDER BY number", (job_id,)
-    )
-    return [_attempt(row) for row in rows]
-
-
-async def get_events(store: Store, job_id: str) -> list[EventRecord]:
-    rows = await store.fetch_all(
-        f"SELECT {_EVENT_COLUMNS} FROM job_events WHERE job_id = ? ORDER BY at, rowid", (job_id,)
-    )
-    return [_event(row) for row in rows]
-
-
 async def list_jobs(
     store: Store,
     *,
@@ -243,39 +223,27 @@ async def list_jobs(
     before_id: str | None = None,
     caller_uid: int | None = None,
     limit: int = 50,
+    oldest_first: bool = False,
 ) -> list[JobRecord]:
     """Newest first (ids sort by creation time); `before_id` continues a previous page."""
-    clauses: list[str] = []
-    args: list[Any] = []
-    if states is not None:
-        wanted = list(states)
-        clauses.append(f"state IN ({', '.join('?' * len(wanted))})")
-        args.extend(wanted)
-    if definition is not None:
-        clauses.append("definition = ?")
-        args.append(definition)
-    if since is not None:
-        clauses.append("created_at >= ?")
-        args.append(since)
-    if until is not None:
-        clauses.append("created_at < ?")
-        args.append(until)
-    if before_id is not None:
-        clauses.append("id < ?")
-        args.append(before_id)
-    if caller_uid is not None:
-        clauses.append("caller_uid = ?")
-        args.append(caller_uid)
-    where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+    where, args = where_clause([
+        ("state IN (?)", None if states is None else list(states)),
+        ("definition = ?", definition),
+        ("created_at >= ?", since),
+        ("created_at < ?", until),
+        ("id < ?", before_id),
+        ("caller_uid = ?", caller_uid),
+    ])  # fmt: skip
+    order = "ASC" if oldest_first else "DESC"
     rows = await store.fetch_all(
-        f"SELECT {_JOB_COLUMNS} FROM jobs {where} ORDER BY id DESC LIMIT ?", [*args, limit]
+        f"SELECT {_JOB_COLUMNS} FROM jobs {where} ORDER BY id {order} LIMIT ?", [*args, limit]
     )
     return [_job(row) for row in rows]
 
 
 async def unfinished_jobs(store: Store) -> list[JobRecord]:
     """Every job not yet in a final state, oldest first."""
-    return list(reversed(await list_jobs(store, states=UNFINISHED, limit=2**31)))
+    return await list_jobs(store, states=UNFINISHED, limit=-1, oldest_first=True)
 
 
 async def current_attempt(store: Store, job: JobRecord) -> AttemptRecord | None:

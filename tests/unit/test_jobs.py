@@ -142,6 +142,14 @@ async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
     await h.close()
 
 
+def detail(
+    harness: Harness, job_id: str
+) -> tuple[rows.JobRecord, list[rows.AttemptRecord], list[rows.EventRecord]]:
+    found = harness.store.lookup(lambda conn: rows.job_detail(conn, job_id))
+    assert found is not None
+    return found
+
+
 # --- pure policy -----------------------------------------------------------------------------
 
 
@@ -216,7 +224,7 @@ async def test_submit_then_run_to_success(harness: Harness) -> None:
     harness.finish(spec)
     done = await harness.wait_for(job.id, JobState.SUCCEEDED)
     assert (done.exit_code, done.result, done.attempts) == (0, "success", 1)
-    events = [e.state for e in await rows.get_events(harness.store, job.id)]
+    events = [e.state for e in detail(harness, job.id)[2]]
     assert events == ["queued", "starting", "running", "succeeded"]
 
 
@@ -294,7 +302,7 @@ async def test_failed_attempts_are_retried_with_backoff_then_fail(harness: Harne
             assert waiting.next_attempt_at is not None
     done = await harness.wait_for(job.id, JobState.FAILED)
     assert (done.attempts, done.exit_code) == (3, 1)
-    attempts = await rows.get_attempts(harness.store, job.id)
+    attempts = detail(harness, job.id)[1]
     assert [a.retry_reason is not None for a in attempts] == [True, True, False]
     assert "retrying in" in (attempts[0].retry_reason or "")
 
@@ -364,7 +372,7 @@ async def test_restart_takes_outcomes_from_the_journal(harness: Harness) -> None
     await harness.open()
     done = await harness.wait_for(job.id, JobState.FAILED)
     assert done.exit_code == 7
-    attempts = await rows.get_attempts(harness.store, job.id)
+    attempts = detail(harness, job.id)[1]
     assert attempts[0].outcome_source == "dbus"  # as reported by the (fake) journal source
 
 
