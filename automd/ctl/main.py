@@ -11,7 +11,7 @@ from typing import Any
 
 from automd import __version__
 from automd.api.codes import DEFAULT_SOCKET, ErrorCode
-from automd.ctl import jobs
+from automd.ctl import verbs
 from automd.ctl.client import (
     ClientError,
     ConnectPermissionDenied,
@@ -20,40 +20,9 @@ from automd.ctl.client import (
     RpcClient,
 )
 from automd.ctl.context import Context, Exit, UsageError
-from automd.ctl.render import Output, format_duration
+from automd.ctl.render import Output
 
 SOCKET_ENV = "AUTOMD_SOCKET"
-
-
-def cmd_version(ctx: Context, args: argparse.Namespace) -> int:
-    result = ctx.client.call("system.version")
-    if ctx.json:
-        ctx.out.json({"automctl": __version__, **result})
-        return int(Exit.OK)
-    ctx.out.table(
-        [
-            ["automctl", __version__],
-            ["automd", f"{result['version']} (API {result['api_version']})"],
-            ["systemd", result["systemd_version"] or "not reachable"],
-        ]
-    )
-    return int(Exit.OK)
-
-
-def cmd_health(ctx: Context, args: argparse.Namespace) -> int:
-    result = ctx.client.call("system.health")
-    healthy = result["status"] == "ok"
-    if ctx.json:
-        ctx.out.json(result)
-    else:
-        status = ctx.out.paint(result["status"], "green" if healthy else "yellow")
-        ctx.out.line(f"automd is {status}, up {format_duration(result['uptime_seconds'])}")
-        rows = []
-        for name, check in sorted(result["checks"].items()):
-            state = ctx.out.paint("ok", "green") if check["ok"] else ctx.out.paint("FAIL", "red")
-            rows.append([name, state, check["detail"]])
-        ctx.out.table(rows, indent="  ")
-    return int(Exit.OK if healthy else Exit.FAILURE)
 
 
 def _run_arguments(parser: argparse.ArgumentParser) -> None:
@@ -112,16 +81,18 @@ class Verb:
 
 
 VERBS: tuple[Verb, ...] = (
-    Verb("run", "submit a job: run DEFINITION key=value...", jobs.cmd_run, _run_arguments),
-    Verb("status", "show a job, its attempts and result", jobs.cmd_status, _one_id, ("show",)),
-    Verb("list", "list jobs, newest first", jobs.cmd_list, _list_arguments),
-    Verb("defs", "list job definitions, or show one", jobs.cmd_defs, _defs_arguments),
-    Verb("cancel", "cancel queued or running jobs", jobs.cmd_cancel, _ids),
-    Verb("retry", "run a finished job again", jobs.cmd_retry, _one_id),
-    Verb("wait", "wait for jobs to finish", jobs.cmd_wait, _wait_arguments),
-    Verb("audit", "show the audit trail (admin)", jobs.cmd_audit, _audit_arguments),
-    Verb("health", "check the daemon and what it depends on (exit 1 when degraded)", cmd_health),
-    Verb("version", "show automctl, automd, API and systemd versions", cmd_version),
+    Verb("run", "submit a job: run DEFINITION key=value...", verbs.cmd_run, _run_arguments),
+    Verb("status", "show a job, its attempts and result", verbs.cmd_status, _one_id, ("show",)),
+    Verb("list", "list jobs, newest first", verbs.cmd_list, _list_arguments),
+    Verb("defs", "list job definitions, or show one", verbs.cmd_defs, _defs_arguments),
+    Verb("cancel", "cancel queued or running jobs", verbs.cmd_cancel, _ids),
+    Verb("retry", "run a finished job again", verbs.cmd_retry, _one_id),
+    Verb("wait", "wait for jobs to finish", verbs.cmd_wait, _wait_arguments),
+    Verb("audit", "show the audit trail (admin)", verbs.cmd_audit, _audit_arguments),
+    Verb(
+        "health", "check the daemon and what it depends on (exit 1 when degraded)", verbs.cmd_health
+    ),
+    Verb("version", "show automctl, automd, API and systemd versions", verbs.cmd_version),
 )
 
 

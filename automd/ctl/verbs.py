@@ -1,4 +1,4 @@
-"""automctl's job verbs: run, status, cancel."""
+"""automctl's verbs: one function per verb, each making one or a few JSON-RPC calls."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import time
 from datetime import datetime
 from typing import Any
 
+from automd import __version__
 from automd.ctl.client import RpcClient
 from automd.ctl.context import Context, Exit, UsageError
 from automd.ctl.render import format_duration
@@ -289,3 +290,34 @@ def cmd_wait(ctx: Context, args: argparse.Namespace) -> int:
         failed = next(job for job in finished if job["state"] != "succeeded")
         return exit_status(failed)
     return int(Exit.OK)
+
+
+def cmd_version(ctx: Context, args: argparse.Namespace) -> int:
+    result = ctx.client.call("system.version")
+    if ctx.json:
+        ctx.out.json({"automctl": __version__, **result})
+        return int(Exit.OK)
+    ctx.out.table(
+        [
+            ["automctl", __version__],
+            ["automd", f"{result['version']} (API {result['api_version']})"],
+            ["systemd", result["systemd_version"] or "not reachable"],
+        ]
+    )
+    return int(Exit.OK)
+
+
+def cmd_health(ctx: Context, args: argparse.Namespace) -> int:
+    result = ctx.client.call("system.health")
+    healthy = result["status"] == "ok"
+    if ctx.json:
+        ctx.out.json(result)
+    else:
+        status = ctx.out.paint(result["status"], "green" if healthy else "yellow")
+        ctx.out.line(f"automd is {status}, up {format_duration(result['uptime_seconds'])}")
+        rows = []
+        for name, check in sorted(result["checks"].items()):
+            state = ctx.out.paint("ok", "green") if check["ok"] else ctx.out.paint("FAIL", "red")
+            rows.append([name, state, check["detail"]])
+        ctx.out.table(rows, indent="  ")
+    return int(Exit.OK if healthy else Exit.FAILURE)

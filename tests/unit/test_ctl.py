@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from automd.ctl.context import Exit, UsageError
-from automd.ctl.jobs import EXIT_KILLED, exit_status, parse_assignments, relative_time
 from automd.ctl.main import build_parser
+from automd.ctl.verbs import EXIT_KILLED, exit_status, parse_assignments, relative_time
 
 SCHEMA = {
     "properties": {"n": {"type": "integer"}, "b": {"type": "boolean"}, "s": {"type": "string"}}
