@@ -20,7 +20,9 @@ from automd.authz import AccessSettings, Authorizer, PolkitCheck
 from automd.config import DEFAULT_CONFIG_PATH, Config, JobsSettings, load_config
 from automd.definitions.registry import DefinitionRegistry
 from automd.errors import ConfigError, StoreError
+from automd.joblog import JobLogs
 from automd.jobs import views
+from automd.jobs.output import JobOutput
 from automd.jobs.queries import JobQueries
 from automd.jobs.service import JobService, JobSettings
 from automd.log import set_level, setup_logging
@@ -152,49 +154,31 @@ class Daemon:
             store, self.registry, systemd, job_settings(self.config.jobs)
         )
         relay.target = jobs
+        logs = JobLogs()
+        log_watch: asyncio.Task[None] | None = None
         self.authz = Authorizer(
             polkit_check(bus) if self.config.access.polkit else None, access_settings(self.config)
         )
         self.audit = AuditLog(store, retention_days=self.config.access.audit_retention_days)
-        services = Services(
-            system=system,
-            jobs=jobs,
-            queries=JobQueries(store),
-            registry=self.registry,
-            reload=self._reload_definitions,
-            authz=self.authz,
-            audit=self.audit,
-        )
-        dispatcher = Dispatcher(
-            METHODS, Handlers(services).table(), max_batch_size=self.config.server.max_batch_size
-        )
-        server = RpcServer(dispatcher, self.config.server)
+        server = self._rpc_server(store, system, jobs, logs)
         try:
             await jobs.start()
+            log_watch = asyncio.create_task(logs.watch(), name="joblog-watch")
             await self.audit.purge_expired()
             await server.start(sock)
-            loop = asyncio.get_running_loop()
-            loop.add_signal_handler(signal.SIGTERM, self._stop.set)
-            loop.add_signal_handler(signal.SIGINT, self._stop.set)
-            loop.add_signal_handler(signal.SIGHUP, lambda: self._reload(server))
-            systemd_version = await system.systemd_version()
-            systemd_text = (
-                f"systemd {systemd_version}" if systemd_version else "systemd unreachable"
-            )
-            status = (
-                f"Serving API {API_VERSION} on {where}; {systemd_text}; "
-                f"{len(self.registry.definitions)} job definitions"
-            )
-            log.info("automd %s ready: %s", __version__, status)
-            self._status = status
-            notify(READY="1", STATUS=self._status_line())
+            self._handle_signals(server)
+            await self._announce_ready(system, where)
             jobs.on_counts_changed = self._status_changed
             await self._stop.wait()
 
             log.info("stopping: draining in-flight requests")
             notify(STOPPING="1", STATUS="Stopping: draining in-flight requests")
+            logs.close()  # followers end now; their last reply says where to resume
             await server.drain()
         finally:
+            if log_watch is not None:
+                log_watch.cancel()
+            logs.shutdown()
             # Jobs keep running in their own units; the next start re-adopts them.
             await jobs.stop()
             self.audit.stop()
@@ -205,6 +189,41 @@ class Daemon:
                 self.options.listen.unlink(missing_ok=True)
         log.info("stopped after %d requests", server.requests_total)
         return 0
+
+    def _rpc_server(
+        self, store: Store, system: SystemInfo, jobs: JobService, logs: JobLogs
+    ) -> RpcServer:
+        services = Services(
+            system=system,
+            jobs=jobs,
+            queries=JobQueries(store),
+            registry=self.registry,
+            reload=self._reload_definitions,
+            authz=self.authz,
+            audit=self.audit,
+            output=JobOutput(jobs, logs),
+        )
+        dispatcher = Dispatcher(
+            METHODS, Handlers(services).table(), max_batch_size=self.config.server.max_batch_size
+        )
+        return RpcServer(dispatcher, self.config.server)
+
+    def _handle_signals(self, server: RpcServer) -> None:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self._stop.set)
+        loop.add_signal_handler(signal.SIGINT, self._stop.set)
+        loop.add_signal_handler(signal.SIGHUP, lambda: self._reload(server))
+
+    async def _announce_ready(self, system: SystemInfo, where: str) -> None:
+        systemd_version = await system.systemd_version()
+        systemd_text = f"systemd {systemd_version}" if systemd_version else "systemd unreachable"
+        status = (
+            f"Serving API {API_VERSION} on {where}; {systemd_text}; "
+            f"{len(self.registry.definitions)} job definitions"
+        )
+        log.info("automd %s ready: %s", __version__, status)
+        self._status = status
+        notify(READY="1", STATUS=self._status_line())
 
     def _status_line(self) -> str:
         if self._jobs is None:

@@ -10,7 +10,16 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue, StrictInt
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    RootModel,
+    StrictBool,
+    StrictInt,
+)
 
 
 class Params(BaseModel):
@@ -164,6 +173,53 @@ class JobGetResult(Result):
     events: list[JobEventView]
 
 
+class JobLogsParams(Params):
+    id: JobId
+    attempt: StrictInt | None = Field(None, ge=1, le=2**31 - 1, description="only this attempt")
+    cursor: str | None = Field(
+        None,
+        max_length=512,
+        pattern=r"^[\x21-\x7e]+$",
+        description="continue after this entry: `cursor` of an earlier reply",
+    )
+    tail: StrictInt | None = Field(
+        None, ge=1, le=10_000, description="start with the last N entries (ignored with cursor)"
+    )
+    limit: StrictInt = Field(500, ge=1, le=5000, description="entries per reply (or per part)")
+    follow: StrictBool = Field(
+        False,
+        description="stream entries as they are written until the job ends (docs/api.md, "
+        "Following logs); not allowed in a batch or a notification",
+    )
+
+
+class LogEntryView(Result):
+    cursor: str = Field(description="journald's cursor of this entry")
+    at: datetime = Field(description="when journald received it")
+    attempt: int
+    priority: int | None = Field(description="syslog priority, 0 (emerg) to 7 (debug)")
+    stream: str = Field(
+        description='journald transport: "stdout" (the job\'s stdout and stderr, which '
+        'journald does not tell apart), "journal", "syslog"'
+    )
+    message: str = Field(description="the line; bytes that are not UTF-8 are replaced (U+FFFD)")
+    message_base64: str | None = Field(
+        description="the line's exact bytes, base64, when they are not valid UTF-8; else null"
+    )
+
+
+class JobLogsResult(Result):
+    entries: list[LogEntryView] = Field(description="oldest first")
+    cursor: str | None = Field(
+        description="pass as cursor to continue after the last entry read; null when none was"
+    )
+    more: bool = Field(description="more entries were available than limit allowed")
+    finished: bool = Field(
+        description="the job (or the attempt asked for) had finished when this was read; "
+        "after a follow, false means the daemon ended the stream early (resume from cursor)"
+    )
+
+
 class JobListParams(Params):
     state: list[JobState] | None = None
     definition: DefinitionName | None = None
@@ -224,6 +280,12 @@ class ReloadResult(Result):
     errors: list[DefinitionErrorView]
 
 
+class DiscoverResult(RootModel[dict[str, JsonValue]]):
+    """The OpenRPC document itself (automd/api/openrpc.py builds it from these models)."""
+
+    model_config = ConfigDict(frozen=True)
+
+
 class Permission(StrEnum):
     """What a method needs: the polkit action org.automd.<value> (polkit/org.automd.policy)."""
 
@@ -269,7 +331,7 @@ class AuditListResult(Result):
 class MethodSpec:
     name: str
     params: type[Params]
-    result: type[Result]
+    result: type[Result | DiscoverResult]
     summary: str
     permission: Permission
     #: Changes state: recorded in the audit trail (denials of any method are recorded too).
@@ -285,6 +347,8 @@ METHODS: dict[str, MethodSpec] = {
                    "version, and systemd's version when reachable.", _R),
         MethodSpec("system.health", NoParams, HealthResult, "Whether the state store and "
                    "systemd's D-Bus API answer, and the daemon's uptime.", _R),
+        MethodSpec("rpc.discover", NoParams, DiscoverResult, "This API as an OpenRPC 1.2 "
+                   "document: every method, its params, result and errors.", _R),
         MethodSpec("system.reload", NoParams, ReloadResult, "Re-read the job definitions (as "
                    "SIGHUP does); queued and running jobs are unaffected.", _A, mutating=True),
         MethodSpec("job.submit", JobSubmitParams, JobSubmitResult, "Validate and durably queue "
@@ -293,6 +357,9 @@ METHODS: dict[str, MethodSpec] = {
                    _R),
         MethodSpec("job.list", JobListParams, JobListResult, "Jobs, newest first, filtered and "
                    "paged.", _R),
+        MethodSpec("job.logs", JobLogsParams, JobLogsResult, "A job's output from journald, "
+                   "oldest first, paged by cursor; with follow, streamed until the job ends.",
+                   _R),
         MethodSpec("job.cancel", JobIdParams, JobResult, "Dequeue a waiting job, or stop a "
                    "running one's whole unit.", _C, mutating=True),
         MethodSpec("job.retry", JobIdParams, JobResult, "Queue a new attempt of a finished "

@@ -6,7 +6,10 @@ import http.client
 import itertools
 import json
 import socket
-from typing import Any
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import IO, Any
 
 from automd.api.codes import RPC_PATH
 
@@ -49,6 +52,14 @@ def _describe(data: Any) -> str:
     return data if isinstance(data, str) else json.dumps(data)
 
 
+class _PartFailed(ClientError):
+    """Carries an exception of the caller's on_part through the transport error handling."""
+
+    def __init__(self, original: Exception) -> None:
+        super().__init__(str(original))
+        self.original = original
+
+
 class _UnixHTTPConnection(http.client.HTTPConnection):
     def __init__(self, path: str, timeout: float) -> None:
         super().__init__("automd", timeout=timeout)
@@ -65,42 +76,78 @@ class _UnixHTTPConnection(http.client.HTTPConnection):
         self.sock = sock
 
 
+def _result_of(reply: Any, status: int) -> Any:
+    if not isinstance(reply, dict):
+        raise ProtocolError(f"unexpected reply from automd (HTTP {status})")
+    error = reply.get("error")
+    if isinstance(error, dict):
+        raise RemoteError(
+            int(error.get("code", 0)), str(error.get("message", "")), error.get("data")
+        )
+    if "result" not in reply:
+        raise ProtocolError(f"reply without result (HTTP {status})")
+    return reply["result"]
+
+
+def _decode(body: bytes, status: int) -> Any:
+    try:
+        return json.loads(body)
+    except ValueError:
+        raise ProtocolError(f"unexpected reply from automd (HTTP {status})") from None
+
+
 class RpcClient:
-    def __init__(self, socket_path: str, *, timeout: float = 30.0) -> None:
+    def __init__(
+        self, socket_path: str, *, timeout: float = 30.0, trace: IO[str] | None = None
+    ) -> None:
         self.socket_path = socket_path
         self._timeout = timeout
         self._ids = itertools.count(1)
+        #: -v: each request and the time its answer took, on this stream (stderr).
+        self._trace = trace
 
     def call(self, method: str, params: dict[str, Any] | None = None) -> Any:
-        request = {
-            "jsonrpc": "2.0",
-            "method": method,
-            "params": params or {},
-            "id": next(self._ids),
-        }
-        status, body = self._post(json.dumps(request).encode())
-        try:
-            reply = json.loads(body)
-        except ValueError:
-            raise ProtocolError(f"unexpected reply from automd (HTTP {status})") from None
-        if not isinstance(reply, dict):
-            raise ProtocolError(f"unexpected reply from automd (HTTP {status})")
-        error = reply.get("error")
-        if isinstance(error, dict):
-            raise RemoteError(
-                int(error.get("code", 0)), str(error.get("message", "")), error.get("data")
-            )
-        if "result" not in reply:
-            raise ProtocolError(f"reply without result (HTTP {status})")
-        return reply["result"]
+        with self._exchange(method, params) as response:
+            return _result_of(_decode(response.read(), response.status), response.status)
 
-    def _post(self, body: bytes) -> tuple[int, bytes]:
+    def stream(self, method: str, params: dict[str, Any], on_part: Callable[[Any], None]) -> Any:
+        """Call a method whose reply may be streamed (docs/api.md, Following logs): each
+        notification's params go to `on_part` as they arrive; returns the final result."""
+        try:
+            with self._exchange(method, params) as response:
+                if response.getheader("Content-Type", "") != "application/x-ndjson":
+                    return _result_of(_decode(response.read(), response.status), response.status)
+                for line in response:
+                    message = _decode(line, response.status)
+                    if isinstance(message, dict) and "method" in message and "id" not in message:
+                        try:
+                            on_part(message.get("params"))
+                        except Exception as exc:  # e.g. BrokenPipeError: not the daemon's
+                            raise _PartFailed(exc) from exc
+                        continue
+                    return _result_of(message, response.status)
+                raise DaemonUnreachable(f"{self.socket_path}: the stream ended without a reply")
+        except _PartFailed as failed:
+            raise failed.original from None
+
+    @contextmanager
+    def _exchange(self, method: str, params: dict[str, Any] | None) -> Iterator[Any]:
+        """Send one request; yields the HTTP response, translating transport failures."""
+        request = {"jsonrpc": "2.0", "method": method, "params": params or {},
+                   "id": next(self._ids)}  # fmt: skip
+        body = json.dumps(request).encode()
+        started = time.monotonic()
+        if self._trace:
+            print(f"automctl: -> {self.socket_path} {body.decode()}", file=self._trace)
         path = self.socket_path
         conn = _UnixHTTPConnection(path, self._timeout)
         try:
             conn.request("POST", RPC_PATH, body, headers={"Content-Type": "application/json"})
             response = conn.getresponse()
-            return response.status, response.read()
+            yield response
+            if self._trace:
+                took = (time.monotonic() - started) * 1000
+                print(f"automctl: <- HTTP {response.status} in {took:.1f} ms", file=self._trace)
         except FileNotFoundError:
             raise DaemonUnreachable(f"{path}: no such socket (is automd.socket running?)") from None
         except ConnectionRefusedError:

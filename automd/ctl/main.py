@@ -32,7 +32,31 @@ def _run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--wait", action="store_true", help="wait for the job; exit with its exit status"
     )
+    parser.add_argument(
+        "--follow", action="store_true", help="print the job's output as it runs, then as --wait"
+    )
     parser.add_argument("-q", "--print-id", action="store_true", help="print only the job id")
+
+
+def _logs_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("id", help="job id")
+    parser.add_argument(
+        "-f", "--follow", action="store_true", help="keep printing new output until the job ends"
+    )
+    parser.add_argument(
+        "-n", "--lines", type=_positive, metavar="N", help="start with the last N lines"
+    )
+    parser.add_argument("--attempt", type=_positive, metavar="N", help="only this attempt")
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number")
+    return value
 
 
 def _audit_arguments(parser: argparse.ArgumentParser) -> None:
@@ -83,6 +107,9 @@ class Verb:
 VERBS: tuple[Verb, ...] = (
     Verb("run", "submit a job: run DEFINITION key=value...", verbs.cmd_run, _run_arguments),
     Verb("status", "show a job, its attempts and result", verbs.cmd_status, _one_id, ("show",)),
+    Verb(
+        "logs", "show a job's output (journald), -f to follow it", verbs.cmd_logs, _logs_arguments
+    ),
     Verb("list", "list jobs, newest first", verbs.cmd_list, _list_arguments),
     Verb("defs", "list job definitions, or show one", verbs.cmd_defs, _defs_arguments),
     Verb("cancel", "cancel queued or running jobs", verbs.cmd_cancel, _ids),
@@ -122,6 +149,13 @@ def _global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
         type=float,
         default=argparse.SUPPRESS if suppress else 30.0,
         help="seconds to wait for each answer from the daemon (default 30)",
+    )
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        default=argparse.SUPPRESS if suppress else False,
+        help="show each request sent to automd and how long its answer took (on stderr)",
     )
 
 
@@ -169,7 +203,9 @@ def main(argv: list[str] | None = None) -> int:
     colour = False if args.no_color else None
     out = Output(sys.stdout, colour=colour)
     err = Output(sys.stderr, colour=colour)
-    client = RpcClient(socket_path, timeout=args.timeout)
+    client = RpcClient(
+        socket_path, timeout=args.timeout, trace=sys.stderr if args.verbose else None
+    )
     ctx = Context(client=client, out=out, err=err, json=args.json)
     try:
         return int(args.run(ctx, args))
@@ -183,6 +219,11 @@ def main(argv: list[str] | None = None) -> int:
         return int(_exit_for(error))
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader went away (automctl logs ID | head): stop quietly, like journalctl. Point
+        # stdout at /dev/null so the flush at exit does not fail a second time.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return int(Exit.OK)
 
 
 if __name__ == "__main__":

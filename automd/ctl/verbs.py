@@ -11,6 +11,7 @@ from typing import Any
 from automd import __version__
 from automd.ctl.client import RpcClient
 from automd.ctl.context import Context, Exit, UsageError
+from automd.ctl.logs import LogPrinter, follow_logs, print_logs
 from automd.ctl.render import format_duration
 
 _FINISHED = {"succeeded", "failed", "timed_out", "cancelled", "unknown"}
@@ -111,16 +112,29 @@ def cmd_run(ctx: Context, args: argparse.Namespace) -> int:
     elif not ctx.json:
         replay = " (an earlier job with this idempotency key)" if submitted["replayed"] else ""
         ctx.out.line(f"Job {job['id']} {job['state']}{replay}")
-    if not args.wait:
+    if not (args.wait or args.follow):
         if ctx.json:
             ctx.out.json(submitted)
         return int(Exit.OK)
+    if args.follow:
+        follow_logs(ctx, {"id": job["id"]}, LogPrinter(ctx))
     job = wait_for(ctx.client, job["id"], ctx)
     if ctx.json:
         ctx.out.json({"job": job, "replayed": submitted["replayed"]})
     elif not args.print_id:
         _summary(ctx, job)
     return exit_status(job)
+
+
+def cmd_logs(ctx: Context, args: argparse.Namespace) -> int:
+    """A job's output: all of it, the last -n lines, and with -f whatever comes until it ends."""
+    params: dict[str, Any] = {"id": args.id}
+    if args.lines is not None:
+        params["tail"] = args.lines
+    if args.attempt is not None:
+        params["attempt"] = args.attempt
+    print_logs(ctx, params, follow=args.follow)
+    return int(Exit.OK)
 
 
 def cmd_status(ctx: Context, args: argparse.Namespace) -> int:

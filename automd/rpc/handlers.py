@@ -13,11 +13,14 @@ from automd.api.methods import (
     DefinitionGetParams,
     DefinitionListResult,
     DefinitionView,
+    DiscoverResult,
     HealthResult,
     JobGetResult,
     JobIdParams,
     JobListParams,
     JobListResult,
+    JobLogsParams,
+    JobLogsResult,
     JobResult,
     JobSubmitParams,
     JobSubmitResult,
@@ -26,17 +29,26 @@ from automd.api.methods import (
     ReloadResult,
     VersionResult,
 )
+from automd.api.openrpc import build_document
 from automd.audit import AuditLog
 from automd.authz import Authorizer, polkit_details
 from automd.definitions.model import Definition
 from automd.definitions.registry import DefinitionRegistry
-from automd.errors import AutomdError, JobNotFound, PermissionDenied, UnknownDefinition
+from automd.errors import (
+    AutomdError,
+    InvalidParams,
+    JobNotFound,
+    PermissionDenied,
+    UnknownDefinition,
+)
 from automd.jobs import views
+from automd.jobs.output import JobOutput
 from automd.jobs.plan import SECRET_PLACEHOLDER
 from automd.jobs.queries import JobQueries
 from automd.jobs.service import Caller, JobService
 from automd.rpc.context import CallContext
-from automd.rpc.protocol import Handler
+from automd.rpc.protocol import Handler, ResultStream
+from automd.store.jobs import JobRecord
 from automd.system import SystemInfo
 
 T = TypeVar("T")
@@ -77,20 +89,24 @@ class Services:
     reload: Callable[[], ReloadResult]
     authz: Authorizer
     audit: AuditLog
+    output: JobOutput
 
 
 class Handlers:
     def __init__(self, services: Services) -> None:
         self.s = services
+        self._discovered: DiscoverResult | None = None
 
     def table(self) -> dict[str, Handler]:
         return {
+            "rpc.discover": self.rpc_discover,
             "system.version": self.system_version,
             "system.health": self.system_health,
             "system.reload": self.system_reload,
             "job.submit": self.job_submit,
             "job.get": self.job_get,
             "job.list": self.job_list,
+            "job.logs": self.job_logs,
             "job.cancel": self.job_cancel,
             "job.retry": self.job_retry,
             "definition.list": self.definition_list,
@@ -154,7 +170,21 @@ class Handlers:
         assert ctx.peer is not None  # _require() has denied callers without credentials
         return None if await self.s.authz.allowed(ctx.peer, Permission.ADMIN) else ctx.peer.uid
 
+    async def _visible_job(self, ctx: CallContext, job_id: str) -> tuple[JobRecord, int | None]:
+        """The job and the caller's owner scope; others' jobs read as not found."""
+        owner = await self._owner(ctx)
+        job = await self.s.jobs.get(job_id)
+        if owner is not None and job.caller_uid != owner:
+            raise JobNotFound(data={"id": job_id})
+        return job, owner
+
     # --- system ------------------------------------------------------------------------------
+
+    async def rpc_discover(self, params: NoParams, ctx: CallContext) -> DiscoverResult:
+        await self._require(ctx, "rpc.discover", Permission.READ)
+        if self._discovered is None:  # the API cannot change while automd runs
+            self._discovered = DiscoverResult(build_document())
+        return self._discovered
 
     async def system_version(self, params: NoParams, ctx: CallContext) -> VersionResult:
         await self._require(ctx, "system.version", Permission.READ)
@@ -207,6 +237,19 @@ class Handlers:
         await self._require(ctx, "job.list", Permission.READ)
         return await self.s.queries.list(params, owner=await self._owner(ctx))
 
+    async def job_logs(
+        self, params: JobLogsParams, ctx: CallContext
+    ) -> JobLogsResult | ResultStream:
+        await self._require(ctx, "job.logs", Permission.READ)
+        await self._visible_job(ctx, params.id)
+        if not params.follow:
+            return await self.s.output.page(params)
+        if not ctx.streaming:
+            reason = "follow cannot be used in a batch or a notification"
+            raise InvalidParams(data={"field": "follow", "reason": reason})
+        follow = self.s.output.follow(params)
+        return ResultStream("job.logs.entries", follow.parts(), follow.result)
+
     async def job_cancel(self, params: JobIdParams, ctx: CallContext) -> JobResult:
         await self._require(ctx, "job.cancel", Permission.CANCEL)
         owner = await self._owner(ctx)
@@ -219,10 +262,7 @@ class Handlers:
     async def job_retry(self, params: JobIdParams, ctx: CallContext) -> JobResult:
         # The declared permission first; then again with the job's definition and params.
         await self._require(ctx, "job.retry", Permission.RUN)
-        owner = await self._owner(ctx)
-        job = await self.s.jobs.get(params.id)
-        if owner is not None and job.caller_uid != owner:
-            raise JobNotFound(data={"id": params.id})
+        job, owner = await self._visible_job(ctx, params.id)
         definition = self.s.registry.get(job.definition)
         details = polkit_details(job.definition, job.params, _secret_names(definition))
         await self._require(ctx, "job.retry", Permission.RUN, definition=definition,

@@ -29,11 +29,13 @@ from automd.errors import (
 )
 from automd.peer import PeerCredentials, read_peer_credentials
 from automd.rpc.context import CallContext
-from automd.rpc.protocol import Dispatcher, encode, error_reply
+from automd.rpc.protocol import Dispatcher, StreamReply, encode, error_reply
 
 log = logging.getLogger(__name__)
 
 _JSON = "application/json"
+#: A streamed reply: one JSON-RPC message per line (docs/api.md, Following logs).
+_JSON_LINES = "application/x-ndjson"
 _REFUSAL_LOG_INTERVAL = 1.0  # seconds between "refusing connections" lines
 
 
@@ -249,12 +251,35 @@ class RpcServer:
             return _error_response(413, RequestTooLarge(data={"max_body_bytes": limit}), close=True)
         except RequestPayloadError as exc:
             return _error_response(400, InvalidRequest(data=f"malformed body: {exc}"), close=True)
+        return await self._dispatch(request, body)
 
+    async def _dispatch(self, request: web.BaseRequest, body: bytes) -> web.StreamResponse:
         self.requests_total += 1
-        reply = await self._dispatcher.handle(body, CallContext(peer=self._peer(request)))
+        ctx = CallContext(peer=self._peer(request), streaming=True)
+        reply = await self._dispatcher.handle(body, ctx)
         if reply is None:
             return web.Response(status=204)
+        if isinstance(reply, StreamReply):
+            return await self._stream(request, reply)
         return web.Response(body=reply, content_type=_JSON)
+
+    async def _stream(self, request: web.BaseRequest, reply: StreamReply) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": _JSON_LINES})
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        lines = reply.lines()
+        try:
+            async for line in lines:
+                await response.write(line)
+            await response.write_eof()
+        except (ConnectionError, RuntimeError) as exc:
+            # The client went away mid-stream (aiohttp raises ClientConnectionResetError, a
+            # ConnectionResetError, or RuntimeError on a closed transport): just stop.
+            log.debug("streamed reply cut short: %s", exc)
+            response.force_close()
+        finally:
+            await lines.aclose()
+        return response
 
     def _peer(self, request: web.BaseRequest) -> PeerCredentials | None:
         transport = request.transport

@@ -6,9 +6,12 @@ Hand-written over pydantic instead of jsonrpcserver; docs/architecture.md says w
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import json
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -27,9 +30,50 @@ from automd.rpc.context import CallContext
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[Any, CallContext], Awaitable[BaseModel]]
 Reply = dict[str, Any]
 _RESULT_HEAD = b'{"jsonrpc":"2.0","result":'
+
+
+@dataclass(frozen=True)
+class ResultStream:
+    """A result sent in parts: one `notification` per part, then the final result.
+
+    A handler may return one only when `CallContext.streaming` is set.
+    """
+
+    notification: str
+    parts: AsyncGenerator[BaseModel, None]
+    #: The final result, asked for once `parts` is exhausted.
+    result: Callable[[], BaseModel]
+
+
+Handler = Callable[[Any, CallContext], Awaitable[BaseModel | ResultStream]]
+
+
+@dataclass(frozen=True)
+class StreamReply:
+    """A streamed reply: newline-delimited JSON-RPC messages, the response last."""
+
+    request_id: Any
+    stream: ResultStream
+
+    async def lines(self) -> AsyncGenerator[bytes, None]:
+        head = b'{"jsonrpc":"2.0","method":' + encode(self.stream.notification) + b',"params":'
+        tail = b',"id":' + encode(self.request_id) + b"}\n"
+        try:
+            async with contextlib.aclosing(self.stream.parts) as parts:
+                async for part in parts:
+                    yield head + _to_json(part) + b"}\n"
+            yield _RESULT_HEAD + _to_json(self.stream.result()) + tail
+        except AutomdError as exc:
+            yield encode(error_reply(self.request_id, exc)) + b"\n"
+        except Exception:
+            log.exception("internal error while streaming %s", self.stream.notification)
+            yield encode(error_reply(self.request_id, InternalError())) + b"\n"
+
+
+def _to_json(model: BaseModel) -> bytes:
+    return model.__pydantic_serializer__.to_json(model)
 
 
 _ENVELOPE_MEMBERS = frozenset({"jsonrpc", "method", "params", "id"})
@@ -101,7 +145,7 @@ class Dispatcher:
         self._handlers = handlers
         self.max_batch_size = max_batch_size
 
-    async def handle(self, body: bytes, ctx: CallContext) -> bytes | None:
+    async def handle(self, body: bytes, ctx: CallContext) -> bytes | StreamReply | None:
         """Answer one HTTP body; None when nothing is to be sent back (only notifications)."""
         try:
             payload = decode_body(body)
@@ -115,13 +159,17 @@ class Dispatcher:
                     data={"max_batch_size": self.max_batch_size, "received": len(payload)}
                 )
                 return encode(error_reply(None, too_large))
-            replies = await asyncio.gather(*(self.handle_one(item, ctx) for item in payload))
-            answered = [reply for reply in replies if reply is not None]
+            in_batch = dataclasses.replace(ctx, streaming=False)
+            replies = await asyncio.gather(*(self.handle_one(item, in_batch) for item in payload))
+            answered = [reply for reply in replies if isinstance(reply, bytes)]
             return b"[" + b",".join(answered) + b"]" if answered else None
         return await self.handle_one(payload, ctx)
 
-    async def handle_one(self, request: Any, ctx: CallContext) -> bytes | None:
-        """One request object -> its encoded reply, or None for a notification."""
+    async def handle_one(self, request: Any, ctx: CallContext) -> bytes | StreamReply | None:
+        """One request object -> its encoded reply (or a stream), or None for a notification.
+
+        A stream is possible only when `ctx.streaming` is set and the request has an id.
+        """
         if not isinstance(request, dict):
             return encode(error_reply(None, InvalidRequest(data="request must be a JSON object")))
         is_notification = "id" not in request
@@ -129,6 +177,8 @@ class Dispatcher:
         if not _is_valid_id(request_id):
             invalid_id = InvalidRequest(data='"id" must be a string, an integer or null')
             return encode(error_reply(None, invalid_id))
+        if is_notification and ctx.streaming:
+            ctx = dataclasses.replace(ctx, streaming=False)
         try:
             spec, params = self._validate_envelope(request)
             result = await self._call(spec, params, ctx)
@@ -137,10 +187,14 @@ class Dispatcher:
                 log.debug("notification %r failed: %s", request.get("method"), exc.message)
                 return None
             return encode(error_reply(request_id, exc))
-        if is_notification:
-            return None
+        if isinstance(result, ResultStream):
+            return StreamReply(request_id, result)
         # The result is serialised by pydantic (Rust) straight to bytes; only the id is ours.
-        return _RESULT_HEAD + result + b',"id":' + encode(request_id) + b"}"
+        return (
+            None
+            if is_notification
+            else _RESULT_HEAD + result + b',"id":' + encode(request_id) + b"}"
+        )
 
     def _validate_envelope(self, request: dict[str, Any]) -> tuple[MethodSpec, Any]:
         if request.get("jsonrpc") != "2.0":
@@ -165,7 +219,9 @@ class Dispatcher:
             params = {}
         return spec, params
 
-    async def _call(self, spec: MethodSpec, raw_params: Any, ctx: CallContext) -> bytes:
+    async def _call(
+        self, spec: MethodSpec, raw_params: Any, ctx: CallContext
+    ) -> bytes | ResultStream:
         try:
             params = spec.params.model_validate(raw_params)
         except ValidationError as exc:
@@ -178,11 +234,13 @@ class Dispatcher:
             # The one place unknown exceptions become -32603: traceback to the journal only.
             log.exception("internal error in %s", spec.name)
             raise InternalError() from exc
+        if isinstance(result, ResultStream) and ctx.streaming:
+            return result
         if not isinstance(result, spec.result):
             log.error("%s returned %s, not %s", spec.name, type(result), spec.result)
             raise InternalError()
         try:
-            return result.__pydantic_serializer__.to_json(result)
+            return _to_json(result)
         except Exception as exc:
             # E.g. a stored string no UTF-8 can encode: -32603 like any failure, not HTTP 500.
             log.exception("internal error serialising the result of %s", spec.name)

@@ -196,19 +196,7 @@ class Container:
 
         The environment is a minimal login-like one (PATH, LANG, HOME, USER, LOGNAME) plus env.
         """
-        environ = dict(_BASE_ENV, HOME="/root", USER="root", LOGNAME="root")
-        argv = ["nsenter", "-t", str(self.pid1), "-a"]
-        if user is not None:
-            account = self.user(user)
-            argv += [
-                "setpriv",
-                f"--reuid={account.uid}",
-                f"--regid={account.gid}",
-                "--init-groups",
-            ]
-            environ.update(HOME=account.home, USER=account.name, LOGNAME=account.name)
-        environ.update(env or {})
-        argv += cmd
+        argv, environ = self._inside(cmd, user, env)
         proc = subprocess.run(
             argv,
             # An empty stdin rather than the terminal's, so nothing can block waiting for input.
@@ -221,6 +209,31 @@ class Container:
         if check and proc.returncode != 0:
             raise CommandError(proc.returncode, list(cmd), proc.stdout, proc.stderr)
         return proc
+
+    def popen(self, cmd: Sequence[str], *, user: str | None = None) -> subprocess.Popen[bytes]:
+        """Start cmd inside as run() does, with stdout and stderr as pipes (for streaming)."""
+        argv, environ = self._inside(cmd, user, None)
+        return subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            env=environ,
+        )  # fmt: skip
+
+    def _inside(
+        self, cmd: Sequence[str], user: str | None, env: Mapping[str, str] | None
+    ) -> tuple[list[str], dict[str, str]]:
+        environ = dict(_BASE_ENV, HOME="/root", USER="root", LOGNAME="root")
+        argv = ["nsenter", "-t", str(self.pid1), "-a"]
+        if user is not None:
+            account = self.user(user)
+            argv += [
+                "setpriv",
+                f"--reuid={account.uid}",
+                f"--regid={account.gid}",
+                "--init-groups",
+            ]
+            environ.update(HOME=account.home, USER=account.name, LOGNAME=account.name)
+        environ.update(env or {})
+        return [*argv, *cmd], environ
 
     def user(self, name: str) -> Account:
         """Resolve a user inside the container, whose /etc differs from the host's."""

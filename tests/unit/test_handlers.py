@@ -13,12 +13,14 @@ from automd.api.methods import METHODS, ReloadResult
 from automd.audit import AuditLog
 from automd.authz import AccessSettings, Authorizer
 from automd.definitions.registry import DefinitionRegistry
+from automd.joblog import JobLogs
+from automd.jobs.output import JobOutput
 from automd.jobs.queries import JobQueries
 from automd.jobs.service import JobService, JobSettings
 from automd.peer import PeerCredentials
 from automd.rpc.context import CallContext
 from automd.rpc.handlers import Handlers, Services
-from automd.rpc.protocol import Dispatcher, decode_body, encode
+from automd.rpc.protocol import Dispatcher, StreamReply, decode_body, encode
 from automd.store import audit as audit_rows
 from automd.store.db import Store
 from automd.system import SystemInfo
@@ -28,6 +30,7 @@ from automd.systemd.bus import SystemdBus
 PARAMS: dict[str, dict[str, Any]] = {
     "job.submit": {"definition": "echo", "params": {}},
     "job.get": {"id": "0" * 26},
+    "job.logs": {"id": "0" * 26},
     "job.cancel": {"id": "0" * 26},
     "job.retry": {"id": "0" * 26},
     "definition.get": {"name": "echo"},
@@ -52,6 +55,7 @@ async def dispatcher(tmp_path: Path) -> AsyncIterator[tuple[Dispatcher, Store]]:
         system=SystemInfo(store, bus), jobs=jobs, queries=JobQueries(store), registry=registry,
         reload=lambda: ReloadResult(definitions=0, errors=[]),
         authz=Authorizer(deny_all, AccessSettings()), audit=AuditLog(store, retention_days=1),
+        output=JobOutput(jobs, JobLogs()),
     )  # fmt: skip
     yield Dispatcher(METHODS, Handlers(services).table(), max_batch_size=10), store
     await store.close()
@@ -63,7 +67,9 @@ async def test_every_method_denies_a_caller_without_permission(
 ) -> None:
     rpc, store = dispatcher
     request = {"jsonrpc": "2.0", "method": method, "params": PARAMS.get(method, {}), "id": 1}
-    reply = decode_body(await rpc.handle(encode(request), CallContext(peer=STRANGER)) or b"")
+    answer = await rpc.handle(encode(request), CallContext(peer=STRANGER, streaming=True))
+    assert not isinstance(answer, StreamReply)
+    reply = decode_body(answer or b"")
     assert reply["error"]["code"] == ErrorCode.PERMISSION_DENIED, reply
     assert reply["error"]["data"]["action"] == f"org.automd.{METHODS[method].permission}"
     entries = await audit_rows.page(store, since=None, uid=STRANGER.uid, method=method,

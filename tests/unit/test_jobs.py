@@ -297,12 +297,12 @@ async def test_failed_attempts_are_retried_with_backoff_then_fail(harness: Harne
         spec = harness.systemd.started[attempt - 1]
         assert spec.name == unit_name("flaky", job.id, attempt)
         harness.finish(spec, "exit-code", 1)
-        if attempt < 3:
-            waiting = await harness.wait_for(job.id, JobState.WAITING_RETRY)
-            assert waiting.next_attempt_at is not None
     done = await harness.wait_for(job.id, JobState.FAILED)
     assert (done.attempts, done.exit_code) == (3, 1)
-    attempts = detail(harness, job.id)[1]
+    # The 50 ms waits are too short to catch by polling (a loaded machine missed one): the
+    # recorded events show each of them.
+    _, attempts, events = detail(harness, job.id)
+    assert [e.state for e in events].count(JobState.WAITING_RETRY) == 2
     assert [a.retry_reason is not None for a in attempts] == [True, True, False]
     assert "retrying in" in (attempts[0].retry_reason or "")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import typing
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import pytest
@@ -16,7 +17,7 @@ from automd.api.methods import MethodSpec, NoParams, Params, Permission, Result
 from automd.errors import AutomdError
 from automd.peer import PeerCredentials
 from automd.rpc.context import CallContext
-from automd.rpc.protocol import Dispatcher, Handler
+from automd.rpc.protocol import Dispatcher, Handler, ResultStream, StreamReply
 
 
 class EchoParams(Params):
@@ -42,6 +43,7 @@ METHODS = {
     ),
     "t.fail": MethodSpec("t.fail", NoParams, EchoResult, "raises an AutomdError", Permission.READ),
     "t.whoami": MethodSpec("t.whoami", NoParams, EchoResult, "peer uid", Permission.READ),
+    "t.count": MethodSpec("t.count", EchoParams, EchoResult, "streams", Permission.READ),
 }
 
 
@@ -63,7 +65,26 @@ async def whoami(params: NoParams, ctx: CallContext) -> BaseModel:
     return EchoResult(text=str(ctx.peer.uid))
 
 
-HANDLERS: dict[str, Handler] = {"t.echo": echo, "t.boom": boom, "t.fail": fail, "t.whoami": whoami}
+async def count(params: EchoParams, ctx: CallContext) -> BaseModel | ResultStream:
+    """Streams `times` parts when it may; text "fail" fails after the first part."""
+    if not ctx.streaming:
+        return EchoResult(text="not streamed")
+
+    async def parts() -> AsyncGenerator[BaseModel, None]:
+        try:
+            for n in range(params.times):
+                if n == 1 and params.text == "fail":
+                    raise NotFoundError(data={"after": n})
+                yield EchoResult(text=f"{params.text} {n}")
+        finally:
+            calls.append("closed")
+
+    return ResultStream("t.count.part", parts(), lambda: EchoResult(text="done"))
+
+
+HANDLERS: dict[str, Handler] = {
+    "t.echo": echo, "t.boom": boom, "t.fail": fail, "t.whoami": whoami, "t.count": count,
+}  # fmt: skip
 CTX = CallContext(peer=PeerCredentials(pid=42, uid=1000, gid=1000))
 
 
@@ -76,6 +97,7 @@ def dispatcher() -> Dispatcher:
 async def rpc(dispatcher: Dispatcher, payload: Any) -> Any:
     body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
     reply = await dispatcher.handle(body, CTX)
+    assert not isinstance(reply, StreamReply)
     return None if reply is None else json.loads(reply)
 
 
@@ -317,3 +339,69 @@ def test_integer_params_of_the_api_take_only_integers(
     with pytest.raises(ValidationError) as info:
         METHODS_OF_API[method].params.model_validate({field: not_an_integer})
     assert any(error["loc"] == (field,) for error in info.value.errors())
+
+
+# --- streamed replies ------------------------------------------------------------------------
+
+STREAMING = CallContext(peer=CTX.peer, streaming=True)
+
+
+async def streamed(dispatcher: Dispatcher, payload: Any) -> list[Any]:
+    reply = await dispatcher.handle(json.dumps(payload).encode(), STREAMING)
+    assert isinstance(reply, StreamReply)
+    return [json.loads(line) async for line in reply.lines()]
+
+
+async def test_a_stream_is_notifications_then_the_response(dispatcher: Dispatcher) -> None:
+    messages = await streamed(dispatcher, req("t.count", {"text": "x", "times": 3}, id="r"))
+    assert messages == [
+        {"jsonrpc": "2.0", "method": "t.count.part", "params": {"text": "x 0"}},
+        {"jsonrpc": "2.0", "method": "t.count.part", "params": {"text": "x 1"}},
+        {"jsonrpc": "2.0", "method": "t.count.part", "params": {"text": "x 2"}},
+        {"jsonrpc": "2.0", "result": {"text": "done"}, "id": "r"},
+    ]
+    assert calls == ["closed"]
+
+
+async def test_an_error_mid_stream_ends_it_with_an_error_response(dispatcher: Dispatcher) -> None:
+    messages = await streamed(dispatcher, req("t.count", {"text": "fail", "times": 3}))
+    assert messages[0]["params"] == {"text": "fail 0"}
+    assert messages[1] == {
+        "jsonrpc": "2.0",
+        "error": {"code": -32000, "message": "thing not found", "data": {"after": 1}},
+        "id": 1,
+    }
+    assert len(messages) == 2
+
+
+async def test_a_client_leaving_mid_stream_closes_the_source(dispatcher: Dispatcher) -> None:
+    reply = await dispatcher.handle(
+        json.dumps(req("t.count", {"text": "x", "times": 3})).encode(), STREAMING
+    )
+    assert isinstance(reply, StreamReply)
+    lines = reply.lines()
+    await anext(lines)
+    await lines.aclose()
+    assert calls == ["closed"]
+
+
+async def test_no_stream_in_a_batch_or_a_notification(dispatcher: Dispatcher) -> None:
+    batch = [req("t.count", {"text": "x"}, id=1), req("t.echo", {"text": "y"}, id=2)]
+    reply = await dispatcher.handle(json.dumps(batch).encode(), STREAMING)
+    assert isinstance(reply, bytes)
+    assert json.loads(reply)[0]["result"] == {"text": "not streamed"}
+    notification = req("t.count", {"text": "x"})
+    del notification["id"]
+    assert await dispatcher.handle(json.dumps(notification).encode(), STREAMING) is None
+
+
+async def test_a_stream_where_none_is_allowed_is_an_internal_error(
+    dispatcher: Dispatcher, caplog: pytest.LogCaptureFixture
+) -> None:
+    always = Dispatcher(
+        METHODS, {**HANDLERS, "t.count": lambda p, c: count(p, STREAMING)}, max_batch_size=5
+    )
+    with caplog.at_level(logging.ERROR):
+        reply = await always.handle(json.dumps(req("t.count", {"text": "x"})).encode(), CTX)
+    assert isinstance(reply, bytes)
+    assert json.loads(reply)["error"]["code"] == ErrorCode.INTERNAL_ERROR

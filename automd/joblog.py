@@ -1,0 +1,270 @@
+"""Job output from journald: pages by cursor, and following while a job runs.
+
+A job's units carry LogExtraFields AUTOMD_JOB_ID / AUTOMD_ATTEMPT, so its output is the
+entries matching AUTOMD_JOB_ID that have an AUTOMD_ATTEMPT (automd's own lines about the job
+carry AUTOMD_JOB_ID only). Reading runs in a small thread pool of its own, never on the event
+loop; one shared journal handle tells every follower when the journal changed, so a hundred
+idle followers cost no threads and no polling (systemd-facts.md §5).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import logging
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from systemd import journal
+
+from automd.errors import InvalidParams
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+#: Followers end this long after their job finished with no new line (journald may write a
+#: unit's last lines a little after systemd reports its end; it batches at 250 ms).
+FINISH_GRACE_SECONDS = 1.0
+#: An idle follower re-checks its job at least this often (a missed wake-up costs no more).
+RECHECK_SECONDS = 2.0
+#: With no output for this long a follower sends an empty page, so clients and proxies can
+#: tell a quiet job from a dead connection.
+HEARTBEAT_SECONDS = 10.0
+
+# Raw values: timestamps as µs since the epoch, the message as bytes (it may not be UTF-8).
+_CONVERTERS: dict[str, Callable[[Any], Any]] = {
+    "__REALTIME_TIMESTAMP": lambda value: value,
+    "MESSAGE": lambda value: value,
+}
+
+
+@dataclass(frozen=True)
+class LogEntry:
+    cursor: str
+    at: datetime
+    attempt: int
+    priority: int | None
+    stream: str
+    message: str
+    #: The message's bytes, base64-encoded, when they are not valid UTF-8 (else None).
+    message_base64: str | None
+
+
+@dataclass(frozen=True)
+class LogPage:
+    entries: list[LogEntry]
+    #: Where the next read continues: the last entry's cursor, else the cursor given.
+    cursor: str | None
+    #: More entries were there than the limit allowed.
+    more: bool
+
+
+@dataclass(frozen=True)
+class LogQuery:
+    job_id: str
+    attempt: int | None = None
+    cursor: str | None = None
+    #: Start with the last `tail` entries instead of the first (ignored with a cursor).
+    tail: int | None = None
+    limit: int = 500
+
+
+def entry_from_journal(fields: dict[str, Any]) -> LogEntry | None:
+    """A journal entry as a LogEntry; None for entries that are not a job's own output."""
+    attempt = fields.get("AUTOMD_ATTEMPT")
+    if not isinstance(attempt, str) or not attempt.isdigit():
+        return None
+    raw = fields.get("MESSAGE", b"")
+    if isinstance(raw, list):  # a field may repeat; journalctl shows the first
+        raw = raw[0] if raw else b""
+    if isinstance(raw, str):
+        raw = raw.encode()
+    try:
+        message, encoded = raw.decode("utf-8"), None
+    except UnicodeDecodeError:
+        message = raw.decode("utf-8", errors="replace")
+        encoded = base64.b64encode(raw).decode("ascii")
+    priority = fields.get("PRIORITY")
+    return LogEntry(
+        cursor=str(fields["__CURSOR"]),
+        at=datetime.fromtimestamp(int(fields["__REALTIME_TIMESTAMP"]) / 1e6, UTC),
+        attempt=int(attempt),
+        priority=priority if isinstance(priority, int) else None,
+        stream=str(fields.get("_TRANSPORT", "unknown")),
+        message=message,
+        message_base64=encoded,
+    )
+
+
+class _Cursor:
+    """One reader positioned in one job's output; used by one thread at a time."""
+
+    def __init__(self, query: LogQuery, path: str | None) -> None:
+        self.query = query
+        self.reader = journal.Reader(path=path, converters=_CONVERTERS)
+        self.reader.add_match(AUTOMD_JOB_ID=query.job_id)
+        if query.attempt is not None:
+            self.reader.add_match(AUTOMD_ATTEMPT=str(query.attempt))
+        self.position = query.cursor
+        self._positioned = False
+
+    def close(self) -> None:
+        self.reader.close()
+
+    def _seek(self) -> list[LogEntry]:
+        """Place the reader; returns entries already read doing so (a tail)."""
+        self._positioned = True
+        if self.position is not None:
+            try:
+                self.reader.seek_cursor(self.position)
+            except (OSError, ValueError):
+                raise InvalidParams(
+                    data={"field": "cursor", "reason": "not a journal cursor"}
+                ) from None
+            first = self.reader.get_next()
+            # The entry at the cursor itself comes back first: skip it (systemd-facts.md §5).
+            # A cursor from elsewhere lands on the next entry of ours: keep that one.
+            if not first or self.reader.test_cursor(self.position):
+                return []
+            entry = entry_from_journal(first)
+            return [] if entry is None else [entry]
+        if self.query.tail is None:
+            return []
+        # seek_tail() on a match with no entries yet misreads later appends; read the tail
+        # backwards instead, then continue from its newest entry.
+        self.reader.seek_tail()
+        tail: list[LogEntry] = []
+        newest: str | None = None
+        while len(tail) < self.query.tail:
+            fields = self.reader.get_previous()
+            if not fields:
+                break
+            newest = newest or fields["__CURSOR"]
+            entry = entry_from_journal(fields)
+            if entry is not None:
+                tail.append(entry)
+        if newest is None:
+            self.reader.seek_head()
+        else:
+            self.reader.seek_cursor(newest)
+            self.reader.get_next()
+        tail.reverse()
+        return tail
+
+    def read(self, limit: int) -> LogPage:
+        entries = self._seek() if not self._positioned else []
+        more = False
+        while True:
+            if len(entries) >= limit:
+                more = True
+                break
+            fields = self.reader.get_next()
+            if not fields:
+                break
+            entry = entry_from_journal(fields)
+            if entry is not None:
+                entries.append(entry)
+        if len(entries) > limit:  # a tail longer than the page
+            entries = entries[:limit]
+            self.reader.seek_cursor(entries[-1].cursor)
+            self.reader.get_next()
+        if entries:
+            self.position = entries[-1].cursor
+        return LogPage(entries=entries, cursor=self.position, more=more)
+
+
+class JobLogs:
+    """Reads and follows job output; `watch()` must run for followers to hear of changes."""
+
+    def __init__(self, *, path: str | None = None, threads: int = 4) -> None:
+        self._path = path
+        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="joblog")
+        self._changed = asyncio.Condition()
+        self._generation = 0
+        self._closing = False
+        self.followers = 0
+
+    async def page(self, query: LogQuery) -> LogPage:
+        return await self._in_pool(_read_once, query, self._path)
+
+    async def follow(
+        self, query: LogQuery, finished: Callable[[], Awaitable[bool]]
+    ) -> AsyncGenerator[LogPage, None]:
+        """Pages as the job writes them; ends once `finished()` and the output has settled,
+        or when automd shuts down (the last page's cursor resumes it)."""
+        cursor = await self._in_pool(_Cursor, query, self._path)
+        self.followers += 1
+        try:
+            quiet_since = asyncio.get_running_loop().time()
+            done_at: float | None = None
+            while not self._closing:
+                generation = self._generation
+                page = await self._in_pool(cursor.read, query.limit)
+                now = asyncio.get_running_loop().time()
+                if page.entries:
+                    quiet_since = now
+                    yield page
+                    if page.more:
+                        continue
+                elif now - quiet_since >= HEARTBEAT_SECONDS:
+                    quiet_since = now
+                    yield page
+                if done_at is None and await finished():
+                    done_at = now
+                if done_at is not None and now - done_at >= FINISH_GRACE_SECONDS:
+                    return
+                wait = FINISH_GRACE_SECONDS if done_at is not None else RECHECK_SECONDS
+                await self._wait_for_change(generation, wait)
+        finally:
+            self.followers -= 1
+            self._pool.submit(cursor.close)
+
+    async def watch(self) -> None:
+        """Wake followers whenever the journal changes; runs until cancelled."""
+        reader = journal.Reader(path=self._path)
+        loop = asyncio.get_running_loop()
+        fd = reader.fileno()
+        loop.add_reader(fd, self._journal_changed, reader)
+        try:
+            await asyncio.Event().wait()
+        finally:
+            loop.remove_reader(fd)
+            reader.close()
+
+    def close(self) -> None:
+        """End every follow at its next wake-up (shutdown), and wake them now."""
+        self._closing = True
+        asyncio.get_running_loop().create_task(self._notify())
+
+    def shutdown(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def _journal_changed(self, reader: journal.Reader) -> None:
+        # process() only consumes the inotify events (cheap); entries are read in the pool.
+        if reader.process() != journal.NOP:
+            asyncio.get_running_loop().create_task(self._notify())
+
+    async def _notify(self) -> None:
+        async with self._changed:
+            self._generation += 1
+            self._changed.notify_all()
+
+    async def _wait_for_change(self, seen: int, at_most: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(at_most), self._changed:
+                await self._changed.wait_for(lambda: self._generation != seen or self._closing)
+
+    async def _in_pool(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+
+
+def _read_once(query: LogQuery, path: str | None) -> LogPage:
+    cursor = _Cursor(query, path)
+    try:
+        return cursor.read(query.limit)
+    finally:
+        cursor.close()

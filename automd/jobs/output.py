@@ -1,0 +1,87 @@
+"""A job's output as the API shows it: journal pages, and following until the job ends."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncGenerator
+
+from automd.api.methods import JobLogsParams, JobLogsResult, JobState, LogEntryView
+from automd.joblog import FINISH_GRACE_SECONDS, JobLogs, LogEntry, LogPage, LogQuery
+from automd.jobs.service import JobService
+
+
+def _query(params: JobLogsParams) -> LogQuery:
+    return LogQuery(
+        job_id=params.id,
+        attempt=params.attempt,
+        cursor=params.cursor,
+        tail=params.tail,
+        limit=params.limit,
+    )
+
+
+def _entry_view(entry: LogEntry) -> LogEntryView:
+    return LogEntryView(
+        cursor=entry.cursor,
+        at=entry.at,
+        attempt=entry.attempt,
+        priority=entry.priority,
+        stream=entry.stream,
+        message=entry.message,
+        message_base64=entry.message_base64,
+    )
+
+
+def _result(page: LogPage, *, finished: bool) -> JobLogsResult:
+    return JobLogsResult(
+        entries=[_entry_view(e) for e in page.entries],
+        cursor=page.cursor,
+        more=page.more,
+        finished=finished,
+    )
+
+
+class LogFollow:
+    """One follower: parts while the job runs, then a result saying whether it ended."""
+
+    def __init__(self, output: JobOutput, params: JobLogsParams) -> None:
+        self._output = output
+        self._params = params
+        self._cursor = params.cursor
+        self._finished = False
+
+    async def parts(self) -> AsyncGenerator[JobLogsResult, None]:
+        async def finished() -> bool:
+            self._finished = await self._output.finished(self._params.id, self._params.attempt)
+            return self._finished
+
+        async for page in self._output.logs.follow(_query(self._params), finished):
+            self._cursor = page.cursor
+            yield _result(page, finished=False)
+
+    def result(self) -> JobLogsResult:
+        # finished stays false when the daemon ended the stream first (shutting down).
+        return JobLogsResult(entries=[], cursor=self._cursor, more=False, finished=self._finished)
+
+
+class JobOutput:
+    def __init__(self, jobs: JobService, logs: JobLogs) -> None:
+        self.jobs = jobs
+        self.logs = logs
+
+    async def finished(self, job_id: str, attempt: int | None, *, settle: float = 0.0) -> bool:
+        """No more output will come: the job ended (`settle` seconds ago, to give journald
+        time to write its last lines), or the attempt asked for did."""
+        job = await self.jobs.get(job_id)
+        if JobState(job.state).finished:
+            return job.finished_at is None or time.time() - job.finished_at >= settle
+        return attempt is not None and job.attempts > attempt
+
+    async def page(self, params: JobLogsParams) -> JobLogsResult:
+        # Whether it finished is read first: a job that ends meanwhile is reported unfinished,
+        # so a poller asks once more rather than missing its last lines.
+        finished = await self.finished(params.id, params.attempt, settle=FINISH_GRACE_SECONDS)
+        return _result(await self.logs.page(_query(params)), finished=finished)
+
+    def follow(self, params: JobLogsParams) -> LogFollow:
+        return LogFollow(self, params)
