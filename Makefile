@@ -22,6 +22,11 @@ demo: venv
 bench: venv
 	$(BIN)/python -m bench.run
 
+# automctl's wall time per command against a real automd (bench/README.md); about 15 seconds.
+.PHONY: bench-automctl
+bench-automctl: venv
+	$(BIN)/python -m bench.automctl
+
 lint: venv
 	$(BIN)/ruff format --check automd tests bench
 	$(BIN)/ruff check automd tests bench

@@ -11,7 +11,7 @@ import logging
 import os
 import pwd
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
@@ -84,6 +84,8 @@ class Authorizer:
         self._clock = clock
         self._cache: OrderedDict[tuple[object, ...], tuple[float, Decision]] = OrderedDict()
         self._polkit_down = False
+        #: Denied calls by permission, since start (automd_authorization_denials_total).
+        self.denials: Counter[str] = Counter()
 
     async def require(
         self,
@@ -95,6 +97,7 @@ class Authorizer:
     ) -> None:
         decision = await self.decide(peer, permission, definition=definition, details=details)
         if not decision.allowed:
+            self.denials[permission.value] += 1
             raise PermissionDenied(
                 data={"action": ACTION_PREFIX + permission.value, "reason": decision.reason}
             )

@@ -26,15 +26,17 @@ from automd.jobs.output import JobOutput
 from automd.jobs.queries import JobQueries
 from automd.jobs.service import JobService, JobSettings
 from automd.log import set_level, setup_logging
+from automd.metrics import Gauges, Metrics
 from automd.rpc.handlers import Handlers, Services
-from automd.rpc.http import RpcServer
+from automd.rpc.http import MetricsServer, RpcServer
 from automd.rpc.protocol import Dispatcher
-from automd.sd import ListenError, activated_socket, bind_socket, notify
+from automd.sd import ActivatedSockets, ListenError, activated_sockets, bind_socket, notify
 from automd.store.db import Store
 from automd.system import SystemInfo
 from automd.systemd.bus import SystemdBus
 from automd.systemd.polkit import PolkitAuthority, Subject
 from automd.systemd.units import Systemd, UnitEvents, UnitOutcome
+from automd.watchdog import start_watchdog
 
 log = logging.getLogger("automd")
 
@@ -73,15 +75,23 @@ def parse_args(argv: list[str] | None) -> Options:
     return Options(config_path=args.config, listen=args.listen, state_dir=args.state_dir)
 
 
-def _listening_socket(options: Options) -> tuple[socket.socket, str]:
+def _listening_sockets(options: Options) -> tuple[ActivatedSockets, str]:
     if options.listen is not None:
-        return bind_socket(options.listen), str(options.listen)
-    sock = activated_socket()
-    if sock is None:
+        return ActivatedSockets(api=bind_socket(options.listen)), str(options.listen)
+    sockets = activated_sockets()
+    if sockets.api is None:
         raise ListenError(
             "not socket-activated: start automd.socket, or pass --listen PATH to bind a socket"
         )
-    return sock, f"{sock.getsockname()} (socket-activated)"
+    where = f"{sockets.api.getsockname()} (socket-activated)"
+    if sockets.metrics is not None:
+        where += f", metrics on {_address(sockets.metrics)}"
+    return sockets, where
+
+
+def _address(sock: socket.socket) -> str:
+    name = sock.getsockname()
+    return f"{name[0]}:{name[1]}" if isinstance(name, tuple) else str(name)
 
 
 class _UnitEventsRelay:
@@ -120,6 +130,21 @@ def job_settings(jobs: JobsSettings) -> JobSettings:
     )
 
 
+@dataclass
+class _Parts:
+    """What run() builds, so that serving and closing are methods of their own."""
+
+    store: Store
+    bus: SystemdBus
+    systemd: Systemd
+    system: SystemInfo
+    jobs: JobService
+    logs: JobLogs
+    server: RpcServer
+    log_watch: asyncio.Task[None] | None = None
+    metrics_server: MetricsServer | None = None
+
+
 class Daemon:
     def __init__(self, options: Options, config: Config) -> None:
         self.options = options
@@ -129,25 +154,39 @@ class Daemon:
         self._jobs: JobService | None = None
         self._status = ""
         self._status_pending = False
+        self.metrics = Metrics()
 
     def _state_dir(self) -> Path:
         return self.options.state_dir or self.config.state.directory
 
     async def run(self) -> int:
         try:
-            sock, where = _listening_socket(self.options)
+            sockets, where = _listening_sockets(self.options)
         except ListenError as exc:
             log.error("%s", exc)
             return EXIT_USAGE
+        assert sockets.api is not None
         try:
             store = await Store.open(self._state_dir())
         except StoreError as exc:
             log.error("cannot open state store in %s: %s", self._state_dir(), exc.__cause__)
-            sock.close()
+            for sock in (sockets.api, sockets.metrics):
+                if sock is not None:
+                    sock.close()
             return EXIT_CANTCREAT
         self.registry.reload()
+        parts = self._build(store)
+        watchdog = start_watchdog()  # WATCHDOG=1 while the loop runs, until the very end
+        try:
+            await self._serve(parts, sockets, where)
+        finally:
+            await self._close(parts)
+            watchdog.cancel()
+        log.info("stopped after %d requests", parts.server.requests_total)
+        return 0
+
+    def _build(self, store: Store) -> _Parts:
         bus = SystemdBus()
-        system = SystemInfo(store, bus)
         relay = _UnitEventsRelay()
         systemd = Systemd(bus, relay)
         jobs = self._jobs = JobService(
@@ -155,44 +194,11 @@ class Daemon:
         )
         relay.target = jobs
         logs = JobLogs()
-        log_watch: asyncio.Task[None] | None = None
         self.authz = Authorizer(
             polkit_check(bus) if self.config.access.polkit else None, access_settings(self.config)
         )
         self.audit = AuditLog(store, retention_days=self.config.access.audit_retention_days)
-        server = self._rpc_server(store, system, jobs, logs)
-        try:
-            await jobs.start()
-            log_watch = asyncio.create_task(logs.watch(), name="joblog-watch")
-            await self.audit.purge_expired()
-            await server.start(sock)
-            self._handle_signals(server)
-            await self._announce_ready(system, where)
-            jobs.on_counts_changed = self._status_changed
-            await self._stop.wait()
-
-            log.info("stopping: draining in-flight requests")
-            notify(STOPPING="1", STATUS="Stopping: draining in-flight requests")
-            logs.close()  # followers end now; their last reply says where to resume
-            await server.drain()
-        finally:
-            if log_watch is not None:
-                log_watch.cancel()
-            logs.shutdown()
-            # Jobs keep running in their own units; the next start re-adopts them.
-            await jobs.stop()
-            self.audit.stop()
-            await systemd.close()
-            await bus.close()
-            await store.close()
-            if self.options.listen is not None:
-                self.options.listen.unlink(missing_ok=True)
-        log.info("stopped after %d requests", server.requests_total)
-        return 0
-
-    def _rpc_server(
-        self, store: Store, system: SystemInfo, jobs: JobService, logs: JobLogs
-    ) -> RpcServer:
+        system = SystemInfo(store, bus)
         services = Services(
             system=system,
             jobs=jobs,
@@ -204,9 +210,65 @@ class Daemon:
             output=JobOutput(jobs, logs),
         )
         dispatcher = Dispatcher(
-            METHODS, Handlers(services).table(), max_batch_size=self.config.server.max_batch_size
+            METHODS,
+            Handlers(services).table(),
+            max_batch_size=self.config.server.max_batch_size,
+            observe=self.metrics.rpc.observe,
         )
-        return RpcServer(dispatcher, self.config.server)
+        server = RpcServer(dispatcher, self.config.server, metrics=self._metrics_page)
+        self.metrics.attach(
+            Gauges(
+                running=lambda: jobs.running_count,
+                connections=lambda: server.connection_count,
+                followers=lambda: logs.followers,
+                replays=lambda: jobs.replays,
+                denials=lambda: self.authz.denials,
+                dbus_reconnects=lambda: bus.reconnects,
+                connections_refused=lambda: server.refused_total,
+            )
+        )
+        self._store = store
+        return _Parts(store, bus, systemd, system, jobs, logs, server)
+
+    async def _serve(self, parts: _Parts, sockets: ActivatedSockets, where: str) -> None:
+        assert sockets.api is not None
+        await parts.jobs.start()
+        parts.log_watch = asyncio.create_task(parts.logs.watch(), name="joblog-watch")
+        await self.audit.purge_expired()
+        await parts.server.start(sockets.api)
+        if sockets.metrics is not None:
+            parts.metrics_server = MetricsServer(
+                self._metrics_page, self.config.server.idle_timeout_seconds
+            )
+            await parts.metrics_server.start(sockets.metrics)
+        self._handle_signals(parts.server)
+        await self._announce_ready(parts.system, where)
+        parts.jobs.on_counts_changed = self._status_changed
+        await self._stop.wait()
+
+        log.info("stopping: draining in-flight requests")
+        notify(STOPPING="1", STATUS="Stopping: draining in-flight requests")
+        parts.logs.close()  # followers end now; their last reply says where to resume
+        await parts.server.drain()
+
+    async def _close(self, parts: _Parts) -> None:
+        if parts.log_watch is not None:
+            parts.log_watch.cancel()
+        if parts.metrics_server is not None:
+            await parts.metrics_server.close()
+        parts.logs.shutdown()
+        # Jobs keep running in their own units; the next start re-adopts them.
+        await parts.jobs.stop()
+        self.audit.stop()
+        await parts.systemd.close()
+        await parts.bus.close()
+        await parts.store.close()
+        if self.options.listen is not None:
+            self.options.listen.unlink(missing_ok=True)
+
+    async def _metrics_page(self) -> tuple[bytes, str]:
+        await self.metrics.refresh(self._store.fetch_all)
+        return self.metrics.render()
 
     def _handle_signals(self, server: RpcServer) -> None:
         loop = asyncio.get_running_loop()

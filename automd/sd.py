@@ -7,6 +7,7 @@ import errno
 import os
 import socket
 import stat
+from dataclasses import dataclass
 from pathlib import Path
 
 import systemd.daemon
@@ -16,16 +17,36 @@ class ListenError(Exception):
     pass
 
 
-def activated_socket() -> socket.socket | None:
-    """The AF_UNIX stream socket systemd passed us (LISTEN_FDS), or None if not activated."""
-    fds: list[int] = systemd.daemon.listen_fds()  # also unsets LISTEN_* for children
-    if not fds:
-        return None
-    if len(fds) != 1:
-        raise ListenError(f"expected one socket from systemd, got {len(fds)}: fix automd.socket")
-    fd = fds[0]
-    if not systemd.daemon.is_socket_unix(fd, socket.SOCK_STREAM, 1):
-        raise ListenError("the socket from systemd is not a listening AF_UNIX stream socket")
+#: FileDescriptorName= of the optional TCP metrics socket (units/automd-metrics.socket).
+METRICS_FD_NAME = "metrics"
+
+
+@dataclass
+class ActivatedSockets:
+    api: socket.socket | None = None
+    metrics: socket.socket | None = None
+
+
+def activated_sockets() -> ActivatedSockets:
+    """The sockets systemd passed us (LISTEN_FDS): the API's AF_UNIX stream socket, and the
+    metrics listener if automd-metrics.socket is running. Nothing when not activated."""
+    named: dict[int, str] = systemd.daemon.listen_fds_with_names()  # unsets LISTEN_*
+    found = ActivatedSockets()
+    for fd, name in sorted(named.items()):
+        if name == METRICS_FD_NAME:
+            if not systemd.daemon.is_socket(fd, socket.AF_UNSPEC, socket.SOCK_STREAM, 1):
+                raise ListenError("the metrics socket from systemd is not a listening stream")
+            found.metrics = _adopt(fd)
+            continue
+        if found.api is not None:
+            raise ListenError(f"expected one API socket from systemd, got {len(named)} fds")
+        if not systemd.daemon.is_socket_unix(fd, socket.SOCK_STREAM, 1):
+            raise ListenError("the socket from systemd is not a listening AF_UNIX stream socket")
+        found.api = _adopt(fd)
+    return found
+
+
+def _adopt(fd: int) -> socket.socket:
     sock = socket.socket(fileno=fd)
     sock.setblocking(False)
     return sock

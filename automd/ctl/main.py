@@ -19,6 +19,7 @@ from automd.ctl.client import (
     RemoteError,
     RpcClient,
 )
+from automd.ctl.completion import SHELLS, completion_script
 from automd.ctl.context import Context, Exit, UsageError
 from automd.ctl.render import Output
 
@@ -95,6 +96,15 @@ def _ids(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("ids", nargs="+", metavar="id", help="job ids")
 
 
+def _completion_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("shell", choices=SHELLS, help="the shell to complete for")
+
+
+def _cmd_completion(ctx: Context, args: argparse.Namespace) -> int:
+    ctx.out.stream.write(completion_script(args.shell, build_parser(), prog="automctl"))
+    return int(Exit.OK)
+
+
 @dataclass(frozen=True)
 class Verb:
     name: str
@@ -120,6 +130,12 @@ VERBS: tuple[Verb, ...] = (
         "health", "check the daemon and what it depends on (exit 1 when degraded)", verbs.cmd_health
     ),
     Verb("version", "show automctl, automd, API and systemd versions", verbs.cmd_version),
+    Verb(
+        "completion",
+        "print a shell completion script (bash or zsh)",
+        _cmd_completion,
+        _completion_arguments,
+    ),
 )
 
 

@@ -95,6 +95,8 @@ class JobService:
         self.reconciled = asyncio.Event()
         #: Called (on the loop) whenever running or unfinished counts may have changed.
         self.on_counts_changed: Callable[[], None] = lambda: None
+        #: job.submit calls answered with an earlier job (automd_job_idempotent_replays_total).
+        self.replays = 0
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -198,6 +200,8 @@ class JobService:
                 extra={"AUTOMD_JOB_ID": record.id, "AUTOMD_DEFINITION": record.definition},
             )
             self._wake.set()
+        else:
+            self.replays += 1
         return record, replayed
 
     async def get(self, job_id: str) -> JobRecord:

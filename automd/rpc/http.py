@@ -11,6 +11,7 @@ import logging
 import socket
 import time
 import weakref
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -39,8 +40,46 @@ _JSON_LINES = "application/x-ndjson"
 _REFUSAL_LOG_INTERVAL = 1.0  # seconds between "refusing connections" lines
 
 
+#: Prometheus metrics, served on the API socket and on the optional TCP listener.
+METRICS_PATH = "/metrics"
+#: Renders the metrics page: (body, content type).
+MetricsPage = Callable[[], Awaitable[tuple[bytes, str]]]
+
+
 class _BodyTooLarge(Exception):
     pass
+
+
+async def metrics_response(request: web.BaseRequest, page: MetricsPage) -> web.Response:
+    if request.method not in ("GET", "HEAD"):
+        return web.Response(status=405, headers={"Allow": "GET, HEAD"}, text="use GET\n")
+    body, content_type = await page()
+    # content_type carries its own charset parameter; aiohttp wants it whole in the header.
+    return web.Response(body=body, headers={"Content-Type": content_type})
+
+
+class MetricsServer:
+    """The optional TCP listener (automd-metrics.socket): GET /metrics and nothing else, so
+    the JSON-RPC API never leaves the Unix socket, where callers have kernel credentials."""
+
+    def __init__(self, page: MetricsPage, idle_timeout: float) -> None:
+        self._page = page
+        self._web = web.Server(self._handle, keepalive_timeout=idle_timeout, access_log=None)
+        self._server: asyncio.Server | None = None
+
+    async def start(self, sock: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(self._web, sock=sock, backlog=socket.SOMAXCONN)
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        await self._web.shutdown(1.0)
+
+    async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        if request.path != METRICS_PATH:
+            return web.Response(status=404, text="not found: metrics are served at /metrics\n")
+        return await metrics_response(request, self._page)
 
 
 def _error_response(status: int, error: AutomdError, *, close: bool = False) -> web.Response:
@@ -106,9 +145,16 @@ class _CountingServer(web.Server):
 class RpcServer:
     """Serves the Dispatcher on a listening socket until drained."""
 
-    def __init__(self, dispatcher: Dispatcher, settings: ServerSettings) -> None:
+    def __init__(
+        self,
+        dispatcher: Dispatcher,
+        settings: ServerSettings,
+        *,
+        metrics: MetricsPage | None = None,
+    ) -> None:
         self._dispatcher = dispatcher
         self.settings = settings
+        self._metrics = metrics
         self._draining = False
         self._web: _CountingServer | None = None
         self._server: asyncio.Server | None = None
@@ -235,6 +281,8 @@ class RpcServer:
         return response
 
     async def _answer(self, request: web.BaseRequest) -> web.StreamResponse:
+        if request.path == METRICS_PATH and self._metrics is not None:
+            return await metrics_response(request, self._metrics)
         refusal = self._refuse(request)
         if refusal is not None:
             return refusal

@@ -10,6 +10,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -48,6 +49,8 @@ class ResultStream:
 
 
 Handler = Callable[[Any, CallContext], Awaitable[BaseModel | ResultStream]]
+#: Told of every request: its method (as sent), error code (None: success) and duration.
+Observer = Callable[[Any, int | None, float], None]
 
 
 @dataclass(frozen=True)
@@ -136,6 +139,7 @@ class Dispatcher:
         handlers: Mapping[str, Handler],
         *,
         max_batch_size: int,
+        observe: Observer | None = None,
     ) -> None:
         missing = sorted(methods.keys() - handlers.keys())
         unknown = sorted(handlers.keys() - methods.keys())
@@ -144,6 +148,7 @@ class Dispatcher:
         self._methods = methods
         self._handlers = handlers
         self.max_batch_size = max_batch_size
+        self._observe = observe
 
     async def handle(self, body: bytes, ctx: CallContext) -> bytes | StreamReply | None:
         """Answer one HTTP body; None when nothing is to be sent back (only notifications)."""
@@ -179,14 +184,20 @@ class Dispatcher:
             return encode(error_reply(None, invalid_id))
         if is_notification and ctx.streaming:
             ctx = dataclasses.replace(ctx, streaming=False)
+        started = time.perf_counter()
+        code: int | None = None
         try:
             spec, params = self._validate_envelope(request)
             result = await self._call(spec, params, ctx)
         except AutomdError as exc:
+            code = int(exc.code)
             if is_notification and not isinstance(exc, InvalidRequest):
                 log.debug("notification %r failed: %s", request.get("method"), exc.message)
                 return None
             return encode(error_reply(request_id, exc))
+        finally:
+            if self._observe is not None:
+                self._observe(request.get("method"), code, time.perf_counter() - started)
         if isinstance(result, ResultStream):
             return StreamReply(request_id, result)
         # The result is serialised by pydantic (Rust) straight to bytes; only the id is ours.

@@ -72,6 +72,7 @@ def install_automd(c: Container) -> None:
             "-t",
             "/etc/systemd/system",
             str(checkout / "units" / "automd.socket"),
+            str(checkout / "units" / "automd-metrics.socket"),
             str(checkout / "units" / "automd.service"),
             str(checkout / "units" / "automd-jobs.slice"),
         ]

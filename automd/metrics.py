@@ -1,0 +1,249 @@
+"""Prometheus metrics: the only module that imports prometheus_client (docs/metrics.md).
+
+Job outcomes come from the store, so their counters survive restarts: each scrape folds the
+job_events rows written since the last one into running totals (the first scrape after a
+start reads them all, in the store's reader thread). Everything else is counted in memory
+by the part that sees it, and read here at scrape time; those reset when automd restarts.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Histogram, ProcessCollector
+from prometheus_client import Counter as PromCounter
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    InfoMetricFamily,
+    Metric,
+)
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.registry import Collector
+
+from automd import __version__
+from automd.api.codes import API_VERSION
+from automd.api.methods import FINISHED_STATES, METHODS, JobState
+
+# Job run times span seconds to hours.
+RUNTIME_BUCKETS = (1.0, 5.0, 15.0, 30.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 4 * 3600.0)
+# RPC latency: the hot reads answer in about a millisecond.
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0)
+#: Label for a method name that is not part of the API (callers must not mint label values).
+OTHER_METHOD = "(other)"
+# Rows folded in per store read, so a long history never holds one huge result in memory.
+_CHUNK = 20_000
+_COUNTED_STATES = tuple(sorted({*FINISHED_STATES, JobState.WAITING_RETRY}))
+_UNFINISHED_STATES = (JobState.QUEUED, JobState.STARTING, JobState.RUNNING, JobState.WAITING_RETRY)
+
+
+class RpcMetrics:
+    """Requests and latency per method; the Dispatcher calls observe() for every request."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.requests = PromCounter(
+            "automd_rpc_requests",
+            "JSON-RPC requests answered, by method and outcome (ok or the error code).",
+            ["method", "code"],
+            registry=registry,
+        )
+        self.duration = Histogram(
+            "automd_rpc_request_duration_seconds",
+            "Time to answer a JSON-RPC request (to the first byte of a streamed one).",
+            ["method"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+
+    def observe(self, method: Any, code: int | None, seconds: float) -> None:
+        label = method if method in METHODS else OTHER_METHOD
+        self.requests.labels(label, "ok" if code is None else str(code)).inc()
+        self.duration.labels(label).observe(seconds)
+
+
+@dataclass
+class _JobTotals:
+    """Running totals of job outcomes folded in from job_events, up to `last_rowid`."""
+
+    last_rowid: int = 0
+    finished: Counter[tuple[str, str]] = field(default_factory=Counter)
+    retries: Counter[str] = field(default_factory=Counter)
+    # Per definition: one count per bucket (cumulative at exposition), and the sum.
+    runtime_counts: dict[str, list[int]] = field(default_factory=dict)
+    runtime_sum: Counter[str] = field(default_factory=Counter)
+
+    def fold(self, rows: Iterable[Sequence[Any]]) -> None:
+        for rowid, definition, state, at, started_at in rows:
+            self.last_rowid = max(self.last_rowid, rowid)
+            if state == JobState.WAITING_RETRY:
+                self.retries[definition] += 1
+                continue
+            self.finished[definition, state] += 1
+            if started_at is not None:
+                runtime = max(0.0, at - started_at)
+                counts = self.runtime_counts.setdefault(
+                    definition, [0] * (len(RUNTIME_BUCKETS) + 1)
+                )
+                counts[_bucket(runtime)] += 1
+                self.runtime_sum[definition] += runtime
+
+
+def _bucket(value: float) -> int:
+    for index, bound in enumerate(RUNTIME_BUCKETS):
+        if value <= bound:
+            return index
+    return len(RUNTIME_BUCKETS)
+
+
+_EVENTS_SQL = f"""
+    SELECT e.rowid, j.definition, e.state, e.at, a.started_at
+    FROM job_events e
+    JOIN jobs j ON j.id = e.job_id
+    LEFT JOIN attempts a ON a.job_id = e.job_id AND a.number = e.attempt
+    WHERE e.rowid > ? AND e.state IN ({", ".join("?" * len(_COUNTED_STATES))})
+    ORDER BY e.rowid LIMIT ?"""  # noqa: S608 (placeholders only)
+_UNFINISHED_SQL = f"""
+    SELECT definition, state, count(*) FROM jobs
+    WHERE state IN ({", ".join("?" * len(_UNFINISHED_STATES))})
+    GROUP BY definition, state"""  # noqa: S608 (placeholders only)
+
+#: Store.fetch_all: runs a query on the store's reader thread.
+Fetch = Callable[[str, Sequence[Any]], Awaitable[list[sqlite3.Row]]]
+
+
+@dataclass(frozen=True)
+class Gauges:
+    """Live values read from the daemon's parts at scrape time."""
+
+    running: Callable[[], int]
+    connections: Callable[[], int]
+    followers: Callable[[], int]
+    #: Counters kept by their owners (reset on restart).
+    replays: Callable[[], int]
+    denials: Callable[[], Counter[str]]
+    dbus_reconnects: Callable[[], int]
+    connections_refused: Callable[[], int]
+
+
+class DaemonCollector(Collector):
+    """Job outcomes from the store and live values of the daemon's parts."""
+
+    def __init__(self, gauges: Gauges) -> None:
+        self.gauges = gauges
+        self.totals = _JobTotals()
+        self.unfinished: Sequence[Sequence[Any]] = []
+
+    def collect(self) -> Iterable[Metric]:
+        yield from self._job_metrics()
+        yield from self._live_metrics()
+        info = InfoMetricFamily("automd_build", "automd's version and API version.")
+        info.add_metric([], {"version": __version__, "api_version": API_VERSION})
+        yield info
+
+    def _job_metrics(self) -> Iterable[Metric]:
+        totals = self.totals
+        finished = CounterMetricFamily(
+            "automd_jobs_finished",
+            "Jobs that reached a final state, by definition and state (from the store).",
+            labels=["definition", "state"],
+        )
+        for (definition, state), count in sorted(totals.finished.items()):
+            finished.add_metric([definition, state], count)
+        retries = CounterMetricFamily(
+            "automd_job_retries",
+            "Failed attempts that were scheduled to run again (from the store).",
+            labels=["definition"],
+        )
+        for definition, count in sorted(totals.retries.items()):
+            retries.add_metric([definition], count)
+        runtime = HistogramMetricFamily(
+            "automd_job_runtime_seconds",
+            "Run time of a job's last attempt, from its start to the job's end (from the store).",
+            labels=["definition"],
+        )
+        for definition, counts in sorted(totals.runtime_counts.items()):
+            cumulative, buckets = 0, []
+            for bound, count in zip([*RUNTIME_BUCKETS, float("inf")], counts, strict=True):
+                cumulative += count
+                buckets.append((_le(bound), cumulative))
+            runtime.add_metric([definition], buckets, totals.runtime_sum[definition])
+        jobs = GaugeMetricFamily(
+            "automd_jobs",
+            "Unfinished jobs by definition and state (queued: the queue depth).",
+            labels=["definition", "state"],
+        )
+        for definition, state, count in self.unfinished:
+            jobs.add_metric([definition, state], count)
+        yield from (finished, retries, runtime, jobs)
+
+    def _live_metrics(self) -> Iterable[Metric]:
+        g = self.gauges
+        yield GaugeMetricFamily("automd_jobs_running", "Jobs holding a run slot now.",
+                                value=g.running())  # fmt: skip
+        yield GaugeMetricFamily("automd_http_connections", "Open connections to the API socket.",
+                                value=g.connections())  # fmt: skip
+        yield GaugeMetricFamily("automd_log_followers", "job.logs streams being followed.",
+                                value=g.followers())  # fmt: skip
+        yield CounterMetricFamily(
+            "automd_job_idempotent_replays",
+            "job.submit calls answered with an earlier job of the same idempotency key.",
+            value=g.replays(),
+        )
+        denials = CounterMetricFamily(
+            "automd_authorization_denials",
+            "Calls refused by authorization, by permission.",
+            labels=["permission"],
+        )
+        for permission, count in sorted(g.denials().items()):
+            denials.add_metric([permission], count)
+        yield denials
+        yield CounterMetricFamily("automd_dbus_reconnects", "System bus connections re-made.",
+                                  value=g.dbus_reconnects())  # fmt: skip
+        yield CounterMetricFamily(
+            "automd_http_connections_refused",
+            "Connections refused because server.max_connections were open.",
+            value=g.connections_refused(),
+        )
+
+
+def _le(bound: float) -> str:
+    return "+Inf" if bound == float("inf") else repr(bound)
+
+
+class Metrics:
+    """The registry automd exposes, and how a scrape refreshes it."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.rpc = RpcMetrics(self.registry)
+        ProcessCollector(registry=self.registry)
+        self.daemon: DaemonCollector | None = None
+        self.scrape_seconds = 0.0
+
+    def attach(self, gauges: Gauges) -> None:
+        self.daemon = DaemonCollector(gauges)
+        self.registry.register(self.daemon)
+
+    async def refresh(self, fetch: Fetch) -> None:
+        """Fold new job events in and re-count unfinished jobs (reads off the event loop)."""
+        if self.daemon is None:
+            return
+        totals = self.daemon.totals
+        while True:
+            rows = await fetch(_EVENTS_SQL, (totals.last_rowid, *_COUNTED_STATES, _CHUNK))
+            totals.fold(rows)
+            if len(rows) < _CHUNK:
+                break
+        self.daemon.unfinished = await fetch(_UNFINISHED_SQL, _UNFINISHED_STATES)
+
+    def render(self) -> tuple[bytes, str]:
+        started = time.monotonic()
+        body = generate_latest(self.registry)
+        self.scrape_seconds = time.monotonic() - started
+        return body, CONTENT_TYPE_LATEST
