@@ -57,7 +57,10 @@ def follow_logs(ctx: Context, params: dict[str, Any], printer: LogPrinter) -> di
     """Stream entries until the job ends; resume from the last cursor if automd restarts."""
     cursor: list[str | None] = [params.get("cursor")]
 
+    followed = [False]  # the daemon streamed to us at least once
+
     def on_part(part: dict[str, Any]) -> None:
+        followed[0] = True
         printer.entries(part["entries"])
         cursor[0] = part["cursor"] or cursor[0]
 
@@ -69,12 +72,16 @@ def follow_logs(ctx: Context, params: dict[str, Any], printer: LogPrinter) -> di
         try:
             result: dict[str, Any] = ctx.client.stream("job.logs", request, on_part)
         except DaemonUnreachable:
-            # automd restarting (or gone): jobs run on; retry for a while, then give up.
+            # automd went away mid-follow (a restart): the job runs on, so retry for a
+            # while. Unreachable from the start is an error like for any other verb.
+            if not followed[0]:
+                raise
             gone_since = gone_since or time.monotonic()
             if time.monotonic() - gone_since > RECONNECT_SECONDS:
                 raise
             time.sleep(0.5)
             continue
+        followed[0] = True
         gone_since = None
         printer.entries(result["entries"])
         cursor[0] = result["cursor"] or cursor[0]
