@@ -198,7 +198,7 @@ class Daemon:
             polkit_check(bus) if self.config.access.polkit else None, access_settings(self.config)
         )
         self.audit = AuditLog(store, retention_days=self.config.access.audit_retention_days)
-        system = SystemInfo(store, bus)
+        system = SystemInfo(store, bus, {"journal": logs.health, "queue": jobs.queue_health})
         services = Services(
             system=system,
             jobs=jobs,

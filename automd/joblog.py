@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 
 from systemd import journal
 
+from automd.api.methods import HealthCheck
 from automd.errors import InvalidParams
 
 log = logging.getLogger(__name__)
@@ -187,6 +188,22 @@ class JobLogs:
         self._generation = 0
         self._closing = False
         self.followers = 0
+        self.watching = False
+
+    async def health(self) -> HealthCheck:
+        """Whether job output can be read: the journal watch runs and journal files exist."""
+        if not self.watching:
+            return HealthCheck(ok=False, detail="not watching the journal")
+        try:
+            async with asyncio.timeout(2.0):
+                found = await self._in_pool(_journal_files, self._path)
+        except (OSError, TimeoutError) as exc:
+            detail = f"journal not readable: {exc or type(exc).__name__}"
+            return HealthCheck(ok=False, detail=detail)
+        if not found:
+            detail = "no journal files found (is systemd-journald running?)"
+            return HealthCheck(ok=False, detail=detail)
+        return HealthCheck(ok=True, detail=f"{found} files readable; {self.followers} following")
 
     async def page(self, query: LogQuery) -> LogPage:
         return await self._in_pool(_read_once, query, self._path)
@@ -229,9 +246,11 @@ class JobLogs:
         loop = asyncio.get_running_loop()
         fd = reader.fileno()
         loop.add_reader(fd, self._journal_changed, reader)
+        self.watching = True
         try:
             await asyncio.Event().wait()
         finally:
+            self.watching = False
             loop.remove_reader(fd)
             reader.close()
 
@@ -260,6 +279,17 @@ class JobLogs:
 
     async def _in_pool(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+
+
+def _journal_files(path: str | None) -> str:
+    """Which journal files a reader sees: "runtime", "persistent", both, or "" for none."""
+    reader = journal.Reader(path=path)
+    try:
+        kinds = [("runtime", reader.has_runtime_files()),
+                 ("persistent", reader.has_persistent_files())]  # fmt: skip
+    finally:
+        reader.close()
+    return " and ".join(name for name, present in kinds if present)
 
 
 def _read_once(query: LogQuery, path: str | None) -> LogPage:

@@ -9,6 +9,7 @@ import sys
 from systemd.journal import JournalHandler
 
 from automd.config import LogLevel
+from automd.trace import CURRENT_REQUEST
 
 _LEVELS = {
     LogLevel.DEBUG: logging.DEBUG,
@@ -41,8 +42,20 @@ def setup_logging(level: LogLevel) -> None:
     else:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("automd[%(process)d] %(levelname)s %(message)s"))
+    handler.addFilter(_request_fields)
     root.addHandler(handler)
     set_level(level)
+
+
+def _request_fields(record: logging.LogRecord) -> bool:
+    """Lines logged while a request is handled carry its trace id, method and caller uid
+    (journal fields; explicit `extra=` values win, e.g. a job's own trace id)."""
+    request = CURRENT_REQUEST.get()
+    if request is not None:
+        for name, value in request.journal_fields().items():
+            if not hasattr(record, name):
+                setattr(record, name, value)
+    return True
 
 
 def set_level(level: LogLevel) -> None:

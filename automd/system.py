@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable, Mapping
 
 from automd import __version__
 from automd.api.codes import API_VERSION
@@ -16,10 +17,17 @@ from automd.systemd.bus import SystemdBus
 _PROBE_TIMEOUT = 2.0
 
 
+#: A further health check: its name in system.health, and how to run it.
+Check = Callable[[], Awaitable[HealthCheck]]
+
+
 class SystemInfo:
-    def __init__(self, store: Store, bus: SystemdBus) -> None:
+    def __init__(
+        self, store: Store, bus: SystemdBus, checks: Mapping[str, Check] | None = None
+    ) -> None:
         self._store = store
         self._bus = bus
+        self._checks = dict(checks or {})
         self._started = time.monotonic()
 
     async def systemd_version(self) -> str | None:
@@ -37,8 +45,9 @@ class SystemInfo:
         )
 
     async def health(self) -> HealthResult:
-        store, bus = await asyncio.gather(self._check_store(), self._check_bus())
-        checks = {"store": store, "dbus": bus}
+        names = ["store", "dbus", *self._checks]
+        probes = [self._check_store(), self._check_bus(), *(c() for c in self._checks.values())]
+        checks = dict(zip(names, await asyncio.gather(*probes), strict=True))
         healthy = all(check.ok for check in checks.values())
         return HealthResult(
             status=HealthStatus.OK if healthy else HealthStatus.DEGRADED,

@@ -58,7 +58,8 @@ class HealthResult(Result):
     status: HealthStatus = Field(description='"ok" when every check passes, else "degraded".')
     uptime_seconds: float = Field(description="Seconds since this automd process started.")
     checks: dict[str, HealthCheck] = Field(
-        description='One entry per dependency: "store" (SQLite state) and "dbus" (systemd).'
+        description='One entry per dependency: "store" (SQLite state), "dbus" (systemd), '
+        '"journal" (job output can be read) and "queue" (new jobs are accepted).'
     )
 
 
@@ -75,6 +76,9 @@ Timestamp = Annotated[datetime, AfterValidator(_utc_if_naive)]
 #: SQLite integers are signed 64-bit; a larger cursor must be -32602, not an OverflowError.
 SQLITE_INT_MAX = 2**63 - 1
 
+
+#: A W3C traceparent, version 00 (https://www.w3.org/TR/trace-context/).
+TRACEPARENT_PATTERN = r"^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$"
 
 JobId = Annotated[str, Field(pattern=r"^[0-9a-z]{26}$", description="a job id (26 characters)")]
 DefinitionName = Annotated[
@@ -129,6 +133,10 @@ class JobView(Result):
     signal: int | None
     unit: str | None = Field(description="transient unit of the current or last attempt")
     idempotency_key: str | None
+    traceparent: str | None = Field(
+        description="W3C traceparent of the submit; its trace id is AUTOMD_TRACE_ID in the "
+        "journal and in the job's TRACEPARENT"
+    )
 
 
 class AttemptView(Result):
@@ -156,6 +164,12 @@ class JobSubmitParams(Params):
     definition: DefinitionName
     params: dict[str, JsonValue] = Field(default_factory=dict)
     idempotency_key: IdempotencyKey | None = None
+    traceparent: str | None = Field(
+        None,
+        pattern=TRACEPARENT_PATTERN,
+        description="W3C traceparent the job belongs to; default: the request's traceparent "
+        "header, else a new trace",
+    )
 
 
 class JobSubmitResult(Result):

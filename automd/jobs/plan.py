@@ -11,6 +11,7 @@ from automd.definitions.model import Definition, RetryPolicy
 from automd.definitions.params import ParamValue
 from automd.definitions.render import render_argv, render_environment
 from automd.systemd.units import DEFAULT_SANDBOX, UnitSpec
+from automd.trace import TraceContext
 
 JOBS_SLICE = "automd-jobs.slice"
 SECRET_PLACEHOLDER = "***"  # noqa: S105 (a mask, not a password)
@@ -95,7 +96,13 @@ def parse_unit_name(unit: str) -> tuple[str, int] | None:
     return parts[1], int(parts[2])
 
 
-def unit_spec(plan: RunPlan, *, definition: str, job_id: str, attempt: int) -> UnitSpec:
+def unit_spec(
+    plan: RunPlan, *, definition: str, job_id: str, attempt: int, trace: TraceContext | None = None
+) -> UnitSpec:
+    """The unit of one attempt; `trace` (a span of the job's trace) becomes its TRACEPARENT,
+    and the trace id a journal field of everything it logs."""
+    tracing = {} if trace is None else {"TRACEPARENT": trace.traceparent}
+    traced = {} if trace is None else {"AUTOMD_TRACE_ID": trace.trace_id}
     return UnitSpec(
         name=unit_name(definition, job_id, attempt),
         description=f"{plan.description} (automd job {job_id}, attempt {attempt})",
@@ -105,11 +112,13 @@ def unit_spec(plan: RunPlan, *, definition: str, job_id: str, attempt: int) -> U
             "AUTOMD_JOB_ID": job_id,
             "AUTOMD_DEFINITION": definition,
             "AUTOMD_ATTEMPT": str(attempt),
+            **tracing,
         },
         log_extra_fields={
             "AUTOMD_JOB_ID": job_id,
             "AUTOMD_DEFINITION": definition,
             "AUTOMD_ATTEMPT": str(attempt),
+            **traced,
         },
         slice=JOBS_SLICE,
         working_directory=plan.working_directory,

@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from automd.api.methods import FINISHED_STATES, JobState
+from automd.api.methods import FINISHED_STATES, HealthCheck, JobState
 from automd.definitions.model import Definition
 from automd.definitions.params import ParamValue
 from automd.definitions.registry import DefinitionRegistry
@@ -40,6 +40,7 @@ from automd.store import jobs as rows
 from automd.store.db import Store
 from automd.store.jobs import AttemptRecord, JobRecord
 from automd.systemd.units import Systemd, UnitOutcome
+from automd.trace import parse_traceparent
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +137,16 @@ class JobService:
     def unfinished_count(self) -> int:
         return self._unfinished
 
+    async def queue_health(self) -> HealthCheck:
+        """Whether the queue takes new jobs: below jobs.max_unfinished (then 1005 QueueFull)."""
+        limit = self.settings.max_unfinished
+        waiting = max(0, self._unfinished - self.running_count)
+        detail = (
+            f"{self.running_count} running (max {self.settings.max_running}), {waiting} queued "
+            f"or waiting; {self._unfinished} of {limit} unfinished allowed"
+        )
+        return HealthCheck(ok=self._unfinished < limit, detail=detail)
+
     # --- API operations --------------------------------------------------------------------
 
     async def submit(
@@ -144,6 +155,8 @@ class JobService:
         raw_params: Mapping[str, Any],
         idempotency_key: str | None,
         caller: Caller,
+        *,
+        traceparent: str | None = None,
     ) -> tuple[JobRecord, bool]:
         """Durably queue a job (committed and synced before this returns); (job, replayed)."""
         definition = self._registry.get(definition_name)
@@ -156,7 +169,9 @@ class JobService:
         if self._unfinished >= self.settings.max_unfinished:
             raise QueueFull(data={"max_unfinished_jobs": self.settings.max_unfinished})
         now = self._clock()
-        job = new_job_record(definition, values, caller, idempotency_key, now)
+        job = new_job_record(
+            definition, values, caller, idempotency_key, now, traceparent=traceparent
+        )
         fingerprint = request_fingerprint(definition.name, values)
         window_start = now - self.settings.idempotency_window_seconds
 
@@ -197,7 +212,7 @@ class JobService:
                 "job %s queued: %s",
                 record.id,
                 record.definition,
-                extra={"AUTOMD_JOB_ID": record.id, "AUTOMD_DEFINITION": record.definition},
+                extra=job_log_fields(record),
             )
             self._wake.set()
         else:
@@ -363,9 +378,15 @@ class JobService:
                 self._release(job.id)
             return
         plan = RunPlan.model_validate(started.plan)
-        spec = unit_spec(plan, definition=job.definition, job_id=job.id, attempt=number)
+        trace = parse_traceparent(started.traceparent)
+        spec = unit_spec(
+            plan, definition=job.definition, job_id=job.id, attempt=number,
+            trace=None if trace is None else trace.child(),
+        )  # fmt: skip
         try:
             await self._systemd.start_unit(spec)
+            log.info("job %s: attempt %d started as %s", job.id, number, unit,
+                     extra=job_log_fields(started))  # fmt: skip
         except UnitStartRejected as exc:
             if exc.dbus_error.endswith(".UnitExists"):
                 return  # an earlier start got through; it is tracked and will report
@@ -453,7 +474,7 @@ class JobService:
         self._release(job_id)
         if job is None:
             return
-        extra = {"AUTOMD_JOB_ID": job.id, "AUTOMD_DEFINITION": job.definition}
+        extra = job_log_fields(job)
         if job.state == JobState.WAITING_RETRY:
             log.info("job %s: %s", job.id, "waiting to retry", extra=extra)
             self._arm(job)
@@ -574,7 +595,7 @@ class JobService:
         await self._store.write(write)
         self._active.pop(job.id, None)
         self._unfinished -= 1
-        log.warning("job %s: outcome unknown: %s", job.id, reason, extra={"AUTOMD_JOB_ID": job.id})
+        log.warning("job %s: outcome unknown: %s", job.id, reason, extra=job_log_fields(job))
 
 
 def _owned(job: JobRecord | None, job_id: str, owner: int | None) -> JobRecord:
@@ -591,6 +612,8 @@ def new_job_record(
     caller: Caller,
     idempotency_key: str | None,
     now: float,
+    *,
+    traceparent: str | None = None,
 ) -> JobRecord:
     """A just-submitted job: queued, with its plan frozen and secret values masked."""
     plan = make_plan(definition, values)
@@ -613,7 +636,18 @@ def new_job_record(
         exit_code=None,
         signal=None,
         finished_at=None,
+        traceparent=traceparent,
     )
+
+
+def job_log_fields(job: JobRecord) -> dict[str, str]:
+    """Journal fields of automd's lines about a job: `journalctl AUTOMD_JOB_ID=...` (or
+    AUTOMD_TRACE_ID=...) finds them beside the job's own output."""
+    fields = {"AUTOMD_JOB_ID": job.id, "AUTOMD_DEFINITION": job.definition}
+    trace = parse_traceparent(job.traceparent)
+    if trace is not None:
+        fields["AUTOMD_TRACE_ID"] = trace.trace_id
+    return fields
 
 
 def request_fingerprint(definition: str, values: Mapping[str, ParamValue]) -> str:

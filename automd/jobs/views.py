@@ -46,6 +46,7 @@ def job_view(job: JobRecord) -> JobView:
         signal=job.signal,
         unit=unit_name(job.definition, job.id, job.attempts) if job.attempts else None,
         idempotency_key=job.idempotency_key,
+        traceparent=job.traceparent,
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from automd.peer import PeerCredentials
+from automd.trace import TraceContext
 
 
 @dataclass(frozen=True, slots=True)
@@ -12,3 +13,5 @@ class CallContext:
     peer: PeerCredentials | None
     #: The reply may be streamed (a single request with an id); never in a batch.
     streaming: bool = False
+    #: The caller's trace (traceparent header); the Dispatcher starts a new one if None.
+    trace: TraceContext | None = None

@@ -220,11 +220,14 @@ class Handlers:
         assert ctx.peer is not None
 
         caller = Caller(uid=ctx.peer.uid, pid=ctx.peer.pid)
+        # The job's trace: the one named in params, else the request's (header or new).
+        traceparent = params.traceparent or (ctx.trace.traceparent if ctx.trace else None)
 
         async def run() -> JobSubmitResult:
             job, replayed = await self.s.jobs.submit(
-                params.definition, params.params, params.idempotency_key, caller
-            )
+                params.definition, params.params, params.idempotency_key, caller,
+                traceparent=traceparent,
+            )  # fmt: skip
             return JobSubmitResult(job=views.job_view(job), replayed=replayed)
 
         return await self._audited(ctx, "job.submit", run, fields, lambda r: r.job.id)

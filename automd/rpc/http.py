@@ -31,6 +31,7 @@ from automd.errors import (
 from automd.peer import PeerCredentials, read_peer_credentials
 from automd.rpc.context import CallContext
 from automd.rpc.protocol import Dispatcher, StreamReply, encode, error_reply
+from automd.trace import parse_traceparent
 
 log = logging.getLogger(__name__)
 
@@ -303,7 +304,11 @@ class RpcServer:
 
     async def _dispatch(self, request: web.BaseRequest, body: bytes) -> web.StreamResponse:
         self.requests_total += 1
-        ctx = CallContext(peer=self._peer(request), streaming=True)
+        ctx = CallContext(
+            peer=self._peer(request),
+            streaming=True,
+            trace=parse_traceparent(request.headers.get("traceparent")),
+        )
         reply = await self._dispatcher.handle(body, ctx)
         if reply is None:
             return web.Response(status=204)

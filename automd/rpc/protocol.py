@@ -28,6 +28,7 @@ from automd.errors import (
     ParseError,
 )
 from automd.rpc.context import CallContext
+from automd.trace import CURRENT_REQUEST, RequestLogContext, new_trace
 
 log = logging.getLogger(__name__)
 
@@ -237,6 +238,11 @@ class Dispatcher:
             params = spec.params.model_validate(raw_params)
         except ValidationError as exc:
             raise InvalidParams(data=describe_validation_error(exc)) from None
+        # Every call runs under a trace (the caller's, else a new one); its log lines say so.
+        trace = ctx.trace or new_trace()
+        ctx = dataclasses.replace(ctx, trace=trace)
+        uid = None if ctx.peer is None else ctx.peer.uid
+        token = CURRENT_REQUEST.set(RequestLogContext(trace, spec.name, uid))
         try:
             result = await self._handlers[spec.name](params, ctx)
         except AutomdError:
@@ -245,6 +251,8 @@ class Dispatcher:
             # The one place unknown exceptions become -32603: traceback to the journal only.
             log.exception("internal error in %s", spec.name)
             raise InternalError() from exc
+        finally:
+            CURRENT_REQUEST.reset(token)
         if isinstance(result, ResultStream) and ctx.streaming:
             return result
         if not isinstance(result, spec.result):

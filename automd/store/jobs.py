@@ -36,6 +36,7 @@ class JobRecord:
     exit_code: int | None
     signal: int | None
     finished_at: float | None
+    traceparent: str | None = None
 
 
 @dataclass(frozen=True)

@@ -101,6 +101,11 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX audit_by_time ON audit (at)",
         ),
     ),
+    Migration(
+        4,
+        "jobs.traceparent: the W3C trace context a job was submitted under",
+        ("ALTER TABLE jobs ADD COLUMN traceparent TEXT",),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

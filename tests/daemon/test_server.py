@@ -35,6 +35,8 @@ async def test_version_and_health_on_a_host_without_systemd(daemon: DaemonProces
     assert health["status"] == "degraded"
     assert health["checks"]["store"]["ok"] is True
     assert health["checks"]["dbus"] == {"ok": False, "detail": "systemd D-Bus API not reachable"}
+    assert health["checks"]["queue"]["ok"] is True
+    assert set(health["checks"]) == {"store", "dbus", "journal", "queue"}
     assert 0 < health["uptime_seconds"] < 60
 
 

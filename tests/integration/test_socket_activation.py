@@ -99,6 +99,8 @@ def test_health_is_ok_under_systemd_despite_the_sandbox(container: Container) ->
     assert result["status"] == "ok", result
     assert result["checks"]["store"]["detail"].startswith("/var/lib/automd/automd.db")
     assert result["checks"]["dbus"]["detail"] == f"systemd {systemd_version(container)} reachable"
+    assert result["checks"]["journal"]["detail"].startswith("runtime files readable")
+    assert "of 100000 unfinished allowed" in result["checks"]["queue"]["detail"]
     # ...while running with the shipped hardening (health proves D-Bus still works).
     hardening = show(
         container, "automd.service", "ProtectSystem", "NoNewPrivileges", "CapabilityBoundingSet"
