@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
@@ -38,7 +39,7 @@ class AuditLog:
         self._purge_timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[int]] = set()
 
-    async def record(
+    def entry(
         self,
         peer: PeerCredentials | None,
         method: str,
@@ -49,12 +50,9 @@ class AuditLog:
         idempotency_key: str | None = None,
         job_id: str | None = None,
         detail: str | None = None,
-    ) -> None:
-        """Write one entry (committed before this returns) and a structured journal line.
-
-        `params` must already have secret values masked.
-        """
-        record = rows.AuditRecord(
+    ) -> rows.AuditRecord:
+        """An entry to write; `params` must already have secret values masked."""
+        return rows.AuditRecord(
             id=None,
             at=self._clock(),
             uid=-1 if peer is None else peer.uid,
@@ -69,33 +67,46 @@ class AuditLog:
             outcome=outcome,
             detail=detail,
         )
+
+    async def record(self, record: rows.AuditRecord) -> None:
+        """Write the entry (committed before this returns), then its journal line."""
         await self._store.write(lambda conn: rows.insert(conn, record))
+        self.announce(record)
+
+    @staticmethod
+    def write(conn: sqlite3.Connection, record: rows.AuditRecord) -> None:
+        """Write the entry inside another write's transaction (one commit for both); call
+        announce() once that has committed."""
+        rows.insert(conn, record)
+
+    def announce(self, record: rows.AuditRecord) -> None:
+        """The entry's structured journal line (AUTOMD_AUDIT=1)."""
         fields = {
             "AUTOMD_AUDIT": "1",
-            "AUTOMD_METHOD": method,
-            "AUTOMD_OUTCOME": outcome,
+            "AUTOMD_METHOD": record.method,
+            "AUTOMD_OUTCOME": record.outcome,
             "AUTOMD_CALLER_UID": str(record.uid),
             "AUTOMD_CALLER_GID": str(record.gid),
             "AUTOMD_CALLER_PID": str(record.pid),
             "AUTOMD_CALLER_COMM": record.process or "",
         }
-        if definition:
-            fields["AUTOMD_DEFINITION"] = definition
-        if job_id:
-            fields["AUTOMD_JOB_ID"] = job_id
-        if idempotency_key:
-            fields["AUTOMD_IDEMPOTENCY_KEY"] = idempotency_key
-        level = logging.WARNING if outcome == "denied" else logging.INFO
+        if record.definition:
+            fields["AUTOMD_DEFINITION"] = record.definition
+        if record.job_id:
+            fields["AUTOMD_JOB_ID"] = record.job_id
+        if record.idempotency_key:
+            fields["AUTOMD_IDEMPOTENCY_KEY"] = record.idempotency_key
+        level = logging.WARNING if record.outcome == "denied" else logging.INFO
         log.log(
             level,
             "audit: uid %s (%s, pid %s) %s %s%s%s",
             record.uid,
             record.process or "?",
             record.pid,
-            method,
-            outcome,
-            f" job {job_id}" if job_id else "",
-            f": {detail}" if detail else "",
+            record.method,
+            record.outcome,
+            f" job {record.job_id}" if record.job_id else "",
+            f": {record.detail}" if record.detail else "",
             extra=fields,
         )
 

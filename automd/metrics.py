@@ -60,11 +60,18 @@ class RpcMetrics:
             buckets=LATENCY_BUCKETS,
             registry=registry,
         )
+        self._children: dict[tuple[str, int | None], tuple[Any, Any]] = {}
 
     def observe(self, method: Any, code: int | None, seconds: float) -> None:
         label = method if method in METHODS else OTHER_METHOD
-        self.requests.labels(label, "ok" if code is None else str(code)).inc()
-        self.duration.labels(label).observe(seconds)
+        key = (label, code)
+        children = self._children.get(key)
+        if children is None:  # labels() costs a lock and a lookup: once per combination
+            outcome = "ok" if code is None else str(code)
+            children = (self.requests.labels(label, outcome), self.duration.labels(label))
+            self._children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
 
 @dataclass

@@ -59,13 +59,25 @@ def _new_span_id() -> str:
     return span if span != "0" * 16 else _new_span_id()
 
 
-@dataclass(frozen=True)
 class RequestLogContext:
-    """Who asked for what, under which trace: added to every log line of the request."""
+    """Who asked for what, under which trace: added to every log line of the request.
 
-    trace: TraceContext
-    method: str
-    uid: int | None
+    Without a caller's trace, a new one is made when first needed (a log line, a submit), so
+    the hot read paths, which log nothing, do not pay for random ids they never show.
+    """
+
+    __slots__ = ("_trace", "method", "uid")
+
+    def __init__(self, trace: TraceContext | None, method: str, uid: int | None) -> None:
+        self._trace = trace
+        self.method = method
+        self.uid = uid
+
+    @property
+    def trace(self) -> TraceContext:
+        if self._trace is None:
+            self._trace = new_trace()
+        return self._trace
 
     def journal_fields(self) -> dict[str, str]:
         fields = {"AUTOMD_TRACE_ID": self.trace.trace_id, "AUTOMD_METHOD": self.method}
@@ -76,3 +88,9 @@ class RequestLogContext:
 
 #: The request being handled in this task, if any.
 CURRENT_REQUEST: ContextVar[RequestLogContext | None] = ContextVar("automd_request", default=None)
+
+
+def current_trace() -> TraceContext | None:
+    """The trace of the request being handled (the caller's, else a new one); None outside."""
+    request = CURRENT_REQUEST.get()
+    return None if request is None else request.trace

@@ -157,8 +157,13 @@ class JobService:
         caller: Caller,
         *,
         traceparent: str | None = None,
+        also_write: Callable[[sqlite3.Connection, JobRecord], None] | None = None,
     ) -> tuple[JobRecord, bool]:
-        """Durably queue a job (committed and synced before this returns); (job, replayed)."""
+        """Durably queue a job (committed and synced before this returns); (job, replayed).
+
+        `also_write(conn, job)` runs in the same transaction (the audit entry), for the job
+        created or the one replayed: both reach the disk in one commit, or neither does.
+        """
         definition = self._registry.get(definition_name)
         if definition is None:
             raise UnknownDefinition(data={"definition": definition_name})
@@ -186,6 +191,8 @@ class JobService:
                         )
                     earlier = rows.load_job(conn, earlier_id)
                     assert earlier is not None
+                    if also_write is not None:
+                        also_write(conn, earlier)
                     return earlier, True
             rows.insert_job(conn, job)
             if idempotency_key is not None:
@@ -200,6 +207,8 @@ class JobService:
             rows.insert_event(
                 conn, job.id, now, JobState.QUEUED, detail=f"submitted by uid {caller.uid}"
             )
+            if also_write is not None:
+                also_write(conn, job)
             return job, False
 
         record, replayed = await self._store.write(write)

@@ -13,5 +13,6 @@ class CallContext:
     peer: PeerCredentials | None
     #: The reply may be streamed (a single request with an id); never in a batch.
     streaming: bool = False
-    #: The caller's trace (traceparent header); the Dispatcher starts a new one if None.
+    #: The caller's trace (traceparent header); automd.trace.current_trace() is the one in
+    #: effect (a new one when the caller sent none).
     trace: TraceContext | None = None

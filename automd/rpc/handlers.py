@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 from automd.api.methods import (
@@ -48,8 +49,10 @@ from automd.jobs.queries import JobQueries
 from automd.jobs.service import Caller, JobService
 from automd.rpc.context import CallContext
 from automd.rpc.protocol import Handler, ResultStream
+from automd.store.audit import AuditRecord
 from automd.store.jobs import JobRecord
 from automd.system import SystemInfo
+from automd.trace import current_trace
 
 T = TypeVar("T")
 # Parameters recorded in the audit trail are capped: a denied request may carry anything.
@@ -140,9 +143,13 @@ class Handlers:
         method: str,
         action: Callable[[], Awaitable[T]],
         fields: AuditFields,
-        job_of: Callable[[T], str | None] = lambda _: None,
+        *,
+        recorded: bool = False,
     ) -> T:
-        """Run a mutating action and record its outcome (denials are recorded by _require)."""
+        """Run a mutating action and record its outcome (denials are recorded by _require).
+
+        `recorded`: the action writes its own "ok" entry (in its own transaction).
+        """
         try:
             result = await action()
         except PermissionDenied:
@@ -152,15 +159,21 @@ class Handlers:
                 ctx, method, "error", fields, detail=f"{int(exc.code)} {exc.message}"
             )
             raise
-        job_id = job_of(result) or fields.job_id
-        await self._record(ctx, method, "ok", AuditFields(**{**fields.__dict__, "job_id": job_id}))
+        if not recorded:
+            await self._record(ctx, method, "ok", fields)
         return result
 
     async def _record(
         self, ctx: CallContext, method: str, outcome: str, fields: AuditFields, *,
         detail: str | None = None,
     ) -> None:  # fmt: skip
-        await self.s.audit.record(
+        await self.s.audit.record(self._entry(ctx, method, outcome, fields, detail=detail))
+
+    def _entry(
+        self, ctx: CallContext, method: str, outcome: str, fields: AuditFields, *,
+        detail: str | None = None,
+    ) -> AuditRecord:  # fmt: skip
+        return self.s.audit.entry(
             ctx.peer, method, outcome, definition=fields.definition, params=fields.params,
             idempotency_key=fields.idempotency_key, job_id=fields.job_id, detail=detail,
         )  # fmt: skip
@@ -221,16 +234,25 @@ class Handlers:
 
         caller = Caller(uid=ctx.peer.uid, pid=ctx.peer.pid)
         # The job's trace: the one named in params, else the request's (header or new).
-        traceparent = params.traceparent or (ctx.trace.traceparent if ctx.trace else None)
+        trace = current_trace()
+        traceparent = params.traceparent or (trace.traceparent if trace else None)
+        # The audit entry is written in the job's own transaction: one commit per submit.
+        entry = self._entry(ctx, "job.submit", "ok", fields)
+        written: list[AuditRecord] = []
+
+        def audit(conn: sqlite3.Connection, job: JobRecord) -> None:  # in the writer thread
+            written.append(replace(entry, job_id=job.id))
+            self.s.audit.write(conn, written[0])
 
         async def run() -> JobSubmitResult:
             job, replayed = await self.s.jobs.submit(
                 params.definition, params.params, params.idempotency_key, caller,
-                traceparent=traceparent,
+                traceparent=traceparent, also_write=audit,
             )  # fmt: skip
+            self.s.audit.announce(written[0])
             return JobSubmitResult(job=views.job_view(job), replayed=replayed)
 
-        return await self._audited(ctx, "job.submit", run, fields, lambda r: r.job.id)
+        return await self._audited(ctx, "job.submit", run, fields, recorded=True)
 
     async def job_get(self, params: JobIdParams, ctx: CallContext) -> JobGetResult:
         await self._require(ctx, "job.get", Permission.READ)

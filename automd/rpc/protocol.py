@@ -28,7 +28,7 @@ from automd.errors import (
     ParseError,
 )
 from automd.rpc.context import CallContext
-from automd.trace import CURRENT_REQUEST, RequestLogContext, new_trace
+from automd.trace import CURRENT_REQUEST, RequestLogContext
 
 log = logging.getLogger(__name__)
 
@@ -239,10 +239,8 @@ class Dispatcher:
         except ValidationError as exc:
             raise InvalidParams(data=describe_validation_error(exc)) from None
         # Every call runs under a trace (the caller's, else a new one); its log lines say so.
-        trace = ctx.trace or new_trace()
-        ctx = dataclasses.replace(ctx, trace=trace)
         uid = None if ctx.peer is None else ctx.peer.uid
-        token = CURRENT_REQUEST.set(RequestLogContext(trace, spec.name, uid))
+        token = CURRENT_REQUEST.set(RequestLogContext(ctx.trace, spec.name, uid))
         try:
             result = await self._handlers[spec.name](params, ctx)
         except AutomdError:
