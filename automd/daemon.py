@@ -176,7 +176,8 @@ class Daemon:
             return EXIT_CANTCREAT
         self.registry.reload()
         parts = self._build(store)
-        watchdog = start_watchdog()  # WATCHDOG=1 while the loop runs, until the very end
+        # WATCHDOG=1 while the loop runs and writes can complete, until the very end.
+        watchdog = start_watchdog(healthy=lambda: store.writer.alive)
         try:
             await self._serve(parts, sockets, where)
         finally:

@@ -44,6 +44,11 @@ class GroupCommitWriter:
         self._thread.start()
         await ready
 
+    @property
+    def alive(self) -> bool:
+        """The writer thread runs: writes can complete (the watchdog asks, docs/systemd.md)."""
+        return self._thread is not None and self._thread.is_alive()
+
     async def run(self, fn: WriteFn[T]) -> T:
         """Run `fn` in the next group transaction; returns once that transaction committed."""
         assert self._loop is not None, "writer not started"

@@ -126,3 +126,10 @@ async def test_unwritable_directory_is_a_store_error(tmp_path: Path) -> None:
     blocker.write_text("")
     with pytest.raises(StoreError):
         await Store.open(blocker / "state")
+
+
+async def test_the_writer_reports_whether_it_is_alive(tmp_path: Path) -> None:
+    store = await Store.open(tmp_path)
+    assert store.writer.alive
+    await store.close()
+    assert not store.writer.alive
