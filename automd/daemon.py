@@ -216,7 +216,7 @@ class Daemon:
             max_batch_size=self.config.server.max_batch_size,
             observe=self.metrics.rpc.observe,
         )
-        server = RpcServer(dispatcher, self.config.server, metrics=self._metrics_page)
+        server = RpcServer(dispatcher, self.config.server, metrics=self.metrics.page)
         self.metrics.attach(
             Gauges(
                 running=lambda: jobs.running_count,
@@ -226,9 +226,9 @@ class Daemon:
                 denials=lambda: self.authz.denials,
                 dbus_reconnects=lambda: bus.reconnects,
                 connections_refused=lambda: server.refused_total,
-            )
+            ),
+            store.fetch_all,
         )
-        self._store = store
         return _Parts(store, bus, systemd, system, jobs, logs, server)
 
     async def _serve(self, parts: _Parts, sockets: ActivatedSockets, where: str) -> None:
@@ -239,7 +239,7 @@ class Daemon:
         await parts.server.start(sockets.api)
         if sockets.metrics is not None:
             parts.metrics_server = MetricsServer(
-                self._metrics_page, self.config.server.idle_timeout_seconds
+                self.metrics.page, self.config.server.idle_timeout_seconds
             )
             await parts.metrics_server.start(sockets.metrics)
         self._handle_signals(parts.server)
@@ -266,10 +266,6 @@ class Daemon:
         await parts.store.close()
         if self.options.listen is not None:
             self.options.listen.unlink(missing_ok=True)
-
-    async def _metrics_page(self) -> tuple[bytes, str]:
-        await self.metrics.refresh(self._store.fetch_all)
-        return self.metrics.render()
 
     def _handle_signals(self, server: RpcServer) -> None:
         loop = asyncio.get_running_loop()

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 from systemd import journal
 
-from automd.api.methods import HealthCheck
+from automd.api.methods import HealthCheck, LogEntryView
 from automd.errors import InvalidParams
 
 log = logging.getLogger(__name__)
@@ -44,20 +44,8 @@ _CONVERTERS: dict[str, Callable[[Any], Any]] = {
 
 
 @dataclass(frozen=True)
-class LogEntry:
-    cursor: str
-    at: datetime
-    attempt: int
-    priority: int | None
-    stream: str
-    message: str
-    #: The message's bytes, base64-encoded, when they are not valid UTF-8 (else None).
-    message_base64: str | None
-
-
-@dataclass(frozen=True)
 class LogPage:
-    entries: list[LogEntry]
+    entries: list[LogEntryView]
     #: Where the next read continues: the last entry's cursor, else the cursor given.
     cursor: str | None
     #: More entries were there than the limit allowed.
@@ -74,8 +62,8 @@ class LogQuery:
     limit: int = 500
 
 
-def entry_from_journal(fields: dict[str, Any]) -> LogEntry | None:
-    """A journal entry as a LogEntry; None for entries that are not a job's own output."""
+def entry_from_journal(fields: dict[str, Any]) -> LogEntryView | None:
+    """A journal entry as the API shows it; None for entries that are not a job's output."""
     attempt = fields.get("AUTOMD_ATTEMPT")
     if not isinstance(attempt, str) or not attempt.isdigit():
         return None
@@ -90,7 +78,7 @@ def entry_from_journal(fields: dict[str, Any]) -> LogEntry | None:
         message = raw.decode("utf-8", errors="replace")
         encoded = base64.b64encode(raw).decode("ascii")
     priority = fields.get("PRIORITY")
-    return LogEntry(
+    return LogEntryView(
         cursor=str(fields["__CURSOR"]),
         at=datetime.fromtimestamp(int(fields["__REALTIME_TIMESTAMP"]) / 1e6, UTC),
         attempt=int(attempt),
@@ -116,7 +104,7 @@ class _Cursor:
     def close(self) -> None:
         self.reader.close()
 
-    def _seek(self) -> list[LogEntry]:
+    def _seek(self) -> list[LogEntryView]:
         """Place the reader; returns entries already read doing so (a tail)."""
         self._positioned = True
         if self.position is not None:
@@ -138,7 +126,7 @@ class _Cursor:
         # seek_tail() on a match with no entries yet misreads later appends; read the tail
         # backwards instead, then continue from its newest entry.
         self.reader.seek_tail()
-        tail: list[LogEntry] = []
+        tail: list[LogEntryView] = []
         newest: str | None = None
         while len(tail) < self.query.tail:
             fields = self.reader.get_previous()

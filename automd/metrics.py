@@ -9,7 +9,6 @@ by the part that sees it, and read here at scrape time; those reset when automd 
 from __future__ import annotations
 
 import sqlite3
-import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -231,26 +230,30 @@ class Metrics:
         self.rpc = RpcMetrics(self.registry)
         ProcessCollector(registry=self.registry)
         self.daemon: DaemonCollector | None = None
-        self.scrape_seconds = 0.0
+        self._fetch: Fetch | None = None
 
-    def attach(self, gauges: Gauges) -> None:
+    def attach(self, gauges: Gauges, fetch: Fetch) -> None:
+        """Export the daemon's parts; `fetch` is Store.fetch_all, for the job outcomes."""
         self.daemon = DaemonCollector(gauges)
         self.registry.register(self.daemon)
+        self._fetch = fetch
 
-    async def refresh(self, fetch: Fetch) -> None:
+    async def page(self) -> tuple[bytes, str]:
+        """A scrape: (body, content type), with the store's news folded in first."""
+        await self.refresh()
+        return self.render()
+
+    async def refresh(self) -> None:
         """Fold new job events in and re-count unfinished jobs (reads off the event loop)."""
-        if self.daemon is None:
+        if self.daemon is None or self._fetch is None:
             return
         totals = self.daemon.totals
         while True:
-            rows = await fetch(_EVENTS_SQL, (totals.last_rowid, *_COUNTED_STATES, _CHUNK))
+            rows = await self._fetch(_EVENTS_SQL, (totals.last_rowid, *_COUNTED_STATES, _CHUNK))
             totals.fold(rows)
             if len(rows) < _CHUNK:
                 break
-        self.daemon.unfinished = await fetch(_UNFINISHED_SQL, _UNFINISHED_STATES)
+        self.daemon.unfinished = await self._fetch(_UNFINISHED_SQL, _UNFINISHED_STATES)
 
     def render(self) -> tuple[bytes, str]:
-        started = time.monotonic()
-        body = generate_latest(self.registry)
-        self.scrape_seconds = time.monotonic() - started
-        return body, CONTENT_TYPE_LATEST
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST

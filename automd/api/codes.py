@@ -4,13 +4,16 @@ from enum import IntEnum
 
 #: Version of the JSON-RPC API (methods, params, results, error codes). See docs/api.md for
 #: the compatibility policy: additions bump the minor version, removals or changes the major.
-API_VERSION = "0.3.0"
+API_VERSION = "0.3.1"
 
 #: Where the daemon listens when socket-activated by the shipped automd.socket.
 DEFAULT_SOCKET = "/run/automd.sock"
 
 #: HTTP path of the JSON-RPC endpoint.
 RPC_PATH = "/rpc"
+
+#: Content type of a streamed reply: one JSON-RPC message per line (docs/api.md).
+STREAM_CONTENT_TYPE = "application/x-ndjson"
 
 
 class ErrorCode(IntEnum):

@@ -359,8 +359,8 @@ METHODS: dict[str, MethodSpec] = {
     for spec in (
         MethodSpec("system.version", NoParams, VersionResult, "automd's version, the API "
                    "version, and systemd's version when reachable.", _R),
-        MethodSpec("system.health", NoParams, HealthResult, "Whether the state store and "
-                   "systemd's D-Bus API answer, and the daemon's uptime.", _R),
+        MethodSpec("system.health", NoParams, HealthResult, "Whether the store, systemd's "
+                   "D-Bus API, the journal and the queue work; the daemon's uptime.", _R),
         MethodSpec("rpc.discover", NoParams, DiscoverResult, "This API as an OpenRPC 1.2 "
                    "document: every method, its params, result and errors.", _R),
         MethodSpec("system.reload", NoParams, ReloadResult, "Re-read the job definitions (as "

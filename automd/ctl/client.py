@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import IO, Any
 
-from automd.api.codes import RPC_PATH
+from automd.api.codes import RPC_PATH, STREAM_CONTENT_TYPE
 
 
 class ClientError(Exception):
@@ -115,7 +115,7 @@ class RpcClient:
         notification's params go to `on_part` as they arrive; returns the final result."""
         try:
             with self._exchange(method, params) as response:
-                if response.getheader("Content-Type", "") != "application/x-ndjson":
+                if response.getheader("Content-Type", "") != STREAM_CONTENT_TYPE:
                     return _result_of(_decode(response.read(), response.status), response.status)
                 for line in response:
                     message = _decode(line, response.status)

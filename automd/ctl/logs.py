@@ -55,35 +55,35 @@ def print_logs(ctx: Context, params: dict[str, Any], *, follow: bool) -> dict[st
 
 def follow_logs(ctx: Context, params: dict[str, Any], printer: LogPrinter) -> dict[str, Any]:
     """Stream entries until the job ends; resume from the last cursor if automd restarts."""
-    cursor: list[str | None] = [params.get("cursor")]
-
-    followed = [False]  # the daemon streamed to us at least once
+    cursor: str | None = params.get("cursor")
+    followed = False  # the daemon streamed to us at least once
 
     def on_part(part: dict[str, Any]) -> None:
-        followed[0] = True
+        nonlocal cursor, followed
+        followed = True
         printer.entries(part["entries"])
-        cursor[0] = part["cursor"] or cursor[0]
+        cursor = part["cursor"] or cursor
 
     gone_since: float | None = None
     while True:
         request = {**params, "follow": True}
-        if cursor[0] is not None:
-            request = {**request, "cursor": cursor[0], "tail": None}
+        if cursor is not None:
+            request = {**request, "cursor": cursor, "tail": None}
         try:
             result: dict[str, Any] = ctx.client.stream("job.logs", request, on_part)
         except DaemonUnreachable:
             # automd went away mid-follow (a restart): the job runs on, so retry for a
             # while. Unreachable from the start is an error like for any other verb.
-            if not followed[0]:
+            if not followed:
                 raise
             gone_since = gone_since or time.monotonic()
             if time.monotonic() - gone_since > RECONNECT_SECONDS:
                 raise
             time.sleep(0.5)
             continue
-        followed[0] = True
+        followed = True
         gone_since = None
         printer.entries(result["entries"])
-        cursor[0] = result["cursor"] or cursor[0]
+        cursor = result["cursor"] or cursor
         if result["finished"]:
             return result

@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncGenerator
 
-from automd.api.methods import JobLogsParams, JobLogsResult, JobState, LogEntryView
-from automd.joblog import FINISH_GRACE_SECONDS, JobLogs, LogEntry, LogPage, LogQuery
+from automd.api.methods import JobLogsParams, JobLogsResult, JobState
+from automd.joblog import FINISH_GRACE_SECONDS, JobLogs, LogPage, LogQuery
 from automd.jobs.service import JobService
 
 
@@ -20,21 +20,9 @@ def _query(params: JobLogsParams) -> LogQuery:
     )
 
 
-def _entry_view(entry: LogEntry) -> LogEntryView:
-    return LogEntryView(
-        cursor=entry.cursor,
-        at=entry.at,
-        attempt=entry.attempt,
-        priority=entry.priority,
-        stream=entry.stream,
-        message=entry.message,
-        message_base64=entry.message_base64,
-    )
-
-
 def _result(page: LogPage, *, finished: bool) -> JobLogsResult:
     return JobLogsResult(
-        entries=[_entry_view(e) for e in page.entries],
+        entries=page.entries,
         cursor=page.cursor,
         more=page.more,
         finished=finished,

@@ -17,7 +17,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler, RequestPayloadError
 
-from automd.api.codes import RPC_PATH
+from automd.api.codes import RPC_PATH, STREAM_CONTENT_TYPE
 from automd.config import ServerSettings
 from automd.errors import (
     AutomdError,
@@ -36,8 +36,6 @@ from automd.trace import parse_traceparent
 log = logging.getLogger(__name__)
 
 _JSON = "application/json"
-#: A streamed reply: one JSON-RPC message per line (docs/api.md, Following logs).
-_JSON_LINES = "application/x-ndjson"
 _REFUSAL_LOG_INTERVAL = 1.0  # seconds between "refusing connections" lines
 
 
@@ -317,7 +315,7 @@ class RpcServer:
         return web.Response(body=reply, content_type=_JSON)
 
     async def _stream(self, request: web.BaseRequest, reply: StreamReply) -> web.StreamResponse:
-        response = web.StreamResponse(headers={"Content-Type": _JSON_LINES})
+        response = web.StreamResponse(headers={"Content-Type": STREAM_CONTENT_TYPE})
         response.enable_chunked_encoding()
         await response.prepare(request)
         lines = reply.lines()

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import re
 import shutil
+import sqlite3
 import subprocess
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -23,6 +26,10 @@ def gauges() -> Gauges:
     )  # fmt: skip
 
 
+async def no_store(sql: str, args: Sequence[Any]) -> list[sqlite3.Row]:
+    raise AssertionError("these tests fold rows in by hand")
+
+
 def rendered(metrics: Metrics) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
     text = metrics.render()[0].decode()
     return {
@@ -34,7 +41,7 @@ def rendered(metrics: Metrics) -> dict[tuple[str, frozenset[tuple[str, str]]], f
 
 def test_outcomes_fold_into_counters_and_a_cumulative_histogram() -> None:
     metrics = Metrics()
-    metrics.attach(gauges())
+    metrics.attach(gauges(), no_store)
     assert metrics.daemon is not None
     totals: _JobTotals = metrics.daemon.totals
     totals.fold([
@@ -81,7 +88,7 @@ def test_rpc_methods_outside_the_api_share_one_label() -> None:
 
 def test_every_metric_is_documented() -> None:
     metrics = Metrics()
-    metrics.attach(gauges())
+    metrics.attach(gauges(), no_store)
     names = {family.name for family in text_string_to_metric_families(metrics.render()[0].decode())}
     documented = (DOCS / "metrics.md").read_text()
     for name in sorted(names):
