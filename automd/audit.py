@@ -8,7 +8,6 @@ import sqlite3
 import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from automd.api.methods import AuditEntryView, AuditListParams, AuditListResult
@@ -17,16 +16,6 @@ from automd.store import audit as rows
 from automd.store.db import Store
 
 log = logging.getLogger("automd.audit")
-
-
-def process_name(pid: int) -> str | None:
-    """The caller's command name, best effort (the process may be gone already)."""
-    try:
-        # Any process may name itself any bytes (PR_SET_NAME): never fail on invalid UTF-8.
-        text = Path(f"/proc/{pid}/comm").read_text(encoding="utf-8", errors="replace")
-        return text.strip() or None
-    except OSError:
-        return None
 
 
 class AuditLog:
@@ -58,7 +47,7 @@ class AuditLog:
             uid=-1 if peer is None else peer.uid,
             gid=-1 if peer is None else peer.gid,
             pid=-1 if peer is None else peer.pid,
-            process=None if peer is None else process_name(peer.pid),
+            process=None if peer is None else peer.process,
             method=method,
             definition=definition,
             params=None if params is None else dict(params),

@@ -578,9 +578,7 @@ class JobService:
         now = self._clock()
 
         def write(conn: sqlite3.Connection) -> None:
-            conn.execute(
-                "DELETE FROM attempts WHERE job_id = ? AND number = ?", (job.id, job.attempts)
-            )
+            rows.delete_attempt(conn, job.id, job.attempts)
             rows.update_job(
                 conn, job.id, state=JobState.QUEUED, attempts=job.attempts - 1, updated_at=now
             )

@@ -128,6 +128,11 @@ class Store:
             await self._reader.close()
             await self.writer.stop()
 
+    def on_commit(self, listener: Callable[[set[str]], None]) -> None:
+        """Call `listener` with the keys (job ids) each transaction changed, on the loop,
+        before that transaction's writers are answered (for caches of committed data)."""
+        self.writer.on_commit.append(listener)
+
     async def write(self, fn: WriteFn[T]) -> T:
         """Run `fn` inside a group transaction; returns after it is committed and synced.
 

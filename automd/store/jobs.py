@@ -12,6 +12,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from automd.store.db import Store, where_clause
+from automd.store.writer import note_change
 
 UNFINISHED = ("queued", "starting", "running", "waiting_retry")
 
@@ -101,6 +102,7 @@ def insert_job(conn: sqlite3.Connection, job: JobRecord) -> None:
     values = [_encode(f.name, getattr(job, f.name)) for f in fields(JobRecord)]
     placeholders = ", ".join("?" * len(values))
     conn.execute(f"INSERT INTO jobs ({_JOB_COLUMNS}) VALUES ({placeholders})", values)
+    note_change(conn, job.id)
 
 
 def load_job(conn: sqlite3.Connection, job_id: str) -> JobRecord | None:
@@ -120,6 +122,7 @@ def update_job(conn: sqlite3.Connection, job_id: str, **changes: Any) -> JobReco
     assignments = ", ".join(f"{column} = ?" for column in changes)
     values = [_encode(column, value) for column, value in changes.items()]
     conn.execute(f"UPDATE jobs SET {assignments} WHERE id = ?", [*values, job_id])
+    note_change(conn, job_id)
     job = load_job(conn, job_id)
     assert job is not None, job_id
     return job
@@ -129,6 +132,7 @@ def insert_attempt(conn: sqlite3.Connection, attempt: AttemptRecord) -> None:
     values = [getattr(attempt, f.name) for f in fields(AttemptRecord)]
     placeholders = ", ".join("?" * len(values))
     conn.execute(f"INSERT INTO attempts ({_ATTEMPT_COLUMNS}) VALUES ({placeholders})", values)
+    note_change(conn, attempt.job_id)
 
 
 def update_attempt(conn: sqlite3.Connection, job_id: str, number: int, **changes: Any) -> None:
@@ -138,6 +142,12 @@ def update_attempt(conn: sqlite3.Connection, job_id: str, number: int, **changes
         f"UPDATE attempts SET {assignments} WHERE job_id = ? AND number = ?",
         [*changes.values(), job_id, number],
     )
+    note_change(conn, job_id)
+
+
+def delete_attempt(conn: sqlite3.Connection, job_id: str, number: int) -> None:
+    conn.execute("DELETE FROM attempts WHERE job_id = ? AND number = ?", (job_id, number))
+    note_change(conn, job_id)
 
 
 def load_attempt(conn: sqlite3.Connection, job_id: str, number: int) -> AttemptRecord | None:
@@ -161,6 +171,7 @@ def insert_event(
         "INSERT INTO job_events (job_id, at, attempt, state, detail) VALUES (?, ?, ?, ?, ?)",
         (job_id, at, attempt, state, detail),
     )
+    note_change(conn, job_id)
 
 
 def find_idempotency_key(

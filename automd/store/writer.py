@@ -19,9 +19,25 @@ from typing import Any, TypeVar
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+Outcome = tuple[asyncio.Future[Any], Any, BaseException | None]  # future, result, error
 WriteFn = Callable[[sqlite3.Connection], T]
 
 _STOP = object()
+
+
+class WriteConnection(sqlite3.Connection):
+    """The writer's connection: ops name the keys (job ids) they change, so that caches of
+    committed data (job.get's) are dropped when the commit is done (`on_commit`)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.changed: set[str] = set()
+
+
+def note_change(conn: sqlite3.Connection, key: str) -> None:
+    """Record that the current write changes `key`; a no-op on any other connection."""
+    if isinstance(conn, WriteConnection):
+        conn.changed.add(key)
 
 
 class GroupCommitWriter:
@@ -33,6 +49,9 @@ class GroupCommitWriter:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.commits = 0
         self.ops = 0
+        #: Told, on the loop, of the keys each transaction changed, before its writers are
+        #: answered: nothing acknowledged can then be read back stale from a cache.
+        self.on_commit: list[Callable[[set[str]], None]] = []
 
     async def start(self, setup: WriteFn[None]) -> None:
         """Open the connection in the writer thread and run `setup` (pragmas, migrations)."""
@@ -63,29 +82,34 @@ class GroupCommitWriter:
         await asyncio.to_thread(self._thread.join)
         self._thread = None
 
-    def _settle(
-        self, future: asyncio.Future[Any], result: Any, error: BaseException | None
-    ) -> None:
+    def _settle(self, outcomes: list[Outcome], changed: set[str] | None = None) -> None:
+        """Answer the callers on the loop: one wake-up for a whole group, not one per write."""
         assert self._loop is not None
 
         def settle() -> None:
-            if future.done():  # the caller was cancelled; the write itself still happened
-                return
-            if error is not None:
-                future.set_exception(error)
-            else:
-                future.set_result(result)
+            if changed:
+                for listener in self.on_commit:
+                    listener(changed)
+            for future, result, error in outcomes:
+                if future.done():  # the caller was cancelled; the write itself still happened
+                    continue
+                if error is not None:
+                    future.set_exception(error)
+                else:
+                    future.set_result(result)
 
         self._loop.call_soon_threadsafe(settle)
 
     def _main(self, setup: WriteFn[None], ready: asyncio.Future[None]) -> None:
         try:
-            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=True)
+            conn = sqlite3.connect(
+                self.path, isolation_level=None, check_same_thread=True, factory=WriteConnection
+            )
             setup(conn)
         except BaseException as exc:
-            self._settle(ready, None, exc)
+            self._settle([(ready, None, exc)])
             return
-        self._settle(ready, None, None)
+        self._settle([(ready, None, None)])
         try:
             while True:
                 first = self._queue.get()
@@ -106,9 +130,9 @@ class GroupCommitWriter:
             conn.close()
 
     def _commit(
-        self, conn: sqlite3.Connection, batch: list[tuple[WriteFn[Any], asyncio.Future[Any]]]
+        self, conn: WriteConnection, batch: list[tuple[WriteFn[Any], asyncio.Future[Any]]]
     ) -> None:
-        outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
+        outcomes: list[Outcome] = []
         try:
             conn.execute("BEGIN IMMEDIATE")
             for fn, future in batch:
@@ -131,5 +155,6 @@ class GroupCommitWriter:
         else:
             self.commits += 1
             self.ops += len(batch)
-        for future, result, error in outcomes:
-            self._settle(future, result, error)
+        # After a rollback too: dropping a cache entry that was still right costs one read.
+        changed, conn.changed = conn.changed, set()
+        self._settle(outcomes, changed)

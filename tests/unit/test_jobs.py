@@ -15,12 +15,14 @@ from automd.errors import (
     IdempotencyConflict,
     InvalidJobState,
     InvalidParams,
+    JobNotFound,
     QueueFull,
     SystemdUnavailable,
     UnknownDefinition,
 )
 from automd.jobs.plan import parse_unit_name, unit_name
 from automd.jobs.policy import backoff_delay, judge, should_retry
+from automd.jobs.queries import JobQueries
 from automd.jobs.service import Caller, JobService, JobSettings
 from automd.store import jobs as rows
 from automd.store.db import Store
@@ -415,3 +417,53 @@ async def test_idempotency_keys_expire_after_their_window(tmp_path: Path) -> Non
         assert keys == []
     finally:
         await h.close()
+
+
+# --- job.get's cache -------------------------------------------------------------------------
+
+
+async def test_job_get_cache_is_dropped_by_every_write_of_the_job(harness: Harness) -> None:
+    """At every step of a job's life, the cached job.get equals a read straight from SQLite
+    as soon as the write that made the step has returned (nothing acknowledged reads stale)."""
+    cached, uncached = JobQueries(harness.store), JobQueries(harness.store, cache_size=0)
+
+    async def check(job_id: str) -> JobState:
+        first = await cached.get(job_id)
+        assert first == await uncached.get(job_id)
+        assert await cached.get(job_id) is first  # the second read came from the cache
+        return first.job.state
+
+    async def reaches(job_id: str, state: JobState) -> None:
+        async with asyncio.timeout(WAIT_SECONDS):
+            while await check(job_id) != state:
+                await asyncio.sleep(0.005)
+
+    harness.service.settings = JobSettings(max_running=1, max_unfinished=1000)
+    job, _ = await harness.service.submit("echo", {}, None, CALLER)
+    await reaches(job.id, JobState.STARTING)  # the dispatcher's write, not awaited by anyone
+    harness.service.unit_started(harness.systemd.started[0].name, "ab" * 16)
+    await reaches(job.id, JobState.RUNNING)
+    queued, _ = await harness.service.submit("echo", {}, None, CALLER)
+    assert await check(queued.id) == JobState.QUEUED
+    await harness.service.cancel(queued.id)  # an acknowledged write: no waiting allowed
+    assert await check(queued.id) == JobState.CANCELLED
+    assert (await cached.get(queued.id)).events[-1].detail == "cancelled before it ran"
+    await harness.service.cancel(job.id)
+    assert (await cached.get(job.id)).job.cancel_requested
+    harness.finish(harness.systemd.started[0], "success", None, 15)
+    await reaches(job.id, JobState.CANCELLED)
+    await harness.service.retry(job.id)
+    assert await check(job.id) == JobState.QUEUED
+    assert [a.number for a in (await cached.get(job.id)).attempts] == [1]
+
+
+async def test_job_get_cache_keeps_owners_apart_and_stays_bounded(harness: Harness) -> None:
+    queries = JobQueries(harness.store, cache_size=2)
+    ids = [(await harness.service.submit("echo", {}, None, CALLER))[0].id for _ in range(3)]
+    for job_id in ids:
+        assert (await queries.get(job_id, owner=CALLER.uid)).job.id == job_id
+        with pytest.raises(JobNotFound):  # cached or not, another uid's job is not found
+            await queries.get(job_id, owner=CALLER.uid + 1)
+    assert len(queries._cache) == 2 and ids[0] not in queries._cache  # oldest dropped
+    with pytest.raises(JobNotFound):
+        await queries.get("0" * 26)

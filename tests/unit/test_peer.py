@@ -5,15 +5,21 @@ from __future__ import annotations
 import os
 import socket
 
-from automd.peer import PeerCredentials, read_peer_credentials
+from automd.peer import PeerCredentials, process_name, read_peer_credentials
 
 
 def test_peer_credentials_of_a_unix_socket() -> None:
     left, right = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     with left, right:
         assert read_peer_credentials(left) == PeerCredentials(
-            pid=os.getpid(), uid=os.getuid(), gid=os.getgid()
+            pid=os.getpid(), uid=os.getuid(), gid=os.getgid(), process=process_name(os.getpid())
         )
+
+
+def test_process_name_is_the_command_name() -> None:
+    with open(f"/proc/{os.getpid()}/comm") as comm:
+        assert process_name(os.getpid()) == comm.read().strip()
+    assert process_name(2**22 + 1) is None  # above pid_max: no such process
 
 
 def test_non_unix_sockets_have_no_peer_credentials() -> None:
