@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import signal
 import socket
@@ -176,6 +177,9 @@ class Daemon:
             return EXIT_CANTCREAT
         self.registry.reload()
         parts = self._build(store)
+        # Everything built so far lives as long as automd: keep it out of the garbage
+        # collector's full passes, which otherwise walk it all and stall every request.
+        gc.freeze()
         # WATCHDOG=1 while the loop runs and writes can complete, until the very end.
         watchdog = start_watchdog(healthy=lambda: store.writer.alive)
         try:

@@ -93,6 +93,10 @@ def _error_response(status: int, error: AutomdError, *, close: bool = False) -> 
     return response
 
 
+def _too_large(limit: int) -> web.Response:
+    return _error_response(413, RequestTooLarge(data={"max_body_bytes": limit}), close=True)
+
+
 def _busy_reply() -> bytes:
     body = encode(error_reply(None, ServerBusy()))
     head = (
@@ -260,7 +264,7 @@ class RpcServer:
             )
         limit = self.settings.max_body_bytes
         if request.content_length is not None and request.content_length > limit:
-            return _error_response(413, RequestTooLarge(data={"max_body_bytes": limit}), close=True)
+            return _too_large(limit)
         return None
 
     async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
@@ -285,20 +289,31 @@ class RpcServer:
         refusal = self._refuse(request)
         if refusal is not None:
             return refusal
+        body = await self._body(request)
+        if isinstance(body, web.Response):
+            return body
+        return await self._dispatch(request, body)
+
+    async def _body(self, request: web.BaseRequest) -> bytes | web.Response:
+        """The request body, or the error reply for one too large, too slow or malformed."""
         limit = self.settings.max_body_bytes
+        if request.content.is_eof():
+            # The whole body came with the headers (nearly every request): no timer to arm,
+            # nothing to wait for. A chunked body has no declared length to have checked.
+            body = request.content.read_nowait()
+            return _too_large(limit) if len(body) > limit else body
         try:
             async with asyncio.timeout(self.settings.read_timeout_seconds):
-                body = await self._read_body(request, limit)
+                return await self._read_body(request, limit)
         except TimeoutError:
             timeout = self.settings.read_timeout_seconds
             return _error_response(
                 408, RequestTimeout(data={"read_timeout_seconds": timeout}), close=True
             )
         except _BodyTooLarge:
-            return _error_response(413, RequestTooLarge(data={"max_body_bytes": limit}), close=True)
+            return _too_large(limit)
         except RequestPayloadError as exc:
             return _error_response(400, InvalidRequest(data=f"malformed body: {exc}"), close=True)
-        return await self._dispatch(request, body)
 
     async def _dispatch(self, request: web.BaseRequest, body: bytes) -> web.StreamResponse:
         self.requests_total += 1
