@@ -33,6 +33,7 @@ RESULTS = BENCH / "results"
 VENV_BIN = Path(sys.executable).parent
 LOADGEN_SRC = Path(os.environ.get("BENCH_LOADGEN_SRC", "/work/shared/tools/loadgen"))
 
+CEILING_SERVERS = ("aiohttp", "asyncio")
 SERVER_CPU = "0"
 LOADGEN_CPU = "1"
 
@@ -419,6 +420,23 @@ def measure(
     return out
 
 
+def measure_ceiling(procs: Processes, load: Load, work: Path, kind: str, reps: int) -> Scenario:
+    """job.get's load against a server that only answers (bench/ceiling_servers.py)."""
+    sock, log = work / f"ceiling-{kind}.sock", work / f"ceiling-{kind}.log"
+    argv = [str(VENV_BIN / "python"), "-m", "bench.ceiling_servers", kind, str(sock)]
+    proc = procs.start(pinned(SERVER_CPU, argv), log=log)
+    try:
+        wait_ready(sock, proc, log)
+        bodies = get_bodies(work / "ceiling-get.txt", "0" * 26)
+        load.run(sock, bodies, proc.pid, duration=2, warmup=0.5)
+        scenario = Scenario(kind)
+        for _ in range(reps):
+            scenario.reps.append(load.run(sock, bodies, proc.pid))
+        return scenario
+    finally:
+        procs.stop(proc)
+
+
 # --- report --------------------------------------------------------------------------------
 
 
@@ -431,7 +449,10 @@ def verdict(ok: bool) -> str:
 
 
 def report(
-    runs: dict[str, ServerRun], baseline: dict[str, float], args: argparse.Namespace
+    runs: dict[str, ServerRun],
+    ceilings: dict[str, Scenario],
+    baseline: dict[str, float],
+    args: argparse.Namespace,
 ) -> tuple[str, dict[str, Any]]:
     automd, ref = runs["automd"], runs["reference"]
     lines = [
@@ -484,6 +505,15 @@ def report(
         and automd.burst["rows_stored"] == burst_acked
     )
     get_ok = get_ratio >= GET_RATIO_TARGET and get_p99 < GET_P99_TARGET_US
+    get_rate = rate(automd, "job.get")
+    lines += [
+        "",
+        "job.get against servers that only answer (bench/ceiling_servers.py, same load): "
+        + ", ".join(
+            f"{kind} {c.median('rps'):,.0f}/s (automd {get_rate / c.median('rps'):.0%} of it)"
+            for kind, c in ceilings.items()
+        ),
+    ]
     lines += [
         "",
         f"automd / reference: job.get {get_ratio:.2f}x, job.submit {submit_ratio:.2f}x, "
@@ -520,6 +550,7 @@ def report(
             }
             for run in (automd, ref)
         },
+        "ceilings": {kind: c.reps for kind, c in ceilings.items()},
         "ratios": {
             "job.get": get_ratio,
             "job.submit": submit_ratio,
@@ -591,7 +622,11 @@ def main(argv: list[str] | None = None) -> int:
                     )  # fmt: skip
                 finally:
                     procs.stop(server.proc)
-            text, data = report(runs, baseline, args)
+            ceilings = {}
+            for kind in CEILING_SERVERS:
+                print(f"measuring the {kind} ceiling ...", flush=True)
+                ceilings[kind] = measure_ceiling(procs, load, work, kind, args.reps)
+            text, data = report(runs, ceilings, baseline, args)
     except KeyboardInterrupt:
         print("interrupted; servers stopped, temporary files removed", file=sys.stderr)
         return 130
