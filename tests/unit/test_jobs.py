@@ -434,8 +434,11 @@ async def test_job_get_cache_is_dropped_by_every_write_of_the_job(harness: Harne
         return first.job.state
 
     async def reaches(job_id: str, state: JobState) -> None:
+        # Polled like Harness.wait_for; each poll also checks the cache against SQLite.
         async with asyncio.timeout(WAIT_SECONDS):
-            while await check(job_id) != state:
+            while True:
+                if await check(job_id) == state:
+                    return
                 await asyncio.sleep(0.005)
 
     harness.service.settings = JobSettings(max_running=1, max_unfinished=1000)
@@ -464,6 +467,7 @@ async def test_job_get_cache_keeps_owners_apart_and_stays_bounded(harness: Harne
         assert (await queries.get(job_id, owner=CALLER.uid)).job.id == job_id
         with pytest.raises(JobNotFound):  # cached or not, another uid's job is not found
             await queries.get(job_id, owner=CALLER.uid + 1)
-    assert len(queries._cache) == 2 and ids[0] not in queries._cache  # oldest dropped
+    assert len(queries._cache) == 2
+    assert ids[0] not in queries._cache  # the oldest entry was dropped
     with pytest.raises(JobNotFound):
         await queries.get("0" * 26)
