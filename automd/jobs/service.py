@@ -177,7 +177,10 @@ class JobService:
         job = new_job_record(
             definition, values, caller, idempotency_key, now, traceparent=traceparent
         )
-        fingerprint = request_fingerprint(definition.name, values)
+        # What a key is bound to; without a key there is nothing to compare it with.
+        fingerprint = (
+            "" if idempotency_key is None else request_fingerprint(definition.name, values)
+        )
         window_start = now - self.settings.idempotency_window_seconds
 
         def write(conn: sqlite3.Connection) -> tuple[JobRecord, bool]:
