@@ -1,4 +1,5 @@
-"""HTTP/1.1 on the Unix socket: POST /rpc carries JSON-RPC; socket hygiene lives here.
+"""What the API socket serves: POST /rpc carries JSON-RPC, GET /metrics; the connection cap
+and drain. HTTP framing, parser limits and deadlines are wire.py's.
 
 HTTP statuses describe the transport (413, 408, 415, 405, 503); any reply that holds a
 JSON-RPC body, including parse and validation errors, is HTTP 200 (204 when empty).
@@ -10,43 +11,41 @@ import asyncio
 import logging
 import socket
 import time
-import weakref
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 from aiohttp import web
-from aiohttp.web_protocol import RequestHandler, RequestPayloadError
 
 from automd.api.codes import RPC_PATH, STREAM_CONTENT_TYPE
 from automd.config import ServerSettings
 from automd.errors import (
     AutomdError,
     HttpMethodNotAllowed,
+    InternalError,
     InvalidRequest,
     RequestTimeout,
     RequestTooLarge,
     ServerBusy,
     UnsupportedMediaType,
 )
-from automd.peer import PeerCredentials, read_peer_credentials
+from automd.peer import read_peer_credentials
 from automd.rpc.context import CallContext
 from automd.rpc.protocol import Dispatcher, StreamReply, encode, error_reply
+from automd.rpc.wire import HttpConnection, Reply, Request, StreamedReply, plain_reply
 from automd.trace import parse_traceparent
 
 log = logging.getLogger(__name__)
 
 _JSON = "application/json"
+_TEXT = "text/plain; charset=utf-8"
 _REFUSAL_LOG_INTERVAL = 1.0  # seconds between "refusing connections" lines
 
 
 #: Prometheus metrics, served on the API socket and on the optional TCP listener.
 METRICS_PATH = "/metrics"
+_METRICS_PATH = METRICS_PATH.encode()
+_RPC_PATH = RPC_PATH.encode()
 #: Renders the metrics page: (body, content type).
 MetricsPage = Callable[[], Awaitable[tuple[bytes, str]]]
-
-
-class _BodyTooLarge(Exception):
-    pass
 
 
 async def metrics_response(request: web.BaseRequest, page: MetricsPage) -> web.Response:
@@ -81,20 +80,15 @@ class MetricsServer:
         return await metrics_response(request, self._page)
 
 
-def _error_response(status: int, error: AutomdError, *, close: bool = False) -> web.Response:
-    response = web.Response(
-        status=status, body=encode(error_reply(None, error)), content_type=_JSON
-    )
-    if status == 405:
-        response.headers["Allow"] = "POST"
-    if close:
-        # The rest of the request was not read, so the connection cannot be reused.
-        response.force_close()
-    return response
-
-
-def _too_large(limit: int) -> web.Response:
-    return _error_response(413, RequestTooLarge(data={"max_body_bytes": limit}), close=True)
+def _error_reply(
+    status: int,
+    error: AutomdError,
+    *,
+    close: bool = False,
+    headers: tuple[tuple[str, str], ...] = (),
+) -> Reply:
+    body = encode(error_reply(None, error))
+    return Reply(status, body, _JSON, headers=headers, close=close)
 
 
 def _busy_reply() -> bytes:
@@ -106,6 +100,11 @@ def _busy_reply() -> bytes:
     return head.encode("ascii") + body
 
 
+_NOT_FOUND = plain_reply(404, "not found: JSON-RPC is served at POST /rpc\n")
+_RPC_POST_ONLY = _error_reply(405, HttpMethodNotAllowed(), headers=(("Allow", "POST"),))
+_METRICS_GET_ONLY = Reply(405, b"use GET\n", _TEXT, headers=(("Allow", "GET, HEAD"),))
+
+
 class _RefuseConnection(asyncio.Protocol):
     """Answers a connection over the cap with a 503 JSON-RPC error and hangs up."""
 
@@ -115,38 +114,8 @@ class _RefuseConnection(asyncio.Protocol):
         transport.close()
 
 
-class _CountingServer(web.Server):
-    """web.Server that counts a connection from the moment its protocol is created.
-
-    web.Server registers a connection only in connection_made, which asyncio runs a loop
-    iteration after accepting, and asyncio accepts a whole burst of connects in one go; counting
-    registered connections alone let 1723 of 2000 simultaneous connects past a cap of 256.
-    """
-
-    def __init__(self, handler: Any, **kwargs: Any) -> None:
-        super().__init__(handler, **kwargs)
-        self.pending: set[RequestHandler] = set()
-
-    def __call__(self) -> RequestHandler:
-        handler = super().__call__()
-        self.pending.add(handler)
-        return handler
-
-    def connection_made(self, handler: RequestHandler, transport: asyncio.Transport) -> None:
-        self.pending.discard(handler)
-        super().connection_made(handler, transport)
-
-    def connection_lost(self, handler: RequestHandler, exc: BaseException | None = None) -> None:
-        self.pending.discard(handler)
-        super().connection_lost(handler, exc)
-
-    @property
-    def open_count(self) -> int:
-        return len(self.connections) + len(self.pending)
-
-
 class RpcServer:
-    """Serves the Dispatcher on a listening socket until drained."""
+    """Serves the Dispatcher on a listening socket until drained (a wire.Site)."""
 
     def __init__(
         self,
@@ -158,54 +127,130 @@ class RpcServer:
         self._dispatcher = dispatcher
         self.settings = settings
         self._metrics = metrics
-        self._draining = False
-        self._web: _CountingServer | None = None
+        self.draining = False
         self._server: asyncio.Server | None = None
-        # Connections with a request in progress (body still arriving, or being answered).
-        self._busy: dict[object, asyncio.Task[object]] = {}
-        self._idle = asyncio.Event()
-        self._idle.set()
-        # SO_PEERCRED is fixed at connect(): read once per connection, not per request.
-        self._peers: weakref.WeakKeyDictionary[asyncio.BaseTransport, PeerCredentials | None] = (
-            weakref.WeakKeyDictionary()
-        )
+        self._sweeper: asyncio.Task[None] | None = None
+        # Counted from the moment a protocol is created: asyncio accepts a whole burst of
+        # connects before the first connection_made runs (see docs/security.md).
+        self._connections: set[HttpConnection] = set()
         self.requests_total = 0
         self.refused_total = 0
         self._refusal_logged_at = -_REFUSAL_LOG_INTERVAL
 
     def apply_settings(self, settings: ServerSettings) -> None:
-        """Take new settings on reload; idle_timeout_seconds applies to new connections only."""
+        """Take new settings on reload: limits and deadlines apply from the next request, the
+        idle deadline from the next time a connection falls idle."""
         self.settings = settings
         self._dispatcher.max_batch_size = settings.max_batch_size
 
     async def start(self, sock: socket.socket) -> None:
-        self._web = _CountingServer(
-            self._handle,
-            # aiohttp arms this timer at connect and re-arms it after each reply; it closes a
-            # connection that is idle or whose request headers never complete (slow clients).
-            keepalive_timeout=self.settings.idle_timeout_seconds,
-            access_log=None,
-            # Compressed bodies are refused (_refuse): inflating a 1 MiB deflate bomb took the
-            # event loop ~2 s, stalling every other client. Never decompress at all.
-            auto_decompress=False,
-        )
         loop = asyncio.get_running_loop()
         # asyncio calls listen() again: keep the kernel's maximum backlog, not asyncio's 100,
         # so a burst of connects queues instead of failing with EAGAIN.
         self._server = await loop.create_server(
             self._make_protocol, sock=sock, backlog=socket.SOMAXCONN
         )
+        self._sweeper = loop.create_task(self._sweep_deadlines())
 
     @property
     def connection_count(self) -> int:
-        return 0 if self._web is None else self._web.open_count
+        return len(self._connections)
+
+    # --- wire.Site -------------------------------------------------------------------------
+
+    @property
+    def max_body_bytes(self) -> int:
+        return self.settings.max_body_bytes
+
+    @property
+    def read_timeout(self) -> float:
+        return self.settings.read_timeout_seconds
+
+    @property
+    def idle_timeout(self) -> float:
+        return self.settings.idle_timeout_seconds
+
+    def connection_made(self, connection: HttpConnection) -> None:
+        # SO_PEERCRED is fixed at connect(): read once per connection, not per request.
+        assert connection.transport is not None
+        sock = connection.transport.get_extra_info("socket")
+        connection.peer = None if sock is None else read_peer_credentials(sock)
+
+    def connection_lost(self, connection: HttpConnection) -> None:
+        self._connections.discard(connection)
+
+    def refuse(self, request: Request) -> Reply | None:
+        """The transport-level error for a request that must not reach the dispatcher, if any."""
+        if request.path == _METRICS_PATH and self._metrics is not None:
+            return None if request.method in ("GET", "HEAD") else _METRICS_GET_ONLY
+        if request.path != _RPC_PATH:
+            return _NOT_FOUND
+        if request.method != "POST":
+            return _RPC_POST_ONLY
+        return self._refuse_body(request.headers)
+
+    def _refuse_body(self, headers: dict[bytes, bytes]) -> Reply | None:
+        media_type = headers.get(b"content-type", b"").partition(b";")[0].strip().lower()
+        if media_type != b"application/json":
+            error = UnsupportedMediaType(data={"content_type": media_type.decode("latin-1")})
+            return _error_reply(415, error, close=True)
+        encoding = headers.get(b"content-encoding", b"identity").strip().lower()
+        if encoding != b"identity":
+            # Never inflated: a 1 MiB deflate bomb took the event loop ~2 s (docs/security.md).
+            reason = f"Content-Encoding {encoding.decode('latin-1')!r} is not supported"
+            return _error_reply(400, InvalidRequest(data=reason), close=True)
+        length = headers.get(b"content-length")  # llhttp has checked it is one number
+        if length is not None and int(length) > self.settings.max_body_bytes:
+            return self.too_large()
+        return None
+
+    def too_large(self) -> Reply:
+        limit = self.settings.max_body_bytes
+        return _error_reply(413, RequestTooLarge(data={"max_body_bytes": limit}), close=True)
+
+    def timed_out(self) -> Reply:
+        timeout = self.settings.read_timeout_seconds
+        error = RequestTimeout(data={"read_timeout_seconds": timeout})
+        return _error_reply(408, error, close=True)
+
+    async def respond(self, request: Request, connection: HttpConnection) -> Reply | StreamedReply:
+        try:
+            if request.path == _METRICS_PATH:
+                assert self._metrics is not None  # refuse() lets /metrics through only then
+                body, content_type = await self._metrics()
+                return Reply(200, body, content_type)
+            return await self._dispatch(request, connection)
+        except Exception:
+            # The dispatcher answers every error itself: this is a bug in automd.
+            log.exception("request failed")
+            return _error_reply(500, InternalError(), close=True)
+
+    # --- serving ---------------------------------------------------------------------------
+
+    async def _dispatch(
+        self, request: Request, connection: HttpConnection
+    ) -> Reply | StreamedReply:
+        self.requests_total += 1
+        traceparent = request.headers.get(b"traceparent")
+        ctx = CallContext(
+            peer=connection.peer,
+            streaming=True,
+            trace=None if traceparent is None else parse_traceparent(traceparent.decode("latin-1")),
+        )
+        reply = await self._dispatcher.handle(request.body, ctx)
+        if reply is None:
+            return Reply(204)
+        if isinstance(reply, StreamReply):
+            return StreamedReply(STREAM_CONTENT_TYPE, reply.lines())
+        return Reply(200, reply, _JSON)
 
     def _make_protocol(self) -> asyncio.BaseProtocol:
-        assert self._web is not None
-        if self.connection_count >= self.settings.max_connections:
+        if len(self._connections) >= self.settings.max_connections:
             self._note_refusal()
             return _RefuseConnection()
-        return self._web()
+        connection = HttpConnection(self)
+        self._connections.add(connection)
+        return connection
 
     def _note_refusal(self) -> None:
         # One line per refused connection let a flood write thousands of lines a second, until
@@ -221,149 +266,37 @@ class RpcServer:
             )
             self._refusal_logged_at = now
 
+    async def _sweep_deadlines(self) -> None:
+        """Cuts off connections past their deadline; a tenth of the shorter timeout late at most
+        (clamped to 50 ms..1 s), instead of a timer armed and cancelled per request."""
+        while True:
+            settings = self.settings
+            shortest = min(settings.read_timeout_seconds, settings.idle_timeout_seconds)
+            await asyncio.sleep(min(1.0, max(0.05, shortest / 10)))
+            now = time.monotonic()
+            for connection in list(self._connections):
+                connection.check_deadline(now)
+
     async def drain(self) -> None:
         """Stop accepting, let in-flight requests finish within the bound, close the rest.
 
-        aiohttp's own shutdown stops reading from busy connections, so a request whose body
-        is still arriving could never finish; hence idle connections are closed here and busy
-        ones are left to complete (each reply then carries Connection: close).
+        Idle connections are closed at once; a busy one (body arriving, or being answered)
+        finishes, and its reply carries Connection: close.
         """
-        self._draining = True
+        self.draining = True
         if self._server is not None:
             self._server.close()
-        if self._web is None:
-            return
-        for connection in self._web.connections:
-            if connection not in self._busy:
-                connection.close()
+        for connection in list(self._connections):
+            connection.close()
         try:
             async with asyncio.timeout(self.settings.shutdown_timeout_seconds):
-                await self._idle.wait()
+                # Polled only while draining: no bookkeeping per request for it.
+                while any(connection.busy for connection in self._connections):  # noqa: ASYNC110
+                    await asyncio.sleep(0.05)
         except TimeoutError:
-            log.warning("drain: %d requests still in progress, cutting them off", len(self._busy))
-            for task in self._busy.values():
-                task.cancel()
-        await self._web.shutdown(1.0)
-
-    def _refuse(self, request: web.BaseRequest) -> web.Response | None:
-        """The transport-level error for a request that must not reach the dispatcher, if any."""
-        if request.path != RPC_PATH:
-            return web.Response(status=404, text="not found: JSON-RPC is served at POST /rpc\n")
-        if request.method != "POST":
-            return _error_response(405, HttpMethodNotAllowed())
-        if request.content_type != _JSON:
-            return _error_response(
-                415, UnsupportedMediaType(data={"content_type": request.content_type}), close=True
-            )
-        encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
-        if encoding != "identity":
-            return _error_response(
-                400,
-                InvalidRequest(data=f"Content-Encoding {encoding!r} is not supported"),
-                close=True,
-            )
-        limit = self.settings.max_body_bytes
-        if request.content_length is not None and request.content_length > limit:
-            return _too_large(limit)
-        return None
-
-    async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
-        connection = request.protocol
-        task = asyncio.current_task()
-        assert task is not None
-        self._busy[connection] = task
-        self._idle.clear()
-        try:
-            response = await self._answer(request)
-        finally:
-            del self._busy[connection]
-            if not self._busy:
-                self._idle.set()
-        if self._draining:
-            response.force_close()
-        return response
-
-    async def _answer(self, request: web.BaseRequest) -> web.StreamResponse:
-        if request.path == METRICS_PATH and self._metrics is not None:
-            return await metrics_response(request, self._metrics)
-        refusal = self._refuse(request)
-        if refusal is not None:
-            return refusal
-        body = await self._body(request)
-        if isinstance(body, web.Response):
-            return body
-        return await self._dispatch(request, body)
-
-    async def _body(self, request: web.BaseRequest) -> bytes | web.Response:
-        """The request body, or the error reply for one too large, too slow or malformed."""
-        limit = self.settings.max_body_bytes
-        if request.content.is_eof():
-            # The whole body came with the headers (nearly every request): no timer to arm,
-            # nothing to wait for. A chunked body has no declared length to have checked.
-            body = request.content.read_nowait()
-            return _too_large(limit) if len(body) > limit else body
-        try:
-            async with asyncio.timeout(self.settings.read_timeout_seconds):
-                return await self._read_body(request, limit)
-        except TimeoutError:
-            timeout = self.settings.read_timeout_seconds
-            return _error_response(
-                408, RequestTimeout(data={"read_timeout_seconds": timeout}), close=True
-            )
-        except _BodyTooLarge:
-            return _too_large(limit)
-        except RequestPayloadError as exc:
-            return _error_response(400, InvalidRequest(data=f"malformed body: {exc}"), close=True)
-
-    async def _dispatch(self, request: web.BaseRequest, body: bytes) -> web.StreamResponse:
-        self.requests_total += 1
-        ctx = CallContext(
-            peer=self._peer(request),
-            streaming=True,
-            trace=parse_traceparent(request.headers.get("traceparent")),
-        )
-        reply = await self._dispatcher.handle(body, ctx)
-        if reply is None:
-            return web.Response(status=204)
-        if isinstance(reply, StreamReply):
-            return await self._stream(request, reply)
-        return web.Response(body=reply, content_type=_JSON)
-
-    async def _stream(self, request: web.BaseRequest, reply: StreamReply) -> web.StreamResponse:
-        response = web.StreamResponse(headers={"Content-Type": STREAM_CONTENT_TYPE})
-        response.enable_chunked_encoding()
-        await response.prepare(request)
-        lines = reply.lines()
-        try:
-            async for line in lines:
-                await response.write(line)
-            await response.write_eof()
-        except (ConnectionError, RuntimeError) as exc:
-            # The client went away mid-stream (aiohttp raises ClientConnectionResetError, a
-            # ConnectionResetError, or RuntimeError on a closed transport): just stop.
-            log.debug("streamed reply cut short: %s", exc)
-            response.force_close()
-        finally:
-            await lines.aclose()
-        return response
-
-    def _peer(self, request: web.BaseRequest) -> PeerCredentials | None:
-        transport = request.transport
-        if transport is None:  # the client already hung up
-            return None
-        if transport not in self._peers:
-            sock = transport.get_extra_info("socket")
-            self._peers[transport] = None if sock is None else read_peer_credentials(sock)
-        return self._peers[transport]
-
-    @staticmethod
-    async def _read_body(request: web.BaseRequest, limit: int) -> bytes:
-        # Read incrementally so a chunked body without Content-Length still meets the cap.
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in request.content.iter_any():
-            size += len(chunk)
-            if size > limit:
-                raise _BodyTooLarge
-            chunks.append(chunk)
-        return b"".join(chunks)
+            busy = [connection for connection in self._connections if connection.busy]
+            log.warning("drain: %d requests still in progress, cutting them off", len(busy))
+            for connection in busy:
+                connection.abort()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
