@@ -203,11 +203,10 @@ class HttpConnection(asyncio.Protocol):
                 return
         try:
             self._parser.feed_data(data)
-        except _Stop:
-            pass
         except httptools.HttpParserUpgrade:
             self._fail(400, "protocol upgrades are not supported")
         except httptools.HttpParserCallbackError as exc:
+            # httptools wraps what a callback raised; _Stop means its reply is queued already.
             if not isinstance(exc.__context__, _Stop):
                 log.error("HTTP request handling failed", exc_info=exc.__context__)
                 self._fail(500, "internal error")
