@@ -10,6 +10,7 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from automd import log as automd_log
 from automd.api.methods import AuditEntryView, AuditListParams, AuditListResult
 from automd.peer import PeerCredentials
 from automd.store import audit as rows
@@ -69,7 +70,7 @@ class AuditLog:
         rows.insert(conn, record)
 
     def announce(self, record: rows.AuditRecord) -> None:
-        """The entry's structured journal line (AUTOMD_AUDIT=1)."""
+        """The entry's structured journal line (AUTOMD_AUDIT=1), whatever log.level says."""
         fields = {
             "AUTOMD_AUDIT": "1",
             "AUTOMD_METHOD": record.method,
@@ -86,18 +87,13 @@ class AuditLog:
         if record.idempotency_key:
             fields["AUTOMD_IDEMPOTENCY_KEY"] = record.idempotency_key
         level = logging.WARNING if record.outcome == "denied" else logging.INFO
-        log.log(
-            level,
-            "audit: uid %s (%s, pid %s) %s %s%s%s",
-            record.uid,
-            record.process or "?",
-            record.pid,
-            record.method,
-            record.outcome,
-            f" job {record.job_id}" if record.job_id else "",
-            f": {record.detail}" if record.detail else "",
-            extra=fields,
+        job = f" job {record.job_id}" if record.job_id else ""
+        detail = f": {record.detail}" if record.detail else ""
+        message = (
+            f"audit: uid {record.uid} ({record.process or '?'}, pid {record.pid}) "
+            f"{record.method} {record.outcome}{job}{detail}"
         )
+        automd_log.record(level, message, fields)
 
     async def list(self, params: AuditListParams) -> AuditListResult:
         found = await rows.page(
