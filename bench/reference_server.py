@@ -75,7 +75,6 @@ def _reply(request_id: Any, *, result: Any = None, error: RpcError | None = None
 def _job_from_row(row: sqlite3.Row | tuple[Any, ...]) -> JobRecord:
     values = dict(zip(_JOB_FIELDS, row, strict=True))
     values["params"] = json.loads(values["params"])
-    values["plan"] = json.loads(values["plan"])
     values["cancel_requested"] = bool(values["cancel_requested"])
     return JobRecord(**values)
 
@@ -135,7 +134,7 @@ class ReferenceService:
         fingerprint = request_fingerprint(definition.name, values)
         row = [
             json.dumps(getattr(job, name), separators=(",", ":"), sort_keys=True)
-            if name in ("params", "plan")
+            if name == "params"
             else getattr(job, name)
             for name in _JOB_FIELDS
         ]

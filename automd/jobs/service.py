@@ -220,12 +220,11 @@ class JobService:
             self.on_counts_changed()
             # debug: a burst of submits must not become a burst of journal writes; the
             # job's start and end are logged at info.
-            log.debug(
-                "job %s queued: %s",
-                record.id,
-                record.definition,
-                extra=job_log_fields(record),
-            )
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug(
+                    "job %s queued: %s", record.id, record.definition,
+                    extra=job_log_fields(record),
+                )  # fmt: skip
             self._wake.set()
         else:
             self.replays += 1
@@ -274,7 +273,7 @@ class JobService:
             job = _owned(rows.load_job(conn, job_id), job_id, owner)
             if JobState(job.state) not in FINISHED_STATES:
                 raise InvalidJobState(data={"id": job_id, "state": job.state, "operation": "retry"})
-            plan = RunPlan.model_validate(job.plan)
+            plan = RunPlan.model_validate_json(job.plan)
             rows.insert_event(conn, job_id, now, JobState.QUEUED, detail="retry requested")
             return rows.update_job(
                 conn,
@@ -342,7 +341,7 @@ class JobService:
                 break
             if job.id in self._active:
                 continue  # picked by an earlier round; its start is not committed yet
-            limit = job.plan.get("concurrency")
+            limit = RunPlan.model_validate_json(job.plan).concurrency
             if limit is not None and running_per_definition.get(job.definition, 0) >= limit:
                 continue
             number = job.attempts + 1
@@ -389,7 +388,7 @@ class JobService:
             if active is not None and active.unit == unit:
                 self._release(job.id)
             return
-        plan = RunPlan.model_validate(started.plan)
+        plan = RunPlan.model_validate_json(started.plan)
         trace = parse_traceparent(started.traceparent)
         spec = unit_spec(
             plan, definition=job.definition, job_id=job.id, attempt=number,
@@ -461,7 +460,7 @@ class JobService:
             )  # fmt: skip
             if job.attempts != number or JobState(job.state) in FINISHED_STATES:
                 return None
-            plan = RunPlan.model_validate(job.plan)
+            plan = RunPlan.model_validate_json(job.plan)
             verdict = judge(outcome, cancel_requested=job.cancel_requested)
             summary = {"result": outcome.result, "exit_code": outcome.exit_code,
                        "signal": outcome.signal}  # fmt: skip
@@ -560,7 +559,7 @@ class JobService:
     async def _reconcile_active(self, job: JobRecord, loaded: set[str]) -> None:
         attempt = await rows.current_attempt(self._store, job)
         unit = attempt.unit if attempt else unit_name(job.definition, job.id, job.attempts)
-        plan_concurrency = job.plan.get("concurrency")
+        plan_concurrency = RunPlan.model_validate_json(job.plan).concurrency
         if unit in loaded:
             # Still loaded: systemd.adopt() follows it and reports its outcome.
             self._active[job.id] = _Active(job.definition, unit, plan_concurrency)
@@ -631,7 +630,7 @@ def new_job_record(
         id=new_job_id(),
         definition=definition.name,
         params=redact(definition, values),
-        plan=plan.model_dump(mode="json"),
+        plan=plan.model_dump_json(),
         state=JobState.QUEUED,
         caller_uid=caller.uid,
         caller_pid=caller.pid,

@@ -22,7 +22,9 @@ class JobRecord:
     id: str
     definition: str
     params: dict[str, Any]
-    plan: dict[str, Any]
+    #: The RunPlan frozen at submit, as stored: JSON text, parsed only where a job is started,
+    #: judged or dispatched (reads for the API never need it).
+    plan: str
     state: str
     caller_uid: int
     caller_pid: int
@@ -68,7 +70,7 @@ class EventRecord:
 _JOB_COLUMNS = ", ".join(f.name for f in fields(JobRecord))
 _ATTEMPT_COLUMNS = ", ".join(f.name for f in fields(AttemptRecord))
 _EVENT_COLUMNS = ", ".join(f.name for f in fields(EventRecord))
-_JSON_COLUMNS = ("params", "plan")
+_JSON_COLUMNS = ("params",)
 
 
 def _job(row: Sequence[Any]) -> JobRecord:
@@ -98,10 +100,12 @@ def _encode(column: str, value: Any) -> Any:
 # --- writes: run inside the group writer's transaction -------------------------------------
 
 
+_JOB_NAMES = tuple(f.name for f in fields(JobRecord))
+_INSERT_JOB = f"INSERT INTO jobs ({_JOB_COLUMNS}) VALUES ({', '.join('?' * len(_JOB_NAMES))})"
+
+
 def insert_job(conn: sqlite3.Connection, job: JobRecord) -> None:
-    values = [_encode(f.name, getattr(job, f.name)) for f in fields(JobRecord)]
-    placeholders = ", ".join("?" * len(values))
-    conn.execute(f"INSERT INTO jobs ({_JOB_COLUMNS}) VALUES ({placeholders})", values)
+    conn.execute(_INSERT_JOB, [_encode(name, getattr(job, name)) for name in _JOB_NAMES])
     note_change(conn, job.id)
 
 

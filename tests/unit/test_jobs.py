@@ -20,6 +20,7 @@ from automd.errors import (
     SystemdUnavailable,
     UnknownDefinition,
 )
+from automd.jobs.ids import encode_ulid, new_job_id
 from automd.jobs.plan import parse_unit_name, unit_name
 from automd.jobs.policy import backoff_delay, judge, should_retry
 from automd.jobs.queries import JobQueries
@@ -471,3 +472,18 @@ async def test_job_get_cache_keeps_owners_apart_and_stays_bounded(harness: Harne
     assert ids[0] not in queries._cache  # the oldest entry was dropped
     with pytest.raises(JobNotFound):
         await queries.get("0" * 26)
+
+
+def test_job_ids_are_ulids_in_crockford_base32() -> None:
+    # The ULID spec's example time, 1469918176385 ms, reads 01ARYZ6S41.
+    assert encode_ulid(1469918176385, 0) == "01aryz6s410000000000000000"
+    assert encode_ulid(0, (1 << 80) - 1) == "0000000000zzzzzzzzzzzzzzzz"
+    assert encode_ulid((1 << 48) - 1, 0) == "7zzzzzzzzz0000000000000000"
+    assert encode_ulid(0, 1 << 80) == "0" * 26  # the random part wraps, never spills over
+
+
+def test_job_ids_increase_within_a_millisecond() -> None:
+    ids = [new_job_id() for _ in range(1000)]
+    assert ids == sorted(ids)
+    assert len(set(ids)) == len(ids)
+    assert all(len(job_id) == 26 for job_id in ids)
