@@ -106,19 +106,29 @@ class JournalHandler(logging.Handler):
                     known = self._names[name] = is_field_name(name)
                 if known:
                     lines.append(f"{name}={value}")
-            self._send(*lines)
+            _send_lines(self._send, lines)
         except Exception:
             self.handleError(record)
 
 
+def _send_lines(send: Sender, lines: list[str]) -> None:
+    try:
+        send(*lines)
+    except UnicodeEncodeError:
+        # Caller text may hold lone surrogates (JSON allows "\ud800"); UTF-8 has no encoding
+        # for them, so they are sent escaped, as audit.list shows them.
+        send(*(line.encode("utf-8", "backslashreplace") for line in lines))
+
+
 def _journal_sink(send: Sender) -> RecordSink:
     def sink(level: int, message: str, fields: Mapping[str, str]) -> None:
-        send(
+        lines = [
             "MESSAGE=" + message,
             f"PRIORITY={priority(level)}",
             "SYSLOG_IDENTIFIER=" + IDENTIFIER,
-            *(f"{name}={value}" for name, value in fields.items()),
-        )
+        ]
+        lines.extend(f"{name}={value}" for name, value in fields.items())
+        _send_lines(send, lines)
 
     return sink
 
@@ -149,7 +159,11 @@ def record(level: int, message: str, fields: Mapping[str, str]) -> None:
     if _Records.sink is None:
         logging.getLogger("automd.audit").log(level, message, extra=dict(fields))
         return
-    _Records.sink(level, message, fields)
+    try:
+        _Records.sink(level, message, fields)
+    except Exception:
+        # The call it records has happened: failing it now would misreport it to the caller.
+        logging.getLogger("automd.audit").exception("audit entry not sent: %s", message)
 
 
 def setup_logging(level: LogLevel, *, send: Sender = journal.sendv) -> None:

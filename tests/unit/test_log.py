@@ -24,10 +24,12 @@ class Journal:
     def __init__(self) -> None:
         self.entries: list[dict[str, str]] = []
 
-    def __call__(self, *lines: str) -> None:
+    def __call__(self, *lines: str | bytes) -> None:
         entry: dict[str, str] = {}
         for line in lines:
-            name, _, value = line.partition("=")
+            # sendv encodes str as strict UTF-8 and takes bytes as they are.
+            text = line.decode() if isinstance(line, bytes) else line.encode().decode()
+            name, _, value = text.partition("=")
             assert name not in entry, f"field {name} sent twice"
             entry[name] = value
         self.entries.append(entry)
@@ -158,3 +160,31 @@ def test_a_record_before_setup_goes_through_logging(
 )
 def test_journal_field_names(name: str, valid: bool) -> None:
     assert automd_log.is_field_name(name) is valid
+
+
+def test_caller_text_no_utf8_can_encode_is_sent_escaped(journal: Journal) -> None:
+    # JSON lets a caller send a lone surrogate ("\ud800"), e.g. as a definition name.
+    automd_log.record(logging.INFO, "audit: \ud800", {"AUTOMD_DEFINITION": "x\ud800y"})
+    logging.getLogger("automd.test").warning("line \udfff")
+    record_entry, line_entry = journal.entries
+    assert record_entry["MESSAGE"] == "audit: \\ud800"
+    assert record_entry["AUTOMD_DEFINITION"] == "x\\ud800y"
+    assert line_entry["MESSAGE"] == "line \\udfff"
+
+
+def test_a_record_that_cannot_be_sent_does_not_fail_its_call(
+    monkeypatch: pytest.MonkeyPatch, restore_logging: None
+) -> None:
+    sent = Journal()
+
+    def journal_refusing_records(*lines: str | bytes) -> None:
+        if "AUTOMD_AUDIT=1" in lines:
+            raise ConnectionRefusedError(111, "Connection refused")
+        sent(*lines)
+
+    monkeypatch.setattr(automd_log, "_stderr_is_journal", lambda: True)
+    automd_log.setup_logging(LogLevel.INFO, send=journal_refusing_records)
+    automd_log.record(logging.INFO, "audit: job.cancel ok", {"AUTOMD_AUDIT": "1"})  # no raise
+    (entry,) = sent.entries
+    assert entry["MESSAGE"].startswith("audit entry not sent: audit: job.cancel ok\nTraceback")
+    assert entry["PRIORITY"] == "3"
