@@ -67,14 +67,15 @@ class EventRecord:
     detail: str | None
 
 
-_JOB_COLUMNS = ", ".join(f.name for f in fields(JobRecord))
+_JOB_NAMES = tuple(f.name for f in fields(JobRecord))
+_JOB_COLUMNS = ", ".join(_JOB_NAMES)
 _ATTEMPT_COLUMNS = ", ".join(f.name for f in fields(AttemptRecord))
 _EVENT_COLUMNS = ", ".join(f.name for f in fields(EventRecord))
 _JSON_COLUMNS = ("params",)
 
 
 def _job(row: Sequence[Any]) -> JobRecord:
-    values = dict(zip((f.name for f in fields(JobRecord)), row, strict=True))
+    values = dict(zip(_JOB_NAMES, row, strict=True))
     for column in _JSON_COLUMNS:
         values[column] = json.loads(values[column])
     values["cancel_requested"] = bool(values["cancel_requested"])
@@ -100,7 +101,6 @@ def _encode(column: str, value: Any) -> Any:
 # --- writes: run inside the group writer's transaction -------------------------------------
 
 
-_JOB_NAMES = tuple(f.name for f in fields(JobRecord))
 _INSERT_JOB = f"INSERT INTO jobs ({_JOB_COLUMNS}) VALUES ({', '.join('?' * len(_JOB_NAMES))})"
 
 
