@@ -115,8 +115,9 @@ def _send_lines(send: Sender, lines: list[str]) -> None:
     try:
         send(*lines)
     except UnicodeEncodeError:
-        # Caller text may hold lone surrogates (JSON allows "\ud800"); UTF-8 has no encoding
-        # for them, so they are sent escaped, as audit.list shows them.
+        # Text from a caller may hold lone surrogates (JSON allows "\ud800"): the API's own
+        # fields are validated ASCII, but a line may quote a request. UTF-8 cannot encode
+        # them, and sendv refuses the whole entry; they are sent escaped instead.
         send(*(line.encode("utf-8", "backslashreplace") for line in lines))
 
 

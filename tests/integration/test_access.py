@@ -183,3 +183,37 @@ def test_every_mutating_call_and_denial_is_in_audit_list_and_the_journal(
     submit_entry = next(e for e in trail if e["pid"] == submitted["pid"])
     assert (submit_entry["idempotency_key"], submit_entry["job_id"]) == ("audit-all", job_id)
     assert submit_entry["params"] == {"steps": 60}
+
+
+@pytest.fixture
+def quiet_automd(container: Container) -> Any:
+    """automd logging errors only."""
+    container.write_file("/etc/automd/automd.toml", '[log]\nlevel = "error"\n')
+    container.run(["systemctl", "restart", "automd.service"])
+    yield container
+    container.run(["rm", "-f", "/etc/automd/automd.toml"])
+    container.run(["systemctl", "restart", "automd.service"])
+
+
+def test_audit_entries_reach_the_journal_whatever_the_log_level(quiet_automd: Container) -> None:
+    c = quiet_automd
+    submitted = call(c, TEST_USER, "job.submit", definition="hello", params={"name": "quiet"})
+    denied = call(c, TEST_USER, "system.reload")
+    assert denied["error"]["code"] == 1007
+    for reply, method, outcome in [(submitted, "job.submit", "ok"),
+                                   (denied, "system.reload", "denied")]:  # fmt: skip
+        logged = journal_audit(c, reply["pid"])
+        assert [(f["AUTOMD_METHOD"], f["AUTOMD_OUTCOME"], f["PRIORITY"]) for f in logged] == [
+            (method, outcome, "6" if outcome == "ok" else "4")
+        ]
+        assert logged[0]["SYSLOG_IDENTIFIER"] == "automd"
+        assert logged[0]["MESSAGE"].startswith(f"audit: uid {uid_of(c, TEST_USER)} ")
+    # The diagnostics are filtered: the job's own start line (info) is not in the journal.
+    job_id = submitted["result"]["job"]["id"]
+    for _ in range(100):
+        if call(c, None, "job.get", id=job_id)["result"]["job"]["state"] == "succeeded":
+            break
+        c.run(["sleep", "0.1"])
+    lines = c.run(["journalctl", "--no-pager", "-o", "json", "-u", "automd.service",
+                   f"AUTOMD_JOB_ID={job_id}"]).stdout.decode().splitlines()  # fmt: skip
+    assert [json.loads(line).get("AUTOMD_AUDIT") for line in lines] == ["1"]

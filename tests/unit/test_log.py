@@ -163,7 +163,7 @@ def test_journal_field_names(name: str, valid: bool) -> None:
 
 
 def test_caller_text_no_utf8_can_encode_is_sent_escaped(journal: Journal) -> None:
-    # JSON lets a caller send a lone surrogate ("\ud800"), e.g. as a definition name.
+    # JSON lets a caller send a lone surrogate ("\ud800"); a line may quote what was sent.
     automd_log.record(logging.INFO, "audit: \ud800", {"AUTOMD_DEFINITION": "x\ud800y"})
     logging.getLogger("automd.test").warning("line \udfff")
     record_entry, line_entry = journal.entries
