@@ -46,14 +46,10 @@ _METRICS_PATH = METRICS_PATH.encode()
 _RPC_PATH = RPC_PATH.encode()
 #: Renders the metrics page: (body, content type).
 MetricsPage = Callable[[], Awaitable[tuple[bytes, str]]]
-
-
-async def metrics_response(request: web.BaseRequest, page: MetricsPage) -> web.Response:
-    if request.method not in ("GET", "HEAD"):
-        return web.Response(status=405, headers={"Allow": "GET, HEAD"}, text="use GET\n")
-    body, content_type = await page()
-    # content_type carries its own charset parameter; aiohttp wants it whole in the header.
-    return web.Response(body=body, headers={"Content-Type": content_type})
+# What both listeners answer to a metrics request that is not GET or HEAD.
+_METRICS_METHODS = ("GET", "HEAD")
+_METRICS_ALLOW = ", ".join(_METRICS_METHODS)
+_METRICS_METHOD_TEXT = "use GET\n"
 
 
 class MetricsServer:
@@ -77,7 +73,13 @@ class MetricsServer:
     async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
         if request.path != METRICS_PATH:
             return web.Response(status=404, text="not found: metrics are served at /metrics\n")
-        return await metrics_response(request, self._page)
+        if request.method not in _METRICS_METHODS:
+            return web.Response(
+                status=405, headers={"Allow": _METRICS_ALLOW}, text=_METRICS_METHOD_TEXT
+            )
+        body, content_type = await self._page()
+        # content_type carries its own charset parameter; aiohttp wants it whole in the header.
+        return web.Response(body=body, headers={"Content-Type": content_type})
 
 
 def _error_reply(
@@ -102,7 +104,9 @@ def _busy_reply() -> bytes:
 
 _NOT_FOUND = plain_reply(404, "not found: JSON-RPC is served at POST /rpc\n")
 _RPC_POST_ONLY = _error_reply(405, HttpMethodNotAllowed(), headers=(("Allow", "POST"),))
-_METRICS_GET_ONLY = Reply(405, b"use GET\n", _TEXT, headers=(("Allow", "GET, HEAD"),))
+_METRICS_GET_ONLY = Reply(
+    405, _METRICS_METHOD_TEXT.encode(), _TEXT, headers=(("Allow", _METRICS_ALLOW),)
+)
 
 
 class _RefuseConnection(asyncio.Protocol):
@@ -182,7 +186,7 @@ class RpcServer:
     def refuse(self, request: Request) -> Reply | None:
         """The transport-level error for a request that must not reach the dispatcher, if any."""
         if request.path == _METRICS_PATH and self._metrics is not None:
-            return None if request.method in ("GET", "HEAD") else _METRICS_GET_ONLY
+            return None if request.method in _METRICS_METHODS else _METRICS_GET_ONLY
         if request.path != _RPC_PATH:
             return _NOT_FOUND
         if request.method != "POST":

@@ -10,11 +10,12 @@ from pathlib import Path
 
 import pytest
 
+from automd.api.methods import JobState
 from automd.ctl.completion import SHELLS, completion_script
 from automd.ctl.main import build_parser
 
-STATES = ["queued", "starting", "running", "waiting_retry", "succeeded", "failed",
-          "timed_out", "cancelled", "unknown"]  # fmt: skip
+# The API's states: automctl's --state choices must follow them.
+STATES = [state.value for state in JobState]
 GLOBAL_OPTIONS = {"--socket", "--json", "--no-color", "--timeout"}
 
 needs_zsh = pytest.mark.skipif(shutil.which("zsh") is None, reason="zsh is not installed")
