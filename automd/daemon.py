@@ -230,6 +230,7 @@ class Daemon:
                 denials=lambda: self.authz.denials,
                 dbus_reconnects=lambda: bus.reconnects,
                 connections_refused=lambda: server.refused_total,
+                job_repairs=lambda: jobs.reconciler.repairs,
             ),
             store.fetch_all,
         )

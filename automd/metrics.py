@@ -135,6 +135,7 @@ class Gauges:
     denials: Callable[[], Counter[str]]
     dbus_reconnects: Callable[[], int]
     connections_refused: Callable[[], int]
+    job_repairs: Callable[[], Counter[str]]
 
 
 class DaemonCollector(Collector):
@@ -211,6 +212,14 @@ class DaemonCollector(Collector):
         yield denials
         yield CounterMetricFamily("automd_dbus_reconnects", "System bus connections re-made.",
                                   value=g.dbus_reconnects())  # fmt: skip
+        repairs = CounterMetricFamily(
+            "automd_job_repairs",
+            "Drift the jobs self-check found and repaired, by kind (docs/metrics.md).",
+            labels=["kind"],
+        )
+        for kind, count in sorted(g.job_repairs().items()):
+            repairs.add_metric([kind], count)
+        yield repairs
         yield CounterMetricFamily(
             "automd_http_connections_refused",
             "Connections refused because server.max_connections were open.",

@@ -15,6 +15,8 @@ from automd.store.db import Store, where_clause
 from automd.store.writer import note_change
 
 UNFINISHED = ("queued", "starting", "running", "waiting_retry")
+#: The states in which a job holds a run slot (its latest attempt is starting or running).
+HOLDING_SLOT = ("starting", "running")
 
 
 @dataclass(frozen=True)
@@ -201,6 +203,32 @@ def put_idempotency_key(
     )
 
 
+def running_per_definition(conn: sqlite3.Connection) -> dict[str, int]:
+    """How many jobs of each definition hold a run slot (served by the unfinished index)."""
+    rows = conn.execute(
+        "SELECT definition, count(*) FROM jobs WHERE state IN (?, ?) GROUP BY definition",
+        HOLDING_SLOT,
+    )
+    return {str(definition): int(count) for definition, count in rows}
+
+
+def count_unfinished(conn: sqlite3.Connection) -> int:
+    placeholders = ", ".join("?" * len(UNFINISHED))
+    (count,) = conn.execute(
+        f"SELECT count(*) FROM jobs WHERE state IN ({placeholders})", UNFINISHED
+    ).fetchone()
+    return int(count)
+
+
+def queued_after(conn: sqlite3.Connection, after_id: str, limit: int) -> list[JobRecord]:
+    """A page of queued jobs, oldest first, after `after_id` ("" for the first page)."""
+    rows = conn.execute(
+        f"SELECT {_JOB_COLUMNS} FROM jobs WHERE state = 'queued' AND id > ? ORDER BY id LIMIT ?",
+        (after_id, limit),
+    ).fetchall()
+    return [_job(row) for row in rows]
+
+
 def purge_idempotency_keys(conn: sqlite3.Connection, older_than: float) -> int:
     return conn.execute("DELETE FROM idempotency_keys WHERE created_at < ?", (older_than,)).rowcount
 
@@ -260,6 +288,12 @@ async def list_jobs(
 async def unfinished_jobs(store: Store) -> list[JobRecord]:
     """Every job not yet in a final state, oldest first."""
     return await list_jobs(store, states=UNFINISHED, limit=-1, oldest_first=True)
+
+
+async def slot_holders(store: Store) -> list[tuple[JobRecord, AttemptRecord | None]]:
+    """Every job holding a run slot, with its latest attempt (None if it has none)."""
+    jobs = await list_jobs(store, states=HOLDING_SLOT, limit=-1, oldest_first=True)
+    return [(job, await current_attempt(store, job)) for job in jobs]
 
 
 async def current_attempt(store: Store, job: JobRecord) -> AttemptRecord | None:

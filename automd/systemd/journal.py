@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import time
 from typing import Any
 
@@ -13,6 +14,10 @@ from automd.systemd.outcome import JOURNAL_EXIT_CODES, ExitCode, UnitOutcome, cl
 MESSAGE_SUCCESS = "7ad2d189f7e94e70a38c781354912448"  # "Deactivated successfully."
 MESSAGE_FAILED = "d9b373ed55a64feb8242e02dbe79a49c"  # "Failed with result 'X'." UNIT_RESULT=
 MESSAGE_MAIN_EXITED = "98e322203f7a4ed290d09fe03c09fe15"  # EXIT_CODE=, EXIT_STATUS=
+# A stop job ran: "Stopping ..." when it began (absent when it replaced a start job still
+# running), "Stopped ..." when it ended. A unit that exits on its own gets neither.
+MESSAGE_STOPPING = "de5b426a63be47a7b6ac3eaac82e2f6f"
+MESSAGE_STOPPED = "9d1aaa27d60140bd96365438aad20286"
 
 
 def read_outcome(
@@ -56,9 +61,12 @@ def _outcome(
         entries = [e for e in entries if _hex(e.get("INVOCATION_ID")) == invocation_id]
     result: str | None = None
     code, status = ExitCode.NOT_EXITED, 0
+    stopped = False
     for entry in entries:
         message_id = _hex(entry.get("MESSAGE_ID"))
-        if message_id == MESSAGE_SUCCESS:
+        if message_id in (MESSAGE_STOPPING, MESSAGE_STOPPED):
+            stopped = True
+        elif message_id == MESSAGE_SUCCESS:
             result = "success"
         elif message_id == MESSAGE_FAILED:
             result = str(entry.get("UNIT_RESULT", "unknown"))
@@ -68,9 +76,14 @@ def _outcome(
     if result is None:
         return None
     if result == "success" and code == ExitCode.NOT_EXITED:
-        # PID 1 logs the main process's exit only when it was unclean, so a success without
-        # that entry was exit 0 or a clean SIGTERM/SIGINT/SIGHUP/SIGPIPE: unknown which.
-        return UnitOutcome(unit, invocation_id, result, None, None, "journal")
+        # PID 1 logs the main process's exit only when it was unclean (a clean one at debug
+        # level). automd sets no SuccessExitStatus=, so a clean end is exit 0 or a death by
+        # SIGTERM/SIGINT/SIGHUP/SIGPIPE. Without a stop job it ended on its own: exit 0 (a
+        # clean signal sent from outside systemd would look the same). After a stop job it
+        # died of the stop's SIGTERM, as the live D-Bus path reports it.
+        if stopped:
+            return UnitOutcome(unit, invocation_id, result, None, int(signal.SIGTERM), "journal")
+        return UnitOutcome(unit, invocation_id, result, 0, None, "journal")
     return classify(
         unit,
         invocation_id,

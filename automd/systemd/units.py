@@ -123,6 +123,10 @@ class Systemd:
         check_unit_name(name)
         await self._ignoring_no_such_unit("ResetFailedUnit", "s", [name])
 
+    def following(self, name: str) -> bool:
+        """Whether the unit is tracked: its end will be reported (the jobs self-check asks)."""
+        return name in self._by_name
+
     async def adopt(self) -> list[str]:
         """Track every loaded automd-*.service (after an automd restart) and return the names.
 

@@ -378,10 +378,10 @@ async def test_adopt_after_restart(container: Container, jobs_slice: None) -> No
 async def test_outcome_from_journal_after_gc(
     systemd: Systemd, recorder: Recorder, container: Container
 ) -> None:
-    cases = [
+    cases: list[tuple[UnitSpec, tuple[str, int | None, int | None]]] = [
         (job_spec("gc-exit3", ("/bin/sh", "-c", "exit 3")), ("exit-code", 3, None)),
-        # PID 1 logs no exit entry for a clean exit: the journal cannot tell 0 from SIGTERM.
-        (job_spec("gc-true", ("/bin/true",)), ("success", None, None)),
+        # PID 1 logs no exit entry for a clean exit: with no stop job, that is exit 0.
+        (job_spec("gc-true", ("/bin/true",)), ("success", 0, None)),
         # Nor for the SIGTERM that ends a timeout: the result is all the journal knows.
         (
             job_spec("gc-timeout", ("/bin/sleep", "30"), runtime_max_usec=300_000),
@@ -390,6 +390,12 @@ async def test_outcome_from_journal_after_gc(
     ]
     for spec, _ in cases:
         await systemd.start_unit(spec)
+    # A stop job's SIGTERM is a clean end too; the journal's "Stopping" entry tells it apart.
+    stopped = job_spec("gc-stopped", ("/bin/sleep", "30"))
+    await systemd.start_unit(stopped)
+    await recorder.wait_started(stopped.name)
+    await systemd.stop_unit(stopped.name)
+    cases.append((stopped, ("success", None, 15)))
     for spec, _ in cases:
         await recorder.outcome(spec.name)
         await systemd.reset_failed(spec.name)

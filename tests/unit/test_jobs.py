@@ -63,6 +63,9 @@ class FakeSystemd:
     async def reset_failed(self, name: str) -> None:
         pass
 
+    def following(self, name: str) -> bool:
+        return name in self.loaded or any(spec.name == name for spec in self.started)
+
     async def adopt(self) -> list[str]:
         if self.unavailable:
             raise SystemdUnavailable()
@@ -487,3 +490,137 @@ def test_job_ids_increase_within_a_millisecond() -> None:
     assert ids == sorted(ids)
     assert len(set(ids)) == len(ids)
     assert all(len(job_id) == 26 for job_id in ids)
+
+
+class _AdoptDeliversWhileJournalWaits(FakeSystemd):
+    """adopt() reports a unit that ended while automd was down, as the real one does (its
+    lookup delivers the outcome at once); the journal read for another job is held until
+    that outcome is recorded, so reconciliation's list of unfinished jobs is stale by then."""
+
+    def __init__(self, store: Store, finished: UnitOutcome, held_unit: str, job_id: str) -> None:
+        super().__init__()
+        self.store = store
+        self.finished = finished
+        self.held_unit = held_unit
+        self.job_id = job_id
+        self.service: JobService | None = None
+
+    async def adopt(self) -> list[str]:
+        assert self.service is not None
+        self.service.unit_finished(self.finished)
+        return [self.finished.unit]
+
+    async def outcome_from_journal(
+        self, unit: str, invocation_id: str | None
+    ) -> UnitOutcome | None:
+        if unit == self.held_unit:
+            async with asyncio.timeout(WAIT_SECONDS):
+                while True:
+                    job = await rows.get_job(self.store, self.job_id)
+                    if job is not None and job.state == JobState.WAITING_RETRY:
+                        break
+                    await asyncio.sleep(0.01)
+        return await super().outcome_from_journal(unit, invocation_id)
+
+
+async def test_restart_race_a_job_finished_during_reconcile_keeps_no_run_slot(
+    tmp_path: Path,
+) -> None:
+    """Issue 13.1: an outcome delivered by adopting a unit, recorded while reconciliation
+    awaited the journal for another job, must not be re-added as running from the stale
+    list: the job's slot would be held forever and its retry would stay queued for good.
+
+    Checked: fails on the code before the fix (the retry of `flaky` never starts).
+    """
+    h = Harness(tmp_path, JobSettings(max_running=1, max_unfinished=1000))
+    await h.open()
+    try:
+        h.service.settings = JobSettings(max_running=2, max_unfinished=1000)
+        earlier, _ = await h.service.submit("echo", {}, None, CALLER)
+        flaky, _ = await h.service.submit("flaky", {}, None, CALLER)
+        await h.wait_started(2)
+        for spec in h.systemd.started:
+            h.service.unit_started(spec.name, "cd" * 16)
+        await h.wait_for(earlier.id, JobState.RUNNING)
+        await h.wait_for(flaky.id, JobState.RUNNING)
+        await h.service.stop()
+        await h.store.close()
+
+        # Both ended while automd was down: flaky failed (and retries), echo succeeded.
+        echo_unit = unit_name("echo", earlier.id, 1)
+        flaky_unit = unit_name("flaky", flaky.id, 1)
+        h.store = await Store.open(tmp_path / "state")
+        fake = _AdoptDeliversWhileJournalWaits(
+            h.store, outcome(flaky_unit, "exit-code", 1), echo_unit, flaky.id
+        )
+        fake.journal[echo_unit] = outcome(echo_unit)
+        registry = DefinitionRegistry(tmp_path / "jobs.d")
+        registry.reload()
+        h.systemd = fake
+        h.service = JobService(h.store, registry, fake, JobSettings(max_running=1))  # type: ignore[arg-type]
+        fake.service = h.service
+        await h.service.start()
+        await asyncio.wait_for(h.service.reconciled.wait(), WAIT_SECONDS)
+
+        await h.wait_for(earlier.id, JobState.SUCCEEDED)
+        # The retry of flaky must get the one run slot: attempt 2 starts.
+        await h.wait_started(1)
+        assert [s.name for s in fake.started] == [unit_name("flaky", flaky.id, 2)]
+        h.finish(fake.started[0])
+        await h.wait_for(flaky.id, JobState.SUCCEEDED)
+        assert h.service.running_count == 0
+    finally:
+        await h.close()
+
+
+async def test_self_check_repairs_a_slot_held_with_nothing_following_the_unit(
+    harness: Harness,
+) -> None:
+    job, _ = await harness.service.submit("echo", {}, None, CALLER)
+    await harness.wait_started(1)
+    unit = harness.systemd.started[0].name
+    harness.service.unit_started(unit, "ab" * 16)
+    await harness.wait_for(job.id, JobState.RUNNING)
+    # systemd lost track of it (no signal will come), and the journal has its outcome.
+    harness.systemd.started.clear()
+    harness.systemd.journal[unit] = outcome(unit, "exit-code", 4)
+    reconciler = harness.service.reconciler
+    await reconciler.self_check()  # first sighting: could be an outcome being written
+    assert (await harness.service.get(job.id)).state == JobState.RUNNING
+    assert reconciler.repairs["unfollowed_unit"] == 0
+    await reconciler.self_check()
+    done = await harness.wait_for(job.id, JobState.FAILED)
+    assert done.exit_code == 4
+    assert reconciler.repairs["unfollowed_unit"] == 1
+    await reconciler.self_check()  # nothing left to repair
+    assert reconciler.repairs["unfollowed_unit"] == 1
+
+
+async def test_self_check_rearms_a_lost_retry_timer(harness: Harness) -> None:
+    job, _ = await harness.service.submit("flaky", {}, None, CALLER)
+    harness.service.timers.disarm(job.id)  # none yet; the outcome below arms it
+    await harness.wait_started(1)
+    harness.service.settings = JobSettings(max_running=4, max_unfinished=1000)
+    waiting_retry = harness.service.follower.record_finished
+    await waiting_retry(job.id, 1, outcome(harness.systemd.started[0].name, "exit-code", 1))
+    assert harness.service.timers.armed(job.id)
+    harness.service.timers.disarm(job.id)
+    await harness.service.reconciler.self_check()
+    assert harness.service.reconciler.repairs["retry_timer"] == 1
+    await harness.wait_started(2)  # the re-armed timer queued attempt 2
+    assert harness.systemd.started[1].name == unit_name("flaky", job.id, 2)
+
+
+async def test_counts_are_the_stores(harness: Harness) -> None:
+    """running/unfinished (STATUS=, metrics, health) are counted in the store by each round."""
+    harness.service.settings = JobSettings(max_running=1, max_unfinished=1000)
+    first, _ = await harness.service.submit("echo", {}, None, CALLER)
+    await harness.service.submit("echo", {}, None, CALLER)
+    await harness.wait_started(1)
+    await harness.service.dispatcher.round()
+    assert (harness.service.running_count, harness.service.unfinished_count) == (1, 2)
+    harness.finish(harness.systemd.started[0])
+    await harness.wait_for(first.id, JobState.SUCCEEDED)
+    await harness.wait_started(2)
+    await harness.service.dispatcher.round()
+    assert (harness.service.running_count, harness.service.unfinished_count) == (1, 1)

@@ -23,6 +23,7 @@ def gauges() -> Gauges:
         running=lambda: 2, connections=lambda: 3, followers=lambda: 1, replays=lambda: 4,
         denials=lambda: Counter({"admin": 5}), dbus_reconnects=lambda: 0,
         connections_refused=lambda: 6,
+        job_repairs=lambda: Counter({"unfollowed_unit": 2}),
     )  # fmt: skip
 
 
@@ -68,6 +69,7 @@ def test_outcomes_fold_into_counters_and_a_cumulative_histogram() -> None:
     assert value("automd_job_runtime_seconds_bucket", definition="hello", le=last) == 0
     assert value("automd_job_runtime_seconds_bucket", definition="hello", le="+Inf") == 1
     assert value("automd_authorization_denials_total", permission="admin") == 5
+    assert value("automd_job_repairs_total", kind="unfollowed_unit") == 2
     assert value("automd_jobs_running") == 2
 
 

@@ -10,6 +10,8 @@ import pytest
 from automd.systemd.journal import (
     MESSAGE_FAILED,
     MESSAGE_MAIN_EXITED,
+    MESSAGE_STOPPED,
+    MESSAGE_STOPPING,
     MESSAGE_SUCCESS,
     _outcome,
 )
@@ -113,7 +115,13 @@ def journal_entry(message_id: str, **fields: Any) -> dict[str, Any]:
             ],
             ("exit-code", 3, None),
         ),
-        ([journal_entry(MESSAGE_SUCCESS)], ("success", None, None)),
+        # A clean end is logged only at debug level: without a stop job, that was exit 0
+        # (issue 13: it read back as exit_code null).
+        ([journal_entry(MESSAGE_SUCCESS)], ("success", 0, None)),
+        # After a stop job, the clean end was the stop's SIGTERM (a cancel, or someone else).
+        ([journal_entry(MESSAGE_STOPPING), journal_entry(MESSAGE_SUCCESS)], ("success", None, 15)),
+        # A stop that replaced the start job logs no "Stopping", only "Stopped".
+        ([journal_entry(MESSAGE_SUCCESS), journal_entry(MESSAGE_STOPPED)], ("success", None, 15)),
         (
             [
                 journal_entry(MESSAGE_MAIN_EXITED, EXIT_CODE="killed", EXIT_STATUS=15),
