@@ -22,6 +22,7 @@ from automd.config import DEFAULT_CONFIG_PATH, Config, JobsSettings, load_config
 from automd.definitions.registry import DefinitionRegistry
 from automd.errors import ConfigError, StoreError
 from automd.joblog import JobLogs
+from automd.jobs import states as job_states
 from automd.jobs import views
 from automd.jobs.output import JobOutput
 from automd.jobs.queries import JobQueries
@@ -231,6 +232,7 @@ class Daemon:
                 dbus_reconnects=lambda: bus.reconnects,
                 connections_refused=lambda: server.refused_total,
                 job_repairs=lambda: jobs.reconciler.repairs,
+                illegal_transitions=lambda: job_states.illegal_transitions,
             ),
             store.fetch_all,
         )

@@ -136,6 +136,7 @@ class Gauges:
     dbus_reconnects: Callable[[], int]
     connections_refused: Callable[[], int]
     job_repairs: Callable[[], Counter[str]]
+    illegal_transitions: Callable[[], Counter[str]]
 
 
 class DaemonCollector(Collector):
@@ -220,6 +221,14 @@ class DaemonCollector(Collector):
         for kind, count in sorted(g.job_repairs().items()):
             repairs.add_metric([kind], count)
         yield repairs
+        illegal = CounterMetricFamily(
+            "automd_job_illegal_transitions",
+            "Job state changes the transition table refused (each is a bug; docs/metrics.md).",
+            labels=["transition"],
+        )
+        for transition, count in sorted(g.illegal_transitions().items()):
+            illegal.add_metric([transition], count)
+        yield illegal
         yield CounterMetricFamily(
             "automd_http_connections_refused",
             "Connections refused because server.max_connections were open.",

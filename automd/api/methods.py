@@ -114,6 +114,7 @@ class JobState(StrEnum):
 FINISHED_STATES = frozenset(
     {JobState.SUCCEEDED, JobState.FAILED, JobState.TIMED_OUT, JobState.CANCELLED, JobState.UNKNOWN}
 )
+UNFINISHED_STATES = frozenset(JobState) - FINISHED_STATES
 
 
 class JobView(Result):

@@ -16,11 +16,11 @@ import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from automd.api.methods import JobState
 from automd.errors import SystemdUnavailable, UnitStartRejected
 from automd.jobs.logfields import job_log_fields
 from automd.jobs.plan import RunPlan, unit_name, unit_spec
 from automd.jobs.settings import JobSettings
+from automd.jobs.states import AttemptState, JobState, move
 from automd.jobs.tasks import TaskSet
 from automd.store import jobs as rows
 from automd.store.db import Store
@@ -58,7 +58,7 @@ def claim_free_slots(
     conn: sqlite3.Connection, max_running: int, now: float
 ) -> tuple[list[Claimed], JobCounts]:
     """In the writer's transaction: fill the free run slots with the oldest queued jobs."""
-    per_definition = rows.running_per_definition(conn)
+    per_definition = rows.holding_slot_per_definition(conn)
     running = sum(per_definition.values())
     free = max_running - running
     claimed: list[Claimed] = []
@@ -92,15 +92,14 @@ def _mark_starting(conn: sqlite3.Connection, job: JobRecord, plan: RunPlan, now:
     rows.insert_attempt(
         conn,
         AttemptRecord(
-            job_id=job.id, number=number, unit=unit, invocation_id=None, state="starting",
+            job_id=job.id, number=number, unit=unit, invocation_id=None,
+            state=AttemptState.STARTING,
             result=None, exit_code=None, signal=None, outcome_source=None, started_at=now,
             finished_at=None, retry_reason=None,
         ),
     )  # fmt: skip
-    rows.insert_event(conn, job.id, now, JobState.STARTING, attempt=number, detail=unit)
-    started = rows.update_job(
-        conn, job.id, state=JobState.STARTING, attempts=number, updated_at=now
-    )
+    started = move(conn, job, JobState.STARTING, now, attempt=number, detail=unit,
+                   attempts=number)  # fmt: skip
     return Claimed(started, plan, number, unit)
 
 

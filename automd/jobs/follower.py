@@ -5,12 +5,11 @@ from __future__ import annotations
 import logging
 import sqlite3
 from collections.abc import Callable
-from typing import Any
 
-from automd.api.methods import FINISHED_STATES, JobState
 from automd.jobs.logfields import job_log_fields
 from automd.jobs.plan import RunPlan, parse_unit_name
 from automd.jobs.policy import backoff_delay, judge, should_retry
+from automd.jobs.states import FINISHED_STATES, AttemptState, JobState, move
 from automd.jobs.tasks import TaskSet
 from automd.jobs.timers import RetryTimers
 from automd.store import jobs as rows
@@ -65,14 +64,15 @@ class UnitFollower:
 
         def write(conn: sqlite3.Connection) -> None:
             attempt = rows.load_attempt(conn, job_id, number)
-            if attempt is None or attempt.state != "starting":
+            if attempt is None or attempt.state != AttemptState.STARTING:
                 return
-            rows.update_attempt(conn, job_id, number, state="running", invocation_id=invocation_id)
+            rows.update_attempt(
+                conn, job_id, number, state=AttemptState.RUNNING, invocation_id=invocation_id
+            )
             job = rows.load_job(conn, job_id)
             if job is not None and job.state == JobState.STARTING and job.attempts == number:
-                rows.update_job(conn, job_id, state=JobState.RUNNING, updated_at=now)
-                rows.insert_event(conn, job_id, now, JobState.RUNNING, attempt=number,
-                                  detail=f"invocation {invocation_id}")  # fmt: skip
+                move(conn, job, JobState.RUNNING, now, attempt=number,
+                     detail=f"invocation {invocation_id}")  # fmt: skip
 
         await self._store.write(write)
 
@@ -112,10 +112,10 @@ def _record_outcome(
     """In the writer's transaction: the attempt's end, then the job's retry or final state."""
     attempt = rows.load_attempt(conn, job_id, number)
     job = rows.load_job(conn, job_id)
-    if attempt is None or job is None or attempt.state == "finished":
+    if attempt is None or job is None or attempt.state == AttemptState.FINISHED:
         return None  # already recorded (e.g. seen both live and in the journal)
     rows.update_attempt(
-        conn, job_id, number, state="finished", result=outcome.result,
+        conn, job_id, number, state=AttemptState.FINISHED, result=outcome.result,
         exit_code=outcome.exit_code, signal=outcome.signal, outcome_source=outcome.source,
         finished_at=now, invocation_id=outcome.invocation_id or attempt.invocation_id,
     )  # fmt: skip
@@ -128,20 +128,6 @@ def _record_outcome(
         delay = backoff_delay(plan.retry, number, draw)
         reason = f"attempt {number} {verdict.reason}; retrying in {delay:.1f}s"
         rows.update_attempt(conn, job_id, number, retry_reason=reason)
-        rows.insert_event(conn, job_id, now, JobState.WAITING_RETRY, attempt=number, detail=reason)
-        return rows.update_job(
-            conn, job_id, state=JobState.WAITING_RETRY, next_attempt_at=now + delay,
-            updated_at=now, **summary,
-        )  # fmt: skip
-    rows.insert_event(conn, job_id, now, verdict.state, attempt=number, detail=verdict.reason)
-    return finish(conn, job_id, verdict.state, now, **summary)
-
-
-def finish(
-    conn: sqlite3.Connection, job_id: str, state: JobState, now: float, **changes: Any
-) -> JobRecord:
-    """Put a job in a final state (in the writer's transaction)."""
-    return rows.update_job(
-        conn, job_id, state=state, finished_at=now, updated_at=now, next_attempt_at=None,
-        **changes,
-    )  # fmt: skip
+        return move(conn, job, JobState.WAITING_RETRY, now, attempt=number, detail=reason,
+                    next_attempt_at=now + delay, **summary)  # fmt: skip
+    return move(conn, job, verdict.state, now, attempt=number, detail=verdict.reason, **summary)

@@ -20,12 +20,12 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import replace
 
-from automd.api.methods import JobState
 from automd.errors import SystemdUnavailable
 from automd.jobs.dispatcher import JobDispatcher
-from automd.jobs.follower import UnitFollower, finish
+from automd.jobs.follower import UnitFollower
 from automd.jobs.logfields import job_log_fields
 from automd.jobs.plan import unit_name
+from automd.jobs.states import HOLDING_SLOT, AttemptState, JobState, move
 from automd.jobs.tasks import TaskSet
 from automd.jobs.timers import RetryTimers
 from automd.store import jobs as rows
@@ -93,7 +93,7 @@ class Reconciler:
         for job in unfinished:
             if job.state == JobState.WAITING_RETRY:
                 self._timers.arm(job)
-            elif job.state in rows.HOLDING_SLOT:
+            elif job.state in HOLDING_SLOT:
                 await self._settle(job, loaded)
         if not self.done.is_set():
             log.info(
@@ -106,7 +106,7 @@ class Reconciler:
         """Repair jobs that hold a run slot with nothing following their unit, and jobs
         waiting to retry without a timer."""
         suspects: dict[tuple[str, int], JobRecord] = {}
-        for job, attempt in await rows.slot_holders(self._store):
+        for job, attempt in await rows.jobs_holding_slot(self._store):
             unit = _unit_of(job, attempt)
             if not (
                 self._systemd.following(unit)
@@ -121,8 +121,7 @@ class Reconciler:
             for job in confirmed:
                 self._repaired("unfollowed_unit", job, "holds a run slot, nothing follows its unit")
                 await self._settle(job, loaded)
-        waiting = await rows.list_jobs(self._store, states=[JobState.WAITING_RETRY], limit=-1)
-        for job in waiting:
+        for job in await rows.jobs_waiting_retry(self._store):
             if not self._timers.armed(job.id):
                 self._repaired("retry_timer", job, "waits to retry without a timer")
                 self._timers.arm(job)
@@ -171,16 +170,12 @@ class Reconciler:
                 return None  # moved on since it was read (e.g. its outcome was recorded)
             if job.state == JobState.STARTING:
                 rows.delete_attempt(conn, job.id, job.attempts)
-                rows.insert_event(conn, job.id, now, JobState.QUEUED,
-                                  detail=f"{unit} never started; queued again")  # fmt: skip
-                return rows.update_job(
-                    conn, job.id, state=JobState.QUEUED, attempts=job.attempts - 1, updated_at=now
-                )
-            rows.update_attempt(conn, job.id, job.attempts, state="unknown", finished_at=now)
-            rows.insert_event(
-                conn, job.id, now, JobState.UNKNOWN, attempt=job.attempts, detail=reason
+                return move(conn, job, JobState.QUEUED, now, attempts=job.attempts - 1,
+                            detail=f"{unit} never started; queued again")  # fmt: skip
+            rows.update_attempt(
+                conn, job.id, job.attempts, state=AttemptState.UNKNOWN, finished_at=now
             )
-            return finish(conn, job.id, JobState.UNKNOWN, now)
+            return move(conn, job, JobState.UNKNOWN, now, attempt=job.attempts, detail=reason)
 
         settled = await self._store.write(write)
         if settled is None:

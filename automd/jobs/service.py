@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from automd.api.methods import FINISHED_STATES, HealthCheck, JobState
+from automd.api.methods import HealthCheck
 from automd.definitions.model import Definition
 from automd.definitions.params import ParamValue
 from automd.definitions.registry import DefinitionRegistry
@@ -34,12 +34,13 @@ from automd.errors import (
     UnknownDefinition,
 )
 from automd.jobs.dispatcher import JobDispatcher
-from automd.jobs.follower import UnitFollower, finish
+from automd.jobs.follower import UnitFollower
 from automd.jobs.ids import new_job_id
 from automd.jobs.logfields import job_log_fields
 from automd.jobs.plan import RunPlan, make_plan, redact, unit_name
 from automd.jobs.reconcile import Reconciler
 from automd.jobs.settings import JobSettings
+from automd.jobs.states import FINISHED_STATES, JobState, move
 from automd.jobs.timers import RetryTimers
 from automd.store import jobs as rows
 from automd.store.db import Store
@@ -245,10 +246,9 @@ class JobService:
             if state in FINISHED_STATES:
                 raise InvalidJobState(data={"id": job_id, "state": state, "operation": "cancel"})
             if state in (JobState.QUEUED, JobState.WAITING_RETRY):
-                rows.insert_event(
-                    conn, job_id, now, JobState.CANCELLED, detail="cancelled before it ran"
-                )
-                return finish(conn, job.id, JobState.CANCELLED, now), None
+                return move(
+                    conn, job, JobState.CANCELLED, now, detail="cancelled before it ran"
+                ), None
             # starting/running: record the request first, so the outcome reads "cancelled".
             rows.insert_event(
                 conn, job_id, now, state, attempt=job.attempts, detail="cancel requested"
@@ -273,21 +273,13 @@ class JobService:
             if JobState(job.state) not in FINISHED_STATES:
                 raise InvalidJobState(data={"id": job_id, "state": job.state, "operation": "retry"})
             plan = RunPlan.model_validate_json(job.plan)
-            rows.insert_event(conn, job_id, now, JobState.QUEUED, detail="retry requested")
-            return rows.update_job(
-                conn,
-                job_id,
-                state=JobState.QUEUED,
+            return move(
+                conn, job, JobState.QUEUED, now, detail="retry requested",
                 # A fresh budget of automatic retries for the new run.
                 max_attempts=job.attempts + plan.retry.max_attempts,
-                cancel_requested=False,
-                result=None,
-                exit_code=None,
-                signal=None,
-                finished_at=None,
-                next_attempt_at=None,
-                updated_at=now,
-            )
+                cancel_requested=False, result=None, exit_code=None, signal=None,
+                finished_at=None, next_attempt_at=None,
+            )  # fmt: skip
 
         job = await self._store.write(write)
         self.dispatcher.job_added()

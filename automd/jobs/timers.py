@@ -7,7 +7,7 @@ import logging
 import sqlite3
 from collections.abc import Callable
 
-from automd.api.methods import JobState
+from automd.jobs.states import JobState, move
 from automd.jobs.tasks import TaskSet
 from automd.store import jobs as rows
 from automd.store.db import Store
@@ -59,12 +59,8 @@ class RetryTimers:
             job = rows.load_job(conn, job_id)
             if job is None or job.state != JobState.WAITING_RETRY:
                 return False
-            rows.update_job(
-                conn, job_id, state=JobState.QUEUED, next_attempt_at=None, updated_at=now
-            )
-            rows.insert_event(
-                conn, job_id, now, JobState.QUEUED, detail=f"attempt {job.attempts + 1} due"
-            )
+            move(conn, job, JobState.QUEUED, now, detail=f"attempt {job.attempts + 1} due",
+                 next_attempt_at=None)  # fmt: skip
             return True
 
         try:

@@ -14,10 +14,6 @@ from typing import Any
 from automd.store.db import Store, where_clause
 from automd.store.writer import note_change
 
-UNFINISHED = ("queued", "starting", "running", "waiting_retry")
-#: The states in which a job holds a run slot (its latest attempt is starting or running).
-HOLDING_SLOT = ("starting", "running")
-
 
 @dataclass(frozen=True)
 class JobRecord:
@@ -68,6 +64,17 @@ class EventRecord:
     state: str
     detail: str | None
 
+
+# The state groups of the partial indexes (migrations 1 and 5). A query uses a partial index
+# only when its WHERE term is the index's own, literally (bound parameters cannot be proven
+# to match), so these queries spell the states out and name their index (INDEXED BY: SQLite
+# refuses the query rather than scan the table if the index cannot serve it).
+UNFINISHED = ("queued", "starting", "running", "waiting_retry")
+HOLDING_SLOT = ("starting", "running")
+_UNFINISHED_WHERE = (
+    "INDEXED BY jobs_unfinished WHERE state IN ('queued', 'starting', 'running', 'waiting_retry')"
+)
+_HOLDING_SLOT_WHERE = "INDEXED BY jobs_holding_slot WHERE state IN ('starting', 'running')"
 
 _JOB_NAMES = tuple(f.name for f in fields(JobRecord))
 _JOB_COLUMNS = ", ".join(_JOB_NAMES)
@@ -203,27 +210,24 @@ def put_idempotency_key(
     )
 
 
-def running_per_definition(conn: sqlite3.Connection) -> dict[str, int]:
-    """How many jobs of each definition hold a run slot (served by the unfinished index)."""
+def holding_slot_per_definition(conn: sqlite3.Connection) -> dict[str, int]:
+    """How many jobs of each definition hold a run slot (starting or running)."""
     rows = conn.execute(
-        "SELECT definition, count(*) FROM jobs WHERE state IN (?, ?) GROUP BY definition",
-        HOLDING_SLOT,
+        f"SELECT definition, count(*) FROM jobs {_HOLDING_SLOT_WHERE} GROUP BY definition"
     )
     return {str(definition): int(count) for definition, count in rows}
 
 
 def count_unfinished(conn: sqlite3.Connection) -> int:
-    placeholders = ", ".join("?" * len(UNFINISHED))
-    (count,) = conn.execute(
-        f"SELECT count(*) FROM jobs WHERE state IN ({placeholders})", UNFINISHED
-    ).fetchone()
+    (count,) = conn.execute(f"SELECT count(*) FROM jobs {_UNFINISHED_WHERE}").fetchone()
     return int(count)
 
 
 def queued_after(conn: sqlite3.Connection, after_id: str, limit: int) -> list[JobRecord]:
     """A page of queued jobs, oldest first, after `after_id` ("" for the first page)."""
     rows = conn.execute(
-        f"SELECT {_JOB_COLUMNS} FROM jobs WHERE state = 'queued' AND id > ? ORDER BY id LIMIT ?",
+        f"SELECT {_JOB_COLUMNS} FROM jobs INDEXED BY jobs_queued "
+        "WHERE state = 'queued' AND id > ? ORDER BY id LIMIT ?",
         (after_id, limit),
     ).fetchall()
     return [_job(row) for row in rows]
@@ -287,13 +291,22 @@ async def list_jobs(
 
 async def unfinished_jobs(store: Store) -> list[JobRecord]:
     """Every job not yet in a final state, oldest first."""
-    return await list_jobs(store, states=UNFINISHED, limit=-1, oldest_first=True)
+    return await _jobs_where(store, _UNFINISHED_WHERE)
 
 
-async def slot_holders(store: Store) -> list[tuple[JobRecord, AttemptRecord | None]]:
-    """Every job holding a run slot, with its latest attempt (None if it has none)."""
-    jobs = await list_jobs(store, states=HOLDING_SLOT, limit=-1, oldest_first=True)
+async def jobs_waiting_retry(store: Store) -> list[JobRecord]:
+    return await _jobs_where(store, "INDEXED BY jobs_waiting_retry WHERE state = 'waiting_retry'")
+
+
+async def jobs_holding_slot(store: Store) -> list[tuple[JobRecord, AttemptRecord | None]]:
+    """Every job holding a run slot, oldest first, with its latest attempt (if any)."""
+    jobs = await _jobs_where(store, _HOLDING_SLOT_WHERE)
     return [(job, await current_attempt(store, job)) for job in jobs]
+
+
+async def _jobs_where(store: Store, where: str) -> list[JobRecord]:
+    rows = await store.fetch_all(f"SELECT {_JOB_COLUMNS} FROM jobs {where} ORDER BY id")
+    return [_job(row) for row in rows]
 
 
 async def current_attempt(store: Store, job: JobRecord) -> AttemptRecord | None:

@@ -106,6 +106,18 @@ MIGRATIONS: tuple[Migration, ...] = (
         "jobs.traceparent: the W3C trace context a job was submitted under",
         ("ALTER TABLE jobs ADD COLUMN traceparent TEXT",),
     ),
+    Migration(
+        5,
+        "partial indexes for the dispatcher and the self-check: their reads stay small however "
+        "many finished jobs the table holds",
+        (
+            "CREATE INDEX jobs_queued ON jobs (id) WHERE state = 'queued'",
+            """CREATE INDEX jobs_holding_slot ON jobs (definition)
+                WHERE state IN ('starting', 'running')""",
+            """CREATE INDEX jobs_waiting_retry ON jobs (next_attempt_at)
+                WHERE state = 'waiting_retry'""",
+        ),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

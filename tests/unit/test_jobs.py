@@ -448,6 +448,7 @@ async def test_job_get_cache_is_dropped_by_every_write_of_the_job(harness: Harne
     harness.service.settings = JobSettings(max_running=1, max_unfinished=1000)
     job, _ = await harness.service.submit("echo", {}, None, CALLER)
     await reaches(job.id, JobState.STARTING)  # the dispatcher's write, not awaited by anyone
+    await harness.wait_started(1)
     harness.service.unit_started(harness.systemd.started[0].name, "ab" * 16)
     await reaches(job.id, JobState.RUNNING)
     queued, _ = await harness.service.submit("echo", {}, None, CALLER)

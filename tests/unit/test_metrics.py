@@ -24,6 +24,7 @@ def gauges() -> Gauges:
         denials=lambda: Counter({"admin": 5}), dbus_reconnects=lambda: 0,
         connections_refused=lambda: 6,
         job_repairs=lambda: Counter({"unfollowed_unit": 2}),
+        illegal_transitions=lambda: Counter({"queued->running": 1}),
     )  # fmt: skip
 
 
@@ -70,6 +71,7 @@ def test_outcomes_fold_into_counters_and_a_cumulative_histogram() -> None:
     assert value("automd_job_runtime_seconds_bucket", definition="hello", le="+Inf") == 1
     assert value("automd_authorization_denials_total", permission="admin") == 5
     assert value("automd_job_repairs_total", kind="unfollowed_unit") == 2
+    assert value("automd_job_illegal_transitions_total", transition="queued->running") == 1
     assert value("automd_jobs_running") == 2
 
 
