@@ -137,8 +137,11 @@ class QueueFull(AutomdError):
     message = "Too many unfinished jobs"
 
 
-class SystemdRejected(SystemdUnavailable):
-    """systemd answered a D-Bus call with an error; `dbus_error` names it (e.g. NoSuchUnit)."""
+class SystemdRejected(AutomdError):
+    """The service answered a D-Bus call with an error that is about the call itself (e.g.
+    NoSuchUnit, InvalidArgs, AccessDenied): not an outage, so never retried as one. The
+    errors that mean the service is unreachable become SystemdUnavailable instead
+    (systemd/bus.py's table)."""
 
     code = ErrorCode.INTERNAL_ERROR  # provisional: a code of its own is for the API owner
     message = "systemd rejected the request"

@@ -16,7 +16,7 @@ import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from automd.errors import SystemdUnavailable, UnitStartRejected
+from automd.errors import SystemdRejected, SystemdUnavailable, UnitStartRejected
 from automd.jobs.logfields import job_log_fields
 from automd.jobs.plan import RunPlan, unit_name, unit_spec
 from automd.jobs.settings import JobSettings
@@ -200,4 +200,7 @@ class JobDispatcher:
         current = await rows.get_job(self._store, job_id)
         if current is not None and current.cancel_requested and current.attempts == number:
             log.info("job %s: cancelled while starting; stopping %s", job_id, unit)
-            await self._systemd.stop_unit(unit)
+            try:
+                await self._systemd.stop_unit(unit)
+            except (SystemdUnavailable, SystemdRejected) as exc:
+                log.error("job %s: stopping %s failed: %s", job_id, unit, exc.data)

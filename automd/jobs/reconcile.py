@@ -20,7 +20,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import replace
 
-from automd.errors import SystemdUnavailable
+from automd.errors import SystemdRejected, SystemdUnavailable
 from automd.jobs.dispatcher import JobDispatcher
 from automd.jobs.follower import UnitFollower
 from automd.jobs.logfields import job_log_fields
@@ -84,7 +84,12 @@ class Reconciler:
         try:
             loaded = set(await self._systemd.adopt())
         except SystemdUnavailable as exc:
-            log.warning("reconcile: systemd unreachable (%s); trying again shortly", exc)
+            log.warning("reconcile: systemd unreachable (%s); trying again shortly", exc.data)
+            self.soon()
+            return
+        except SystemdRejected as exc:
+            # Not an outage, but nothing can be dispatched before a reconciliation.
+            log.error("reconcile: systemd refused to list units (%s); trying again", exc.data)
             self.soon()
             return
         # A snapshot: it goes stale while the journal is read, so each decision is
@@ -134,8 +139,8 @@ class Reconciler:
             await asyncio.sleep(every())
             try:
                 await self.self_check()
-            except SystemdUnavailable as exc:
-                log.warning("self-check: systemd unreachable (%s)", exc)
+            except (SystemdUnavailable, SystemdRejected) as exc:
+                log.warning("self-check: systemd did not answer (%s)", exc.data)
             except Exception:
                 log.exception("self-check failed")
 

@@ -45,6 +45,29 @@ SignalHandler = Callable[[Message], None]
 ResyncHandler = Callable[[], None]
 
 
+# Error replies that mean the service is not there to answer (not an answer about the call):
+# the bus daemon's, for a peer that is gone, not activatable, too slow or over its limits.
+_UNAVAILABLE_ERRORS = frozenset({
+    "org.freedesktop.DBus.Error.NoReply",
+    "org.freedesktop.DBus.Error.Timeout",
+    "org.freedesktop.DBus.Error.TimedOut",
+    "org.freedesktop.DBus.Error.ServiceUnknown",
+    "org.freedesktop.DBus.Error.NameHasNoOwner",
+    "org.freedesktop.DBus.Error.Disconnected",
+    "org.freedesktop.DBus.Error.NoServer",
+    "org.freedesktop.DBus.Error.LimitsExceeded",
+})  # fmt: skip
+
+
+def dbus_error(name: str, detail: str, *, member: str) -> SystemdUnavailable | SystemdRejected:
+    """The one place a D-Bus error reply becomes an automd error: an outage, or a refusal."""
+    if name in _UNAVAILABLE_ERRORS:
+        return SystemdUnavailable(
+            data={"reason": f"{member}: {name}: {detail}", "dbus_error": name}
+        )
+    return SystemdRejected(name, detail, member=member)
+
+
 class SystemdBus:
     """The daemon's one connection to the system bus; reconnects on the next call after a loss.
 
@@ -94,7 +117,7 @@ class SystemdBus:
             if self._want_signals:
                 try:
                     await self._set_up_signals(self._bus)
-                except SystemdUnavailable:
+                except (SystemdUnavailable, SystemdRejected):
                     # A connection without its match rules would silently miss signals.
                     self._bus.disconnect()
                     self._bus = None
@@ -117,8 +140,8 @@ class SystemdBus:
 
         Other services (polkit) pass their own `destination` and `path`, so that their calls
         share this connection and its in-flight bound. Raises SystemdUnavailable when the
-        service cannot be reached, and its subclass SystemdRejected, naming the D-Bus error,
-        when it answered with an error.
+        service cannot be reached, and SystemdRejected, naming the D-Bus error, when it
+        answered the call with an error (dbus_error()).
         """
         message = Message(
             destination=destination,
@@ -140,7 +163,7 @@ class SystemdBus:
             raise SystemdUnavailable(data={"reason": f"{member}: no reply"})
         if reply.message_type == MessageType.ERROR:
             detail = str(reply.body[0]) if reply.body else ""
-            raise SystemdRejected(reply.error_name or "unknown", detail, member=member)
+            raise dbus_error(reply.error_name or "unknown", detail, member=member)
         return list(reply.body)
 
     async def manager_property(self, name: str) -> Any:
@@ -238,8 +261,8 @@ class SystemdBus:
             return  # the reconnect will subscribe and resync
         try:
             await self._subscribe_systemd(bus)
-        except SystemdUnavailable:
-            log.warning("re-subscribing to systemd failed; waiting for the reconnect")
+        except (SystemdUnavailable, SystemdRejected) as exc:
+            log.warning("re-subscribing to systemd failed (%s); waiting for the reconnect", exc)
             return
         self._resync()
 
@@ -261,7 +284,7 @@ class SystemdBus:
             try:
                 await self._connection()
                 return
-            except SystemdUnavailable as exc:
+            except (SystemdUnavailable, SystemdRejected) as exc:
                 # A backoff between attempts to reach the bus, not a poll of any state.
                 log.warning("system bus unreachable (%s); retrying in %.1f s", exc.data, delay)
                 await asyncio.sleep(delay)

@@ -116,7 +116,7 @@ class PolkitAuthority:
                 await self._bus.call(
                     destination=POLKIT, path=AUTHORITY_PATH, interface=PEER_IFACE, member="Ping"
                 )
-        except (SystemdUnavailable, TimeoutError) as exc:
+        except (SystemdUnavailable, SystemdRejected, TimeoutError) as exc:
             log.debug("polkit is not available: %s", exc)
             return False
         return True

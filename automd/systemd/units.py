@@ -277,6 +277,10 @@ class Systemd:
                     # Unreachable now: the resync after the reconnect looks again.
                     log.warning("reading %s back failed: %s", tracker.unit, exc.data)
                     return
+                except SystemdRejected as exc:
+                    # Refused, not unreachable: asking again would be refused again.
+                    log.error("reading %s back was refused: %s", tracker.unit, exc.data)
+                    return
                 if not tracker.lookup_again:
                     return
         finally:
