@@ -16,7 +16,7 @@ from pydantic import (
 )
 
 from automd.definitions.params import ParamSpec
-from automd.systemd.spec import DEFAULT_SANDBOX
+from automd.sandbox import DEFAULT_SANDBOX
 
 NAME_PATTERN = r"[a-z0-9][a-z0-9_-]{0,63}"
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")

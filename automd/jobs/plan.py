@@ -10,7 +10,8 @@ from pydantic import BaseModel, ConfigDict
 from automd.definitions.model import Definition, RetryPolicy
 from automd.definitions.params import ParamValue
 from automd.definitions.render import render_argv, render_environment
-from automd.systemd.units import DEFAULT_SANDBOX, UnitSpec
+from automd.sandbox import DEFAULT_SANDBOX
+from automd.systemd.units import UnitSpec
 from automd.trace import TraceContext
 
 JOBS_SLICE = "automd-jobs.slice"

@@ -5,9 +5,10 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from types import MappingProxyType
 
 from dbus_fast import Variant
+
+from automd.sandbox import DEFAULT_SANDBOX
 
 UNIT_PATH_PREFIX = "/org/freedesktop/systemd1/unit/"
 
@@ -18,32 +19,6 @@ _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # journal_field_valid(): no leading '_' (trusted fields) or digit, at most 64 characters.
 _JOURNAL_FIELD = re.compile(r"[A-Z][A-Z0-9_]{0,63}")
 
-#: Hardened defaults a plain /bin/sh script still runs under; every entry is one systemd 252
-#: accepts as a transient property and reads back (tests/integration/test_systemd_units.py).
-#: Jobs that need more (a writable path, a JIT) get it from their definition, not from here.
-DEFAULT_SANDBOX: Mapping[str, bool | str] = MappingProxyType(
-    {
-        "NoNewPrivileges": True,
-        "ProtectSystem": "strict",
-        "ProtectHome": "yes",
-        "PrivateTmp": True,
-        "PrivateDevices": True,
-        "PrivateIPC": True,
-        "ProtectKernelTunables": True,
-        "ProtectKernelModules": True,
-        "ProtectKernelLogs": True,
-        "ProtectControlGroups": True,
-        "ProtectClock": True,
-        "ProtectHostname": True,
-        "ProtectProc": "invisible",
-        "RestrictSUIDSGID": True,
-        "RestrictRealtime": True,
-        "LockPersonality": True,
-        "MemoryDenyWriteExecute": True,
-        "RemoveIPC": True,
-        "KeyringMode": "private",
-    }
-)
 
 # Properties unit_properties() sets itself; a sandbox entry must not silently override them.
 _CORE_PROPERTIES = frozenset(

@@ -15,7 +15,6 @@ from automd.systemd.bus import MANAGER_IFACE, PROPERTIES_IFACE, SystemdBus
 from automd.systemd.journal import read_outcome
 from automd.systemd.outcome import UnitEvents, UnitOutcome, classify
 from automd.systemd.spec import (
-    DEFAULT_SANDBOX,
     UnitSpec,
     check_unit_name,
     unit_object_path,
@@ -24,7 +23,6 @@ from automd.systemd.spec import (
 from automd.systemd.watch import TERMINAL_STATES, Transition, UnitTracker
 
 __all__ = [
-    "DEFAULT_SANDBOX",
     "Systemd",
     "UnitEvents",
     "UnitOutcome",

@@ -12,7 +12,7 @@ import re
 
 import pytest
 
-from automd.systemd.spec import DEFAULT_SANDBOX
+from automd.sandbox import DEFAULT_SANDBOX
 from tests.integration.container import Container
 from tests.integration.test_jobs import Api
 

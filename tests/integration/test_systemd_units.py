@@ -12,8 +12,9 @@ from typing import Any
 import pytest
 
 from automd.errors import UnitStartRejected
+from automd.sandbox import DEFAULT_SANDBOX
 from automd.systemd.bus import SystemdBus
-from automd.systemd.units import DEFAULT_SANDBOX, Systemd, UnitOutcome, UnitSpec
+from automd.systemd.units import Systemd, UnitOutcome, UnitSpec
 from tests.integration.conftest import CHECKOUT
 from tests.integration.container import Container
 

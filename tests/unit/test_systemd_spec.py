@@ -7,7 +7,8 @@ from dataclasses import replace
 import pytest
 from dbus_fast import Message, Variant
 
-from automd.systemd.spec import DEFAULT_SANDBOX, UnitSpec, unit_object_path, unit_properties
+from automd.sandbox import DEFAULT_SANDBOX
+from automd.systemd.spec import UnitSpec, unit_object_path, unit_properties
 
 PAYLOAD = "$HOME ${X} $$ `id` ; rm -rf / %n"
 
