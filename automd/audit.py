@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sqlite3
 import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
@@ -62,12 +61,6 @@ class AuditLog:
         """Write the entry (committed before this returns), then its journal line."""
         await self._store.write(lambda conn: rows.insert(conn, record))
         self.announce(record)
-
-    @staticmethod
-    def write(conn: sqlite3.Connection, record: rows.AuditRecord) -> None:
-        """Write the entry inside another write's transaction (one commit for both); call
-        announce() once that has committed."""
-        rows.insert(conn, record)
 
     def announce(self, record: rows.AuditRecord) -> None:
         """The entry's structured journal line (AUTOMD_AUDIT=1), whatever log.level says."""

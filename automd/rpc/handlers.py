@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
@@ -238,18 +237,13 @@ class Handlers:
         traceparent = params.traceparent or (trace.traceparent if trace else None)
         # The audit entry is written in the job's own transaction: one commit per submit.
         entry = self._entry(ctx, "job.submit", "ok", fields)
-        written: list[AuditRecord] = []
-
-        def audit(conn: sqlite3.Connection, job: JobRecord) -> None:  # in the writer thread
-            written.append(replace(entry, job_id=job.id))
-            self.s.audit.write(conn, written[0])
 
         async def run() -> JobSubmitResult:
             job, replayed = await self.s.jobs.submit(
                 params.definition, params.params, params.idempotency_key, caller,
-                traceparent=traceparent, also_write=audit,
+                traceparent=traceparent, audit=entry,
             )  # fmt: skip
-            self.s.audit.announce(written[0])
+            self.s.audit.announce(replace(entry, job_id=job.id))
             return JobSubmitResult(job=views.job_view(job), replayed=replayed)
 
         return await self._audited(ctx, "job.submit", run, fields, recorded=True)
