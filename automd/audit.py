@@ -3,20 +3,89 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
-import sqlite3
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from automd import log as automd_log
-from automd.api.methods import AuditEntryView, AuditListParams, AuditListResult
+from automd.api.methods import AuditEntryView, AuditListParams, AuditListResult, AuditNames
 from automd.peer import PeerCredentials
 from automd.store import audit as rows
 from automd.store.db import Store
 
 log = logging.getLogger("automd.audit")
+
+#: Parameters recorded for a call are capped: a failed or denied request may carry anything.
+PARAMS_MAX = 8192
+#: So is an entry's detail (in characters): a validation reason may name a caller's key.
+DETAIL_MAX = 512
+
+
+def capped_params(params: Mapping[str, Any]) -> dict[str, Any]:
+    """Job parameters (secret values already masked) as an entry keeps them: at most
+    PARAMS_MAX bytes of JSON, else only the mark `{"_truncated": true}`."""
+    if len(json.dumps(params, default=str)) > PARAMS_MAX:
+        return {"_truncated": True}
+    return dict(params)
+
+
+def _stored_detail(detail: str | None) -> str | None:
+    """A detail SQLite can store: capped, and lone surrogates a caller's JSON may carry (in
+    a key a validation error names) escaped, as the six characters \\ud800."""
+    if detail is None:
+        return None
+    detail = detail.encode("utf-8", "backslashreplace").decode("utf-8")
+    return detail if len(detail) <= DETAIL_MAX else detail[: DETAIL_MAX - 12] + "…[truncated]"
+
+
+@dataclass
+class AuditNote:
+    """What one call's audit entry will say, filled in as the call learns it.
+
+    The dispatcher makes one for every mutating call and writes it once the outcome is known
+    (AuditLog.settle), unless the use case wrote it in its own transaction (`written`).
+    `params` must have secret values masked, and be capped (capped_params()).
+    """
+
+    peer: PeerCredentials | None
+    method: str
+    at: float
+    definition: str | None = None
+    params: dict[str, Any] | None = None
+    idempotency_key: str | None = None
+    job_id: str | None = None
+    #: The entry as the use case wrote it, with the state it changed (one commit for both).
+    written: rows.AuditRecord | None = None
+
+    def name(self, names: AuditNames) -> None:
+        """Take the names from the call's validated params, where not set more precisely."""
+        self.definition = self.definition or names.get("definition")
+        self.job_id = self.job_id or names.get("job_id")
+        self.idempotency_key = self.idempotency_key or names.get("idempotency_key")
+
+    def record(self, outcome: str, detail: str | None = None) -> rows.AuditRecord:
+        """The entry to write: for a use case that writes it in its own transaction (then
+        set `written`), or for AuditLog.settle."""
+        peer = self.peer
+        return rows.AuditRecord(
+            id=None,
+            at=self.at,
+            uid=-1 if peer is None else peer.uid,
+            gid=-1 if peer is None else peer.gid,
+            pid=-1 if peer is None else peer.pid,
+            process=None if peer is None else peer.process,
+            method=self.method,
+            definition=self.definition,
+            params=None if self.params is None else dict(self.params),
+            idempotency_key=self.idempotency_key,
+            job_id=self.job_id,
+            outcome=outcome,
+            detail=_stored_detail(detail),
+        )
 
 
 class AuditLog:
@@ -29,45 +98,20 @@ class AuditLog:
         self._purge_timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[int]] = set()
 
-    def entry(
-        self,
-        peer: PeerCredentials | None,
-        method: str,
-        outcome: str,
-        *,
-        definition: str | None = None,
-        params: Mapping[str, Any] | None = None,
-        idempotency_key: str | None = None,
-        job_id: str | None = None,
-        detail: str | None = None,
-    ) -> rows.AuditRecord:
-        """An entry to write; `params` must already have secret values masked."""
-        return rows.AuditRecord(
-            id=None,
-            at=self._clock(),
-            uid=-1 if peer is None else peer.uid,
-            gid=-1 if peer is None else peer.gid,
-            pid=-1 if peer is None else peer.pid,
-            process=None if peer is None else peer.process,
-            method=method,
-            definition=definition,
-            params=None if params is None else dict(params),
-            idempotency_key=idempotency_key,
-            job_id=job_id,
-            outcome=outcome,
-            detail=detail,
-        )
+    def note(self, peer: PeerCredentials | None, method: str) -> AuditNote:
+        """A new entry for a call by `peer`, dated now."""
+        return AuditNote(peer, method, self._clock())
 
-    async def record(self, record: rows.AuditRecord) -> None:
-        """Write the entry (committed before this returns), then its journal line."""
+    async def settle(self, note: AuditNote, outcome: str, detail: str | None = None) -> None:
+        """Record the call's entry (committed before this returns), then its journal line;
+        only the journal line when the use case already wrote it (its transaction committed,
+        so that entry stands, whatever went wrong after it)."""
+        if note.written is not None:
+            self.announce(note.written)
+            return
+        record = note.record(outcome, detail)
         await self._store.write(lambda conn: rows.insert(conn, record))
         self.announce(record)
-
-    @staticmethod
-    def write(conn: sqlite3.Connection, record: rows.AuditRecord) -> None:
-        """Write the entry inside another write's transaction (one commit for both); call
-        announce() once that has committed."""
-        rows.insert(conn, record)
 
     def announce(self, record: rows.AuditRecord) -> None:
         """The entry's structured journal line (AUTOMD_AUDIT=1), whatever log.level says."""

@@ -14,6 +14,7 @@ import time
 from collections import Counter, OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from typing import NoReturn
 
 from automd.api.methods import Permission
 from automd.definitions.model import Definition
@@ -27,6 +28,7 @@ ACTION_PREFIX = "org.automd."
 # must not each wait for polkit (~1 ms), yet a changed rule takes effect within seconds.
 CACHE_SECONDS = 5.0
 _CACHE_SIZE = 4096
+_NO_CREDENTIALS = "caller credentials unavailable"
 
 #: (action id, pid, uid, details) -> is the caller authorized? Raises on polkit trouble.
 PolkitCheck = Callable[[str, int, int, Mapping[str, str]], Awaitable[bool]]
@@ -97,10 +99,17 @@ class Authorizer:
     ) -> None:
         decision = await self.decide(peer, permission, definition=definition, details=details)
         if not decision.allowed:
-            self.denials[permission.value] += 1
-            raise PermissionDenied(
-                data={"action": ACTION_PREFIX + permission.value, "reason": decision.reason}
-            )
+            self._deny(permission, decision.reason)
+
+    def authenticate(self, peer: PeerCredentials | None, permission: Permission) -> None:
+        """Deny a caller the kernel gave no credentials for, as decide() does; for a method
+        whose `permission` is asked later, per definition."""
+        if peer is None:
+            self._deny(permission, _NO_CREDENTIALS)
+
+    def _deny(self, permission: Permission, reason: str) -> NoReturn:
+        self.denials[permission.value] += 1
+        raise PermissionDenied(data={"action": ACTION_PREFIX + permission.value, "reason": reason})
 
     async def allowed(self, peer: PeerCredentials | None, permission: Permission) -> bool:
         return (await self.decide(peer, permission)).allowed
@@ -114,7 +123,7 @@ class Authorizer:
         details: Mapping[str, str] | None = None,
     ) -> Decision:
         if peer is None:
-            return Decision(False, "caller credentials unavailable")
+            return Decision(False, _NO_CREDENTIALS)
         if peer.uid == 0:
             return Decision(True, "root")
         if definition is not None and not self._definition_allows(definition, peer):

@@ -26,9 +26,11 @@ from automd.jobs import states as job_states
 from automd.jobs import views
 from automd.jobs.output import JobOutput
 from automd.jobs.queries import JobQueries
+from automd.jobs.requests import JobRequests
 from automd.jobs.service import JobService, JobSettings
 from automd.log import set_level, setup_logging
 from automd.metrics import Gauges, Metrics
+from automd.rpc.guard import Guard
 from automd.rpc.handlers import Handlers, Services
 from automd.rpc.http import MetricsServer, RpcServer
 from automd.rpc.protocol import Dispatcher
@@ -207,17 +209,17 @@ class Daemon:
         system = SystemInfo(store, bus, {"journal": logs.health, "queue": jobs.queue_health})
         services = Services(
             system=system,
-            jobs=jobs,
+            jobs=JobRequests(jobs, self.registry, self.authz),
             queries=JobQueries(store),
             registry=self.registry,
             reload=self._reload_definitions,
-            authz=self.authz,
             audit=self.audit,
             output=JobOutput(jobs, logs),
         )
         dispatcher = Dispatcher(
             METHODS,
             Handlers(services).table(),
+            guard=Guard(self.authz, self.audit),
             max_batch_size=self.config.server.max_batch_size,
             observe=self.metrics.rpc.observe,
         )

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, TypedDict
 
 from pydantic import (
     AfterValidator,
@@ -22,10 +22,24 @@ from pydantic import (
 )
 
 
+class AuditNames(TypedDict, total=False):
+    """What an audit entry names about a call, taken from its validated params."""
+
+    definition: str
+    job_id: str
+    idempotency_key: str
+
+
 class Params(BaseModel):
     """Base of every params model: unknown members are errors, never silently ignored."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+    def audit_names(self) -> AuditNames:
+        """The job, definition and idempotency key this call is about, for its audit entry:
+        names only, never free-form values (job parameters are recorded, masked, by the use
+        case that knows which are secret)."""
+        return {}
 
 
 class Result(BaseModel):
@@ -172,6 +186,12 @@ class JobSubmitParams(Params):
         "header, else a new trace",
     )
 
+    def audit_names(self) -> AuditNames:
+        names = AuditNames(definition=self.definition)
+        if self.idempotency_key is not None:
+            names["idempotency_key"] = self.idempotency_key
+        return names
+
 
 class JobSubmitResult(Result):
     job: JobView
@@ -180,6 +200,9 @@ class JobSubmitResult(Result):
 
 class JobIdParams(Params):
     id: JobId
+
+    def audit_names(self) -> AuditNames:
+        return AuditNames(job_id=self.id)
 
 
 class JobGetResult(Result):
@@ -206,6 +229,9 @@ class JobLogsParams(Params):
         description="stream entries as they are written until the job ends (docs/api.md, "
         "Following logs); not allowed in a batch or a notification",
     )
+
+    def audit_names(self) -> AuditNames:
+        return AuditNames(job_id=self.id)
 
 
 class LogEntryView(Result):
@@ -274,6 +300,9 @@ class DefinitionListResult(Result):
 class DefinitionGetParams(Params):
     name: DefinitionName
 
+    def audit_names(self) -> AuditNames:
+        return AuditNames(definition=self.name)
+
 
 class DefinitionView(Result):
     name: str
@@ -308,6 +337,12 @@ class Permission(StrEnum):
     RUN = "run"
     CANCEL = "cancel"
     ADMIN = "admin"
+
+    @property
+    def per_definition(self) -> bool:
+        """Asked of polkit with the definition and its parameters as details (docs/polkit.md),
+        so only the use case that knows them can ask it; the dispatcher asks the others."""
+        return self is Permission.RUN
 
 
 class AuditListParams(Params):
@@ -349,7 +384,8 @@ class MethodSpec:
     result: type[Result | DiscoverResult]
     summary: str
     permission: Permission
-    #: Changes state: recorded in the audit trail (denials of any method are recorded too).
+    #: Changes state: the dispatcher records every call in the audit trail, whatever its
+    #: outcome (denials of any method are recorded too).
     mutating: bool = False
 
 

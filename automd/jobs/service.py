@@ -17,7 +17,7 @@ import random
 import sqlite3
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from automd.api.methods import HealthCheck
@@ -42,7 +42,9 @@ from automd.jobs.reconcile import Reconciler
 from automd.jobs.settings import JobSettings
 from automd.jobs.states import FINISHED_STATES, JobState, move
 from automd.jobs.timers import RetryTimers
+from automd.store import audit as audit_rows
 from automd.store import jobs as rows
+from automd.store.audit import AuditRecord
 from automd.store.db import Store
 from automd.store.jobs import JobRecord
 from automd.systemd.units import Systemd, UnitOutcome
@@ -159,12 +161,12 @@ class JobService:
         caller: Caller,
         *,
         traceparent: str | None = None,
-        also_write: Callable[[sqlite3.Connection, JobRecord], None] | None = None,
+        audit: AuditRecord | None = None,
     ) -> tuple[JobRecord, bool]:
         """Durably queue a job (committed and synced before this returns); (job, replayed).
 
-        `also_write(conn, job)` runs in the same transaction (the audit entry), for the job
-        created or the one replayed: both reach the disk in one commit, or neither does.
+        `audit` is written in the same transaction, naming the job created or the one
+        replayed (its job_id): both reach the disk in one commit, or neither does.
         """
         definition = self._registry.get(definition_name)
         if definition is None:
@@ -196,8 +198,8 @@ class JobService:
                         )
                     earlier = rows.load_job(conn, earlier_id)
                     assert earlier is not None
-                    if also_write is not None:
-                        also_write(conn, earlier)
+                    if audit is not None:
+                        audit_rows.insert(conn, replace(audit, job_id=earlier.id))
                     return earlier, True
             rows.insert_job(conn, job)
             if idempotency_key is not None:
@@ -212,8 +214,8 @@ class JobService:
             rows.insert_event(
                 conn, job.id, now, JobState.QUEUED, detail=f"submitted by uid {caller.uid}"
             )
-            if also_write is not None:
-                also_write(conn, job)
+            if audit is not None:
+                audit_rows.insert(conn, replace(audit, job_id=job.id))
             return job, False
 
         record, replayed = await self._store.write(write)

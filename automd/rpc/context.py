@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from automd.audit import AuditNote
 from automd.peer import PeerCredentials
 from automd.trace import TraceContext
 
@@ -16,3 +17,6 @@ class CallContext:
     #: The caller's trace (traceparent header); automd.trace.current_trace() is the one in
     #: effect (a new one when the caller sent none).
     trace: TraceContext | None = None
+    #: The audit entry of a mutating call, set by the dispatcher (rpc/guard.py), which
+    #: records it whatever the outcome; the use case fills in what it learns.
+    audit: AuditNote | None = None

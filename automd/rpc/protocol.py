@@ -13,11 +13,11 @@ import logging
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import BaseModel, ValidationError
 
-from automd.api.methods import MethodSpec
+from automd.api.methods import MethodSpec, Params
 from automd.errors import (
     AutomdError,
     BatchTooLarge,
@@ -52,6 +52,23 @@ class ResultStream:
 Handler = Callable[[Any, CallContext], Awaitable[BaseModel | ResultStream]]
 #: Told of every request: its method (as sent), error code (None: success) and duration.
 Observer = Callable[[Any, int | None, float], None]
+
+
+class Guard(Protocol):
+    """What runs around every handler (rpc/guard.py): authorization and the audit trail."""
+
+    async def admit(self, spec: MethodSpec, ctx: CallContext, raw_params: Any) -> CallContext:
+        """Before the params are validated: authenticate and check the method's permission
+        (raising a recorded denial). The context returned carries `audit` for a call that
+        settle() must record."""
+        ...
+
+    async def settle(
+        self, ctx: CallContext, params: Params | None, error: AutomdError | None
+    ) -> None:
+        """After a call admitted with `ctx.audit`: record its outcome (params None: they did
+        not validate)."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -139,6 +156,7 @@ class Dispatcher:
         methods: Mapping[str, MethodSpec],
         handlers: Mapping[str, Handler],
         *,
+        guard: Guard,
         max_batch_size: int,
         observe: Observer | None = None,
     ) -> None:
@@ -148,6 +166,7 @@ class Dispatcher:
             raise ValueError(f"handlers out of step with API: missing {missing}, unknown {unknown}")
         self._methods = methods
         self._handlers = handlers
+        self._guard = guard
         self.max_batch_size = max_batch_size
         self._observe = observe
 
@@ -234,15 +253,17 @@ class Dispatcher:
     async def _call(
         self, spec: MethodSpec, raw_params: Any, ctx: CallContext
     ) -> bytes | ResultStream:
-        try:
-            params = spec.params.model_validate(raw_params)
-        except ValidationError as exc:
-            raise InvalidParams(data=describe_validation_error(exc)) from None
+        """Authenticate, check the method's permission, validate the params, run the handler
+        (docs/security.md); a mutating call is recorded in the audit trail whatever happens."""
         # Every call runs under a trace (the caller's, else a new one); its log lines say so.
         uid = None if ctx.peer is None else ctx.peer.uid
         token = CURRENT_REQUEST.set(RequestLogContext(ctx.trace, spec.name, uid))
         try:
-            result = await self._handlers[spec.name](params, ctx)
+            ctx = await self._guard.admit(spec, ctx, raw_params)
+            if ctx.audit is None:  # nothing to record (the hot path: reads)
+                params = self._validate(spec, raw_params)
+                return self._reply(spec, await self._handlers[spec.name](params, ctx), ctx)
+            return await self._recorded(spec, raw_params, ctx)
         except AutomdError:
             raise
         except Exception as exc:
@@ -251,6 +272,34 @@ class Dispatcher:
             raise InternalError() from exc
         finally:
             CURRENT_REQUEST.reset(token)
+
+    async def _recorded(
+        self, spec: MethodSpec, raw_params: Any, ctx: CallContext
+    ) -> bytes | ResultStream:
+        """A call the guard records, whatever its outcome."""
+        params = None
+        try:
+            params = self._validate(spec, raw_params)
+            result = self._reply(spec, await self._handlers[spec.name](params, ctx), ctx)
+        except Exception as exc:
+            error = exc if isinstance(exc, AutomdError) else InternalError()
+            await self._guard.settle(ctx, params, error)
+            raise
+        await self._guard.settle(ctx, params, None)
+        return result
+
+    @staticmethod
+    def _validate(spec: MethodSpec, raw_params: Any) -> Params:
+        try:
+            return spec.params.model_validate(raw_params)
+        except ValidationError as exc:
+            raise InvalidParams(data=describe_validation_error(exc)) from None
+
+    @staticmethod
+    def _reply(
+        spec: MethodSpec, result: BaseModel | ResultStream, ctx: CallContext
+    ) -> bytes | ResultStream:
+        """The handler's result as JSON bytes (or the stream it may return)."""
         if isinstance(result, ResultStream) and ctx.streaming:
             return result
         if not isinstance(result, spec.result):

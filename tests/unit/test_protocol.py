@@ -88,10 +88,26 @@ HANDLERS: dict[str, Handler] = {
 CTX = CallContext(peer=PeerCredentials(pid=42, uid=1000, gid=1000))
 
 
+class OpenDoor:
+    """Admits every call and records nothing: these tests are about JSON-RPC, not access
+    (tests/unit/test_guard.py is)."""
+
+    async def admit(self, spec: MethodSpec, ctx: CallContext, raw_params: Any) -> CallContext:
+        return ctx
+
+    async def settle(
+        self, ctx: CallContext, params: Params | None, error: AutomdError | None
+    ) -> None:
+        raise AssertionError("no call here is recorded")
+
+
+OPEN = OpenDoor()
+
+
 @pytest.fixture
 def dispatcher() -> Dispatcher:
     calls.clear()
-    return Dispatcher(METHODS, HANDLERS, max_batch_size=5)
+    return Dispatcher(METHODS, HANDLERS, guard=OPEN, max_batch_size=5)
 
 
 async def rpc(dispatcher: Dispatcher, payload: Any) -> Any:
@@ -313,10 +329,13 @@ async def test_batch_with_invalid_json_is_a_single_parse_error(dispatcher: Dispa
 def test_handlers_must_match_the_api() -> None:
     with pytest.raises(ValueError, match=r"missing \['t.whoami'\]"):
         Dispatcher(
-            METHODS, {k: v for k, v in HANDLERS.items() if k != "t.whoami"}, max_batch_size=1
+            METHODS,
+            {k: v for k, v in HANDLERS.items() if k != "t.whoami"},
+            guard=OPEN,
+            max_batch_size=1,
         )
     with pytest.raises(ValueError, match=r"unknown \['t.extra'\]"):
-        Dispatcher(METHODS, {**HANDLERS, "t.extra": echo}, max_batch_size=1)
+        Dispatcher(METHODS, {**HANDLERS, "t.extra": echo}, guard=OPEN, max_batch_size=1)
 
 
 def _integer_fields() -> list[tuple[str, str]]:
@@ -399,7 +418,10 @@ async def test_a_stream_where_none_is_allowed_is_an_internal_error(
     dispatcher: Dispatcher, caplog: pytest.LogCaptureFixture
 ) -> None:
     always = Dispatcher(
-        METHODS, {**HANDLERS, "t.count": lambda p, c: count(p, STREAMING)}, max_batch_size=5
+        METHODS,
+        {**HANDLERS, "t.count": lambda p, c: count(p, STREAMING)},
+        guard=OPEN,
+        max_batch_size=5,
     )
     with caplog.at_level(logging.ERROR):
         reply = await always.handle(json.dumps(req("t.count", {"text": "x"})).encode(), CTX)
