@@ -357,6 +357,54 @@ async def test_replies_are_ascii_json_even_for_lone_surrogates(hostile: DaemonPr
     assert reply.json()["error"]["data"] == {"method": "\udfff"}
 
 
+async def test_method_of_array_or_object_is_invalid_request_not_http_500(
+    hostile: DaemonProcess,
+) -> None:
+    """Regression (issue 13): a "method" that was an array or an object reached the metrics
+    observer before it was type-checked (`method in METHODS`: TypeError, unhashable type), and
+    the request got HTTP 500 / -32603 and its connection was closed.
+
+    Checked: this test fails on the code before the fix (the fix's automd/ changes stashed).
+    """
+    conn = await Connection.open(hostile.socket_path)
+    for method in ([], {}, ["system.version"], {"name": "system.version"}):
+        body = json.dumps({"jsonrpc": "2.0", "method": method, "id": 1}).encode()
+        reply = await conn.post(body)
+        assert reply.status == 200, (method, reply.status, reply.body[:200])
+        assert reply.json() == {
+            "jsonrpc": "2.0",
+            "error": {"code": INVALID, "message": "Invalid Request",
+                      "data": '"method" must be a string'},
+            "id": 1,
+        }  # fmt: skip
+        assert "connection" not in reply.headers  # kept alive: the next request is served
+    assert (await conn.call("system.version"))["result"]["version"] == __version__
+
+
+async def test_batch_with_a_method_of_array_keeps_the_job_id_of_its_submit(
+    hostile: DaemonProcess,
+) -> None:
+    """Regression (issue 13): in a batch, an element whose "method" was an array failed the
+    whole batch with HTTP 500, while a valid job.submit beside it created a job whose id the
+    caller never received. Now that element alone is -32600.
+
+    Checked: this test fails on the code before the fix (the fix's automd/ changes stashed).
+    """
+    conn = await Connection.open(hostile.socket_path)
+    bad = {"jsonrpc": "2.0", "method": [], "id": "bad"}
+    good = {"jsonrpc": "2.0", "method": "job.submit", "id": "good",
+            "params": {"definition": "printf", "params": {"text": "batch"}}}  # fmt: skip
+    reply = await conn.post(json.dumps([bad, good]).encode())
+    assert reply.status == 200, reply.body[:200]
+    by_id = {item["id"]: item for item in reply.json()}
+    assert set(by_id) == {"bad", "good"}
+    assert by_id["bad"]["error"]["code"] == INVALID
+    job_id = by_id["good"]["result"]["job"]["id"]
+    found = await conn.call("job.get", {"id": job_id})
+    assert found["result"]["job"]["params"]["text"] == "batch"
+    await assert_serving(hostile.socket_path)
+
+
 async def test_chunk_declared_huge_then_stalled_gets_408(hostile: DaemonProcess) -> None:
     # A 1 GiB chunk announced, three bytes sent: the body deadline applies, not the size.
     reply, seconds = await exchange_ok(hostile.socket_path, chunked(b"40000000\r\nabc"))
