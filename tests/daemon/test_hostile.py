@@ -405,6 +405,44 @@ async def test_batch_with_a_method_of_array_keeps_the_job_id_of_its_submit(
     await assert_serving(hostile.socket_path)
 
 
+EVERY_JSON_TYPE = [None, False, 0, -1.5, 2**64, "", "system.version", [], ["x"], {}, {"a": [1]}]
+
+
+def _expected(member: str, value: Any) -> int | None:
+    """The error code of system.version with `member` set to `value` (None: a result)."""
+    if member == "method":
+        return None if value == "system.version" else NOT_FOUND if value == "" else INVALID
+    if member == "id":
+        return None if value is None or type(value) in (str, int) else INVALID
+    if isinstance(value, dict | list):  # params: by name; [] is no params
+        return PARAMS if value else None
+    return INVALID
+
+
+@pytest.mark.parametrize("member", ["method", "id", "params"])
+async def test_members_of_every_json_type_alone_and_beside_a_submit(
+    hostile: DaemonProcess, member: str
+) -> None:
+    conn = await Connection.open(hostile.socket_path)
+    for value in EVERY_JSON_TYPE:
+        request = {"jsonrpc": "2.0", "method": "system.version", "id": "x", member: value}
+        expected = _expected(member, value)
+        reply_id = None if member == "id" and expected == INVALID else request["id"]
+        submit = {"jsonrpc": "2.0", "method": "job.submit", "id": "submit",
+                  "params": {"definition": "printf", "params": {"text": "beside"}}}  # fmt: skip
+        alone = await conn.post(json.dumps(request).encode())
+        batch = await conn.post(json.dumps([request, submit]).encode())
+        assert (alone.status, batch.status) == (200, 200), (member, value)
+        replies = [alone.json(), *(r for r in batch.json() if r["id"] != "submit")]
+        for reply in replies:
+            assert reply["id"] == reply_id, (member, value, reply)
+            assert reply.get("error", {}).get("code") == expected, (member, value, reply)
+        (submitted,) = [r for r in batch.json() if r["id"] == "submit"]
+        job = await conn.call("job.get", {"id": submitted["result"]["job"]["id"]})
+        assert job["result"]["job"]["params"] == {"text": "beside", "n": 0}
+    await assert_serving(hostile.socket_path)
+
+
 async def test_chunk_declared_huge_then_stalled_gets_408(hostile: DaemonProcess) -> None:
     # A 1 GiB chunk announced, three bytes sent: the body deadline applies, not the size.
     reply, seconds = await exchange_ok(hostile.socket_path, chunked(b"40000000\r\nabc"))
