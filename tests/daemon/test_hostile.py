@@ -521,7 +521,7 @@ async def test_audit_list_survives_lone_surrogates_in_a_failed_submit(
 
 SET_COMM_AND_SUBMIT = """
 import ctypes, json, os, socket, sys
-ctypes.CDLL(None).prctl(15, ctypes.c_char_p(b"\\xff\\xfeab"), 0, 0, 0)  # PR_SET_NAME
+ctypes.CDLL(None).prctl(15, ctypes.c_char_p(bytes.fromhex(sys.argv[2])), 0, 0, 0)  # PR_SET_NAME
 body = json.dumps({"jsonrpc": "2.0", "method": "job.submit", "id": 1,
                    "params": {"definition": "no-such-job"}}).encode()
 sock = socket.socket(socket.AF_UNIX)
@@ -541,17 +541,33 @@ print(os.getpid(), reply.partition(b"\\r\\n\\r\\n")[2].decode())
 async def test_caller_named_in_invalid_utf8_is_still_audited(hostile: DaemonProcess) -> None:
     # Regression: the audit read /proc/PID/comm as strict UTF-8; a caller that named itself
     # b"\xff..." (prctl PR_SET_NAME, no privilege needed) got -32603 and went unaudited.
+    assert await audited_process_name(hostile, b"\xff\xfeab") == "\ufffd\ufffdab"
+
+
+async def audited_process_name(daemon: DaemonProcess, comm: bytes) -> str:
+    """The `process` of the audit entry of a caller that named itself `comm`."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", SET_COMM_AND_SUBMIT, str(hostile.socket_path),
+        sys.executable, "-c", SET_COMM_AND_SUBMIT, str(daemon.socket_path), comm.hex(),
         stdout=asyncio.subprocess.PIPE,
     )  # fmt: skip
     async with asyncio.timeout(20):
         out, _ = await proc.communicate()
     pid, body = out.decode().split(" ", 1)
     assert json.loads(body)["error"]["code"] == ErrorCode.UNKNOWN_DEFINITION
-    entries = (await call(hostile.socket_path, "audit.list", {"method": "job.submit"}))["result"]
+    entries = (await call(daemon.socket_path, "audit.list", {"method": "job.submit"}))["result"]
     entry = next(e for e in entries["entries"] if e["pid"] == int(pid))
-    assert entry["process"] == "\ufffd\ufffdab"
+    process: str = entry["process"]
+    return process
+
+
+async def test_caller_named_with_control_characters_is_audited_escaped(
+    hostile: DaemonProcess,
+) -> None:
+    # A caller names itself (prctl PR_SET_NAME, no privilege): a newline would forge a line of
+    # the audit trail on stderr, and an ESC makes journalctl show the entry as "[blob data]".
+    name = await audited_process_name(hostile, b"a\nb\x1b[8mc")
+    assert name == "a\\nb\\x1b[8mc"
+    assert "audit: uid 0 (a\\nb\\x1b[8mc, pid" in hostile.output()
 
 
 async def test_compressed_body_is_refused_without_inflating_it(hostile: DaemonProcess) -> None:
