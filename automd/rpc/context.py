@@ -16,3 +16,6 @@ class CallContext:
     #: The caller's trace (traceparent header); automd.trace.current_trace() is the one in
     #: effect (a new one when the caller sent none).
     trace: TraceContext | None = None
+    #: The Idempotency-Key header as sent (latin-1), or None. Checked and applied in one place,
+    #: where the dispatcher resolves a call's params (job.submit's idempotency_key).
+    idempotency_key: str | None = None

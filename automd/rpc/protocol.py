@@ -27,6 +27,7 @@ from automd.errors import (
     MethodNotFound,
     ParseError,
 )
+from automd.rpc import idempotency
 from automd.rpc.context import CallContext
 from automd.trace import CURRENT_REQUEST, RequestLogContext
 
@@ -167,6 +168,8 @@ class Dispatcher:
                     data={"max_batch_size": self.max_batch_size, "received": len(payload)}
                 )
                 return encode(error_reply(None, too_large))
+            if ctx.idempotency_key is not None:  # one key cannot name several submits
+                return encode(error_reply(None, InvalidRequest(data=idempotency.BATCH_REFUSED)))
             in_batch = dataclasses.replace(ctx, streaming=False)
             replies = await asyncio.gather(*(self.handle_one(item, in_batch) for item in payload))
             answered = [reply for reply in replies if isinstance(reply, bytes)]
@@ -196,6 +199,7 @@ class Dispatcher:
             reply_id, is_notification = request_id, "id" not in request
             spec, params = self._validate_envelope(request)
             method = spec.name
+            params = idempotency.with_header(spec, params, ctx.idempotency_key)
             if is_notification and ctx.streaming:
                 ctx = dataclasses.replace(ctx, streaming=False)
             result = await self._call(spec, params, ctx)
