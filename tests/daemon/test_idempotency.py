@@ -5,7 +5,9 @@ No systemd on the host: submitted jobs wait in the queue, which is all these tes
 
 from __future__ import annotations
 
+import asyncio
 import json
+import sys
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -156,3 +158,36 @@ async def test_the_audit_entry_names_the_key_from_the_header(conn: Connection) -
     entries = (await conn.call("audit.list", {"method": "job.submit"}))["result"]["entries"]
     entry = next(e for e in entries if e["job_id"] == job["id"])
     assert entry["idempotency_key"] == "audited"
+
+
+async def automctl(daemon: DaemonProcess, *args: str) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "automd.ctl.main", "--socket", str(daemon.socket_path), *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    async with asyncio.timeout(30):
+        out, err = await proc.communicate()
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def test_automctl_run_with_an_idempotency_key_replays_the_same_job(
+    daemon: DaemonProcess,
+) -> None:
+    run = ("run", "echo", "text=ctl", "--idempotency-key", "ctl-nightly")
+    code, first, err = await automctl(daemon, *run, "-q")
+    assert code == 0, err
+    code, again, err = await automctl(daemon, *run, "-q")
+    assert code == 0, err
+    assert again == first  # the job id, once per key
+    code, human, _ = await automctl(daemon, *run)
+    assert human == f"Job {first.strip()} queued (an earlier job with this idempotency key)\n"
+    code, out, _ = await automctl(daemon, *run, "--json")
+    submitted = json.loads(out)
+    assert (submitted["replayed"], submitted["job"]["id"]) == (True, first.strip())
+    assert submitted["job"]["idempotency_key"] == "ctl-nightly"
+    # Other params under the same key: the daemon's conflict, exit status 1.
+    code, _, err = await automctl(daemon, "run", "echo", "text=other", "--idempotency-key",
+                                  "ctl-nightly")  # fmt: skip
+    assert code == 1
+    assert "1004" in err
