@@ -61,7 +61,9 @@ class RpcMetrics:
         )
         self._children: dict[tuple[str, int | None], tuple[Any, Any]] = {}
 
-    def observe(self, method: Any, code: int | None, seconds: float) -> None:
+    def observe(self, method: str | None, code: int | None, seconds: float) -> None:
+        """`method`: the name of the method called, None when the request named none."""
+        # Only the API's names become label values: a caller cannot mint time series.
         label = method if method in METHODS else OTHER_METHOD
         key = (label, code)
         children = self._children.get(key)

@@ -24,13 +24,25 @@ class PeerCredentials:
 
 
 def process_name(pid: int) -> str | None:
-    """A process's command name, best effort (the process may be gone already)."""
+    """A process's command name, best effort (the process may be gone already), printable."""
     try:
         # Any process may name itself any bytes (PR_SET_NAME): never fail on invalid UTF-8.
         text = Path(f"/proc/{pid}/comm").read_text(encoding="utf-8", errors="replace")
-        return text.strip() or None
     except OSError:
         return None
+    return printable(text.strip()) or None
+
+
+def printable(text: str) -> str:
+    """`text` with control and other non-printable characters escaped (\\n, \\x1b).
+
+    A caller's command name is caller data: it goes into the audit trail's journal line,
+    where a newline could forge a line of stderr output and an escape character makes
+    journalctl show the entry as "[blob data]", hiding it from whoever reads the trail.
+    """
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
 
 
 class SocketLike(Protocol):

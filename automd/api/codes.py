@@ -4,13 +4,17 @@ from enum import IntEnum
 
 #: Version of the JSON-RPC API (methods, params, results, error codes). See docs/api.md for
 #: the compatibility policy: additions bump the minor version, removals or changes the major.
-API_VERSION = "0.3.1"
+API_VERSION = "0.4.0"
 
 #: Where the daemon listens when socket-activated by the shipped automd.socket.
 DEFAULT_SOCKET = "/run/automd.sock"
 
 #: HTTP path of the JSON-RPC endpoint.
 RPC_PATH = "/rpc"
+
+#: HTTP header that may carry job.submit's idempotency key (IETF httpapi draft "The
+#: Idempotency-Key HTTP Header Field"; docs/api.md).
+IDEMPOTENCY_KEY_HEADER = "Idempotency-Key"
 
 #: Content type of a streamed reply: one JSON-RPC message per line (docs/api.md).
 STREAM_CONTENT_TYPE = "application/x-ndjson"

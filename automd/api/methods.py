@@ -178,7 +178,11 @@ class JobEventView(Result):
 class JobSubmitParams(Params):
     definition: DefinitionName
     params: dict[str, JsonValue] = Field(default_factory=dict)
-    idempotency_key: IdempotencyKey | None = None
+    idempotency_key: IdempotencyKey | None = Field(
+        None,
+        description="submit at most once per key (per caller); default: the request's "
+        "Idempotency-Key header (docs/api.md)",
+    )
     traceparent: str | None = Field(
         None,
         pattern=TRACEPARENT_PATTERN,

@@ -20,3 +20,6 @@ class CallContext:
     #: The audit entry of a mutating call, set by the dispatcher (rpc/guard.py), which
     #: records it whatever the outcome; the use case fills in what it learns.
     audit: AuditNote | None = None
+    #: The Idempotency-Key header as sent (latin-1), or None. Checked and applied in one place,
+    #: where the dispatcher resolves a call's params (job.submit's idempotency_key).
+    idempotency_key: str | None = None

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from automd.api.codes import RPC_PATH, STREAM_CONTENT_TYPE
+from automd.api.codes import IDEMPOTENCY_KEY_HEADER, RPC_PATH, STREAM_CONTENT_TYPE
 from automd.config import ServerSettings
 from automd.errors import (
     AutomdError,
@@ -44,6 +44,7 @@ _REFUSAL_LOG_INTERVAL = 1.0  # seconds between "refusing connections" lines
 METRICS_PATH = "/metrics"
 _METRICS_PATH = METRICS_PATH.encode()
 _RPC_PATH = RPC_PATH.encode()
+_IDEMPOTENCY_KEY = IDEMPOTENCY_KEY_HEADER.lower().encode()
 #: Renders the metrics page: (body, content type).
 MetricsPage = Callable[[], Awaitable[tuple[bytes, str]]]
 # What both listeners answer to a metrics request that is not GET or HEAD.
@@ -235,11 +236,14 @@ class RpcServer:
         self, request: Request, connection: HttpConnection
     ) -> Reply | StreamedReply:
         self.requests_total += 1
-        traceparent = request.headers.get(b"traceparent")
+        headers = request.headers
+        traceparent = headers.get(b"traceparent")
+        idempotency_key = headers.get(_IDEMPOTENCY_KEY)
         ctx = CallContext(
             peer=connection.peer,
             streaming=True,
             trace=None if traceparent is None else parse_traceparent(traceparent.decode("latin-1")),
+            idempotency_key=None if idempotency_key is None else idempotency_key.decode("latin-1"),
         )
         reply = await self._dispatcher.handle(request.body, ctx)
         if reply is None:

@@ -27,6 +27,7 @@ from automd.errors import (
     MethodNotFound,
     ParseError,
 )
+from automd.rpc import idempotency
 from automd.rpc.context import CallContext
 from automd.trace import CURRENT_REQUEST, RequestLogContext
 
@@ -50,8 +51,10 @@ class ResultStream:
 
 
 Handler = Callable[[Any, CallContext], Awaitable[BaseModel | ResultStream]]
-#: Told of every request: its method (as sent), error code (None: success) and duration.
-Observer = Callable[[Any, int | None, float], None]
+#: Told of every request: the name of the method it called (None when it named none of the
+#: dispatcher's methods: never anything else the caller sent), its error code (None:
+#: success) and its duration.
+Observer = Callable[[str | None, int | None, float], None]
 
 
 class Guard(Protocol):
@@ -184,6 +187,8 @@ class Dispatcher:
                     data={"max_batch_size": self.max_batch_size, "received": len(payload)}
                 )
                 return encode(error_reply(None, too_large))
+            if ctx.idempotency_key is not None:  # one key cannot name several submits
+                return encode(error_reply(None, InvalidRequest(data=idempotency.BATCH_REFUSED)))
             in_batch = dataclasses.replace(ctx, streaming=False)
             replies = await asyncio.gather(*(self.handle_one(item, in_batch) for item in payload))
             answered = [reply for reply in replies if isinstance(reply, bytes)]
@@ -194,40 +199,55 @@ class Dispatcher:
         """One request object -> its encoded reply (or a stream), or None for a notification.
 
         A stream is possible only when `ctx.streaming` is set and the request has an id.
+        Each member is type-checked before anything uses it, and only checked values flow on:
+        the reply's id once it is valid, the method's spec once it names one. The observer and
+        the log are told that spec's name or nothing (a caller's `"method": []` once reached
+        the metrics as it was, and took its request, or its whole batch, down with a 500).
         """
-        if not isinstance(request, dict):
-            return encode(error_reply(None, InvalidRequest(data="request must be a JSON object")))
-        is_notification = "id" not in request
-        request_id = request.get("id")
-        if not _is_valid_id(request_id):
-            invalid_id = InvalidRequest(data='"id" must be a string, an integer or null')
-            return encode(error_reply(None, invalid_id))
-        if is_notification and ctx.streaming:
-            ctx = dataclasses.replace(ctx, streaming=False)
         started = time.perf_counter()
+        reply_id: str | int | None = None  # null until the request's id is known to be valid
+        is_notification = False
+        method: str | None = None
         code: int | None = None
         try:
+            if not isinstance(request, dict):
+                raise InvalidRequest(data="request must be a JSON object")
+            request_id = request.get("id")
+            if not _is_valid_id(request_id):
+                raise InvalidRequest(data='"id" must be a string, an integer or null')
+            reply_id, is_notification = request_id, "id" not in request
             spec, params = self._validate_envelope(request)
+            method = spec.name
+            params = idempotency.with_header(spec, params, ctx.idempotency_key)
+            if is_notification and ctx.streaming:
+                ctx = dataclasses.replace(ctx, streaming=False)
             result = await self._call(spec, params, ctx)
         except AutomdError as exc:
             code = int(exc.code)
             if is_notification and not isinstance(exc, InvalidRequest):
-                log.debug("notification %r failed: %s", request.get("method"), exc.message)
+                log.debug("notification of %s failed: %s", method or "no method", exc.message)
                 return None
-            return encode(error_reply(request_id, exc))
+            return encode(error_reply(reply_id, exc))
         finally:
-            if self._observe is not None:
-                self._observe(request.get("method"), code, time.perf_counter() - started)
+            self._tell_observer(method, code, started)
         if isinstance(result, ResultStream):
-            return StreamReply(request_id, result)
+            return StreamReply(reply_id, result)
         # The result is serialised by pydantic (Rust) straight to bytes; only the id is ours.
         return (
-            None
-            if is_notification
-            else _RESULT_HEAD + result + b',"id":' + encode(request_id) + b"}"
+            None if is_notification else _RESULT_HEAD + result + b',"id":' + encode(reply_id) + b"}"
         )
 
-    def _validate_envelope(self, request: dict[str, Any]) -> tuple[MethodSpec, Any]:
+    def _tell_observer(self, method: str | None, code: int | None, started: float) -> None:
+        if self._observe is None:
+            return
+        try:
+            self._observe(method, code, time.perf_counter() - started)
+        except Exception:
+            # The call has happened: a broken metric must not cost the caller its reply (in a
+            # batch, every reply, a submitted job's id among them).
+            log.exception("observing a request of %s failed", method or "no method")
+
+    def _validate_envelope(self, request: dict[str, Any]) -> tuple[MethodSpec, dict[str, Any]]:
         if request.get("jsonrpc") != "2.0":
             raise InvalidRequest(data='"jsonrpc" must be exactly "2.0"')
         extra = sorted(request.keys() - _ENVELOPE_MEMBERS)

@@ -42,7 +42,8 @@ LINGER_SECONDS = 5.0
 
 
 class Request:
-    """One request, as much as automd reads of it: header names are lowercased."""
+    """One request, as much as automd reads of it: header names are lowercased, and the lines
+    of a field sent more than once are joined with ", "."""
 
     __slots__ = ("body", "headers", "keep_alive", "method", "path", "refusal")
 
@@ -271,7 +272,11 @@ class HttpConnection(asyncio.Protocol):
         if self._head_size > MAX_HEAD_BYTES:
             self._fail(400, f"request head larger than {MAX_HEAD_BYTES} bytes")
             raise _Stop
-        self._headers[name.lower()] = value
+        name = name.lower()
+        earlier = self._headers.get(name)
+        # A field sent twice is one list (RFC 9110, 5.3), not the last line: two
+        # Idempotency-Keys or Content-Types must not silently become the second one.
+        self._headers[name] = value if earlier is None else earlier + b", " + value
 
     def on_headers_complete(self) -> None:
         self._in_head = False

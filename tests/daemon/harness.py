@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -28,6 +29,14 @@ class DaemonProcess:
         self.notifications: list[str] = []
         self._notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self._notify.bind(str(workdir / "notify.sock"))
+        self._notify.settimeout(0.2)
+        # Read all the time, as PID 1 does: the kernel queues only a few datagrams
+        # (net.unix.max_dgram_qlen, 10 here), and once they are unread the daemon's next
+        # sd_notify blocks (automd's event loop with it) until one is read.
+        self._seen = threading.Condition()
+        self._closed = False
+        self._reader = threading.Thread(target=self._read_notifications, daemon=True)
+        self._reader.start()
         self.proc: subprocess.Popen[bytes] | None = None
 
     @classmethod
@@ -66,24 +75,37 @@ class DaemonProcess:
         """The first sd_notify message holding `field` as a whole line (e.g. READY=1)."""
         return self.wait_for_message(lambda message: field in message.split("\n"), timeout)
 
-    def wait_for_message(self, matches: Callable[[str], bool], timeout: float = 15.0) -> str:
-        deadline = time.monotonic() + timeout
-        for seen in self.notifications:
-            if matches(seen):
-                return seen
-        while time.monotonic() < deadline:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                raise AssertionError(f"automd exited {self.proc.returncode}: {self.output()}")
-            self._notify.settimeout(max(0.01, min(0.2, deadline - time.monotonic())))
+    def _read_notifications(self) -> None:
+        while not self._closed:
             try:
                 message = self._notify.recv(4096).decode()
             except TimeoutError:
                 continue
-            self.notifications.append(message)
-            if matches(message):
-                return message
-        raise AssertionError(f"no matching message within {timeout}s; got {self.notifications}")
+            except OSError:
+                return
+            with self._seen:
+                self.notifications.append(message)
+                self._seen.notify_all()
+
+    def wait_for_message(self, matches: Callable[[str], bool], timeout: float = 15.0) -> str:
+        """The first message seen so far (or arriving within `timeout`) that `matches`."""
+        deadline = time.monotonic() + timeout
+        checked = 0
+        with self._seen:
+            while True:
+                for message in self.notifications[checked:]:
+                    if matches(message):
+                        return message
+                checked = len(self.notifications)
+                assert self.proc is not None
+                if self.proc.poll() is not None:
+                    raise AssertionError(f"automd exited {self.proc.returncode}: {self.output()}")
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise AssertionError(
+                        f"no matching message within {timeout}s; got {self.notifications}"
+                    )
+                self._seen.wait(min(0.2, remaining))
 
     def signal(self, signum: signal.Signals) -> None:
         assert self.proc is not None
@@ -108,6 +130,8 @@ class DaemonProcess:
             if self.proc.poll() is None:
                 self.proc.kill()
             self.proc.wait()
+        self._closed = True
+        self._reader.join()
         self._notify.close()
 
 

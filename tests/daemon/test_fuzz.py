@@ -139,14 +139,29 @@ method_params = st.one_of(
     json_values,
 )
 methods = st.one_of(st.sampled_from(sorted(METHODS)), texts)
-ids = st.one_of(st.none(), st.integers(), texts, st.floats(), st.booleans(), st.lists(st.none()))
+# A member of every other JSON type than the one it must have: each is checked before use.
+non_strings = st.one_of(
+    st.none(),
+    st.booleans(),
+    numbers,
+    st.lists(json_values, max_size=4),
+    st.dictionaries(texts, json_values, max_size=4),
+)
+invalid_ids = st.one_of(
+    st.booleans(),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.lists(json_values, max_size=3),
+    st.dictionaries(texts, json_values, max_size=3),
+)
+unstructured_params = st.one_of(st.none(), st.booleans(), numbers, texts)
+ids = st.one_of(st.none(), st.integers(), texts, st.floats(), invalid_ids)
 
 
 @st.composite
 def requests(draw: st.DrawFn) -> dict[str, Any]:
     request: dict[str, Any] = {
         "jsonrpc": draw(st.one_of(st.just("2.0"), st.just("2.0"), scalars)),
-        "method": draw(st.one_of(methods, methods, scalars)),
+        "method": draw(st.one_of(methods, methods, non_strings)),
     }
     if draw(st.booleans()):
         request["params"] = draw(method_params)
@@ -306,6 +321,63 @@ def test_fuzzed_job_submits_are_validated_or_queued(
         assert job["definition"] == "fuzz"
         assert job["state"] == "queued"  # no systemd on the host: it waits
         assert set(job["params"]) <= set(PARAM_NAMES)
+
+
+VALID_ID = "the-valid-submit"
+
+
+@st.composite
+def mistyped_requests(draw: st.DrawFn) -> tuple[dict[str, Any], Any]:
+    """A request with one member of a wrong JSON type (method, id or params), and the id its
+    reply must carry (null when the id itself is the wrong member)."""
+    request: dict[str, Any] = {
+        "jsonrpc": "2.0",
+        "method": draw(st.sampled_from(sorted(METHODS))),
+        "id": draw(st.one_of(st.none(), st.integers(), texts.filter(lambda t: t != VALID_ID))),
+    }
+    member = draw(st.sampled_from(["method", "id", "params"]))
+    if member == "method":
+        request["method"] = draw(non_strings)
+    elif member == "id":
+        request["id"] = draw(invalid_ids)
+    else:
+        request["params"] = draw(unstructured_params)
+    return request, None if member == "id" else request["id"]
+
+
+def post_json(fuzzed: DaemonProcess, payload: Any) -> Any:
+    status, body = exchange(fuzzed.socket_path, json.dumps(payload, allow_nan=False).encode())
+    assert status == 200, (status, body[:300])
+    return json.loads(body)
+
+
+def check_invalid_request(reply: Any, reply_id: Any) -> None:
+    assert reply["id"] == reply_id, reply
+    assert reply["error"]["code"] == ErrorCode.INVALID_REQUEST, reply
+    assert reply["error"]["message"] == "Invalid Request", reply
+
+
+@FUZZ
+@given(mistyped=mistyped_requests(), submit_first=st.booleans())
+def test_a_mistyped_member_fails_its_own_element_only(
+    fuzzed: DaemonProcess, mistyped: tuple[dict[str, Any], Any], submit_first: bool
+) -> None:
+    request, reply_id = mistyped
+    check_invalid_request(post_json(fuzzed, request), reply_id)
+    submit = {"jsonrpc": "2.0", "method": "job.submit", "id": VALID_ID,
+              "params": {"definition": "fuzz", "params": {"text": "beside"}}}  # fmt: skip
+    replies = post_json(fuzzed, [submit, request] if submit_first else [request, submit])
+    assert isinstance(replies, list), replies
+    assert len(replies) == 2, replies
+    (valid,) = [reply for reply in replies if reply["id"] == VALID_ID]
+    (failed,) = [reply for reply in replies if reply is not valid]
+    check_invalid_request(failed, reply_id)
+    job_id = valid["result"]["job"]["id"]  # the caller learns the id of the job it made
+    found = post_json(fuzzed, {"jsonrpc": "2.0", "method": "job.get", "params": {"id": job_id},
+                               "id": 1})  # fmt: skip
+    assert found["result"]["job"]["params"]["text"] == "beside"
+    assert fuzzed.proc is not None
+    assert fuzzed.proc.poll() is None, "the daemon died"
 
 
 def test_state_is_intact_after_fuzzing(fuzzed: DaemonProcess) -> None:

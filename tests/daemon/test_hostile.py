@@ -357,6 +357,92 @@ async def test_replies_are_ascii_json_even_for_lone_surrogates(hostile: DaemonPr
     assert reply.json()["error"]["data"] == {"method": "\udfff"}
 
 
+async def test_method_of_array_or_object_is_invalid_request_not_http_500(
+    hostile: DaemonProcess,
+) -> None:
+    """Regression (issue 13): a "method" that was an array or an object reached the metrics
+    observer before it was type-checked (`method in METHODS`: TypeError, unhashable type), and
+    the request got HTTP 500 / -32603 and its connection was closed.
+
+    Checked: this test fails on the code before the fix (the fix's automd/ changes stashed).
+    """
+    conn = await Connection.open(hostile.socket_path)
+    for method in ([], {}, ["system.version"], {"name": "system.version"}):
+        body = json.dumps({"jsonrpc": "2.0", "method": method, "id": 1}).encode()
+        reply = await conn.post(body)
+        assert reply.status == 200, (method, reply.status, reply.body[:200])
+        assert reply.json() == {
+            "jsonrpc": "2.0",
+            "error": {"code": INVALID, "message": "Invalid Request",
+                      "data": '"method" must be a string'},
+            "id": 1,
+        }  # fmt: skip
+        assert "connection" not in reply.headers  # kept alive: the next request is served
+    assert (await conn.call("system.version"))["result"]["version"] == __version__
+
+
+async def test_batch_with_a_method_of_array_keeps_the_job_id_of_its_submit(
+    hostile: DaemonProcess,
+) -> None:
+    """Regression (issue 13): in a batch, an element whose "method" was an array failed the
+    whole batch with HTTP 500, while a valid job.submit beside it created a job whose id the
+    caller never received. Now that element alone is -32600.
+
+    Checked: this test fails on the code before the fix (the fix's automd/ changes stashed).
+    """
+    conn = await Connection.open(hostile.socket_path)
+    bad = {"jsonrpc": "2.0", "method": [], "id": "bad"}
+    good = {"jsonrpc": "2.0", "method": "job.submit", "id": "good",
+            "params": {"definition": "printf", "params": {"text": "batch"}}}  # fmt: skip
+    reply = await conn.post(json.dumps([bad, good]).encode())
+    assert reply.status == 200, reply.body[:200]
+    by_id = {item["id"]: item for item in reply.json()}
+    assert set(by_id) == {"bad", "good"}
+    assert by_id["bad"]["error"]["code"] == INVALID
+    job_id = by_id["good"]["result"]["job"]["id"]
+    found = await conn.call("job.get", {"id": job_id})
+    assert found["result"]["job"]["params"]["text"] == "batch"
+    await assert_serving(hostile.socket_path)
+
+
+EVERY_JSON_TYPE = [None, False, 0, -1.5, 2**64, "", "system.version", [], ["x"], {}, {"a": [1]}]
+
+
+def _expected(member: str, value: Any) -> int | None:
+    """The error code of system.version with `member` set to `value` (None: a result)."""
+    if member == "method":
+        return None if value == "system.version" else NOT_FOUND if value == "" else INVALID
+    if member == "id":
+        return None if value is None or type(value) in (str, int) else INVALID
+    if isinstance(value, dict | list):  # params: by name; [] is no params
+        return PARAMS if value else None
+    return INVALID
+
+
+@pytest.mark.parametrize("member", ["method", "id", "params"])
+async def test_members_of_every_json_type_alone_and_beside_a_submit(
+    hostile: DaemonProcess, member: str
+) -> None:
+    conn = await Connection.open(hostile.socket_path)
+    for value in EVERY_JSON_TYPE:
+        request = {"jsonrpc": "2.0", "method": "system.version", "id": "x", member: value}
+        expected = _expected(member, value)
+        reply_id = None if member == "id" and expected == INVALID else request["id"]
+        submit = {"jsonrpc": "2.0", "method": "job.submit", "id": "submit",
+                  "params": {"definition": "printf", "params": {"text": "beside"}}}  # fmt: skip
+        alone = await conn.post(json.dumps(request).encode())
+        batch = await conn.post(json.dumps([request, submit]).encode())
+        assert (alone.status, batch.status) == (200, 200), (member, value)
+        replies = [alone.json(), *(r for r in batch.json() if r["id"] != "submit")]
+        for reply in replies:
+            assert reply["id"] == reply_id, (member, value, reply)
+            assert reply.get("error", {}).get("code") == expected, (member, value, reply)
+        (submitted,) = [r for r in batch.json() if r["id"] == "submit"]
+        job = await conn.call("job.get", {"id": submitted["result"]["job"]["id"]})
+        assert job["result"]["job"]["params"] == {"text": "beside", "n": 0}
+    await assert_serving(hostile.socket_path)
+
+
 async def test_chunk_declared_huge_then_stalled_gets_408(hostile: DaemonProcess) -> None:
     # A 1 GiB chunk announced, three bytes sent: the body deadline applies, not the size.
     reply, seconds = await exchange_ok(hostile.socket_path, chunked(b"40000000\r\nabc"))
@@ -435,7 +521,7 @@ async def test_audit_list_survives_lone_surrogates_in_a_failed_submit(
 
 SET_COMM_AND_SUBMIT = """
 import ctypes, json, os, socket, sys
-ctypes.CDLL(None).prctl(15, ctypes.c_char_p(b"\\xff\\xfeab"), 0, 0, 0)  # PR_SET_NAME
+ctypes.CDLL(None).prctl(15, ctypes.c_char_p(bytes.fromhex(sys.argv[2])), 0, 0, 0)  # PR_SET_NAME
 body = json.dumps({"jsonrpc": "2.0", "method": "job.submit", "id": 1,
                    "params": {"definition": "no-such-job"}}).encode()
 sock = socket.socket(socket.AF_UNIX)
@@ -455,17 +541,33 @@ print(os.getpid(), reply.partition(b"\\r\\n\\r\\n")[2].decode())
 async def test_caller_named_in_invalid_utf8_is_still_audited(hostile: DaemonProcess) -> None:
     # Regression: the audit read /proc/PID/comm as strict UTF-8; a caller that named itself
     # b"\xff..." (prctl PR_SET_NAME, no privilege needed) got -32603 and went unaudited.
+    assert await audited_process_name(hostile, b"\xff\xfeab") == "\ufffd\ufffdab"
+
+
+async def audited_process_name(daemon: DaemonProcess, comm: bytes) -> str:
+    """The `process` of the audit entry of a caller that named itself `comm`."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", SET_COMM_AND_SUBMIT, str(hostile.socket_path),
+        sys.executable, "-c", SET_COMM_AND_SUBMIT, str(daemon.socket_path), comm.hex(),
         stdout=asyncio.subprocess.PIPE,
     )  # fmt: skip
     async with asyncio.timeout(20):
         out, _ = await proc.communicate()
     pid, body = out.decode().split(" ", 1)
     assert json.loads(body)["error"]["code"] == ErrorCode.UNKNOWN_DEFINITION
-    entries = (await call(hostile.socket_path, "audit.list", {"method": "job.submit"}))["result"]
+    entries = (await call(daemon.socket_path, "audit.list", {"method": "job.submit"}))["result"]
     entry = next(e for e in entries["entries"] if e["pid"] == int(pid))
-    assert entry["process"] == "\ufffd\ufffdab"
+    process: str = entry["process"]
+    return process
+
+
+async def test_caller_named_with_control_characters_is_audited_escaped(
+    hostile: DaemonProcess,
+) -> None:
+    # A caller names itself (prctl PR_SET_NAME, no privilege): a newline would forge a line of
+    # the audit trail on stderr, and an ESC makes journalctl show the entry as "[blob data]".
+    name = await audited_process_name(hostile, b"a\nb\x1b[8mc")
+    assert name == "a\\nb\\x1b[8mc"
+    assert "audit: uid 0 (a\\nb\\x1b[8mc, pid" in hostile.output()
 
 
 async def test_compressed_body_is_refused_without_inflating_it(hostile: DaemonProcess) -> None:

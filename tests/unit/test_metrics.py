@@ -77,7 +77,7 @@ def test_outcomes_fold_into_counters_and_a_cumulative_histogram() -> None:
 
 def test_rpc_methods_outside_the_api_share_one_label() -> None:
     metrics = Metrics()
-    for method in ("job.get", "x" * 200, None, 7):
+    for method in ("job.get", "x" * 200, None, "t.echo"):
         metrics.rpc.observe(method, None, 0.001)
     metrics.rpc.observe("job.get", 1002, 0.002)
     found = rendered(metrics)

@@ -15,6 +15,7 @@ from automd.api.codes import ErrorCode
 from automd.api.methods import METHODS as METHODS_OF_API
 from automd.api.methods import MethodSpec, NoParams, Params, Permission, Result
 from automd.errors import AutomdError
+from automd.metrics import Metrics
 from automd.peer import PeerCredentials
 from automd.rpc.context import CallContext
 from automd.rpc.protocol import Dispatcher, Handler, ResultStream, StreamReply
@@ -272,6 +273,68 @@ async def test_unexpected_exception_is_internal_error_without_detail(
     # ...but the traceback is logged for the operator.
     assert any(record.exc_info for record in caplog.records)
     assert "secret detail" in caplog.text
+
+
+# Every JSON type a member can have; a method, id or params of each must be checked first.
+EVERY_JSON_TYPE = [None, True, 0, -1.5, 2**64, "", "t.echo", [], ["t.echo"], {}, {"a": [1]}]
+
+
+@pytest.mark.parametrize("method", EVERY_JSON_TYPE, ids=repr)
+async def test_the_observer_sees_only_a_method_name_or_none(method: Any) -> None:
+    seen: list[tuple[Any, int | None]] = []
+    dispatcher = Dispatcher(METHODS, HANDLERS, guard=OPEN, max_batch_size=5,
+                            observe=lambda m, code, _: seen.append((m, code)))  # fmt: skip
+    reply = await rpc(dispatcher, {"jsonrpc": "2.0", "method": method, "params": {"text": "a"},
+                                   "id": 1})  # fmt: skip
+    if method == "t.echo":
+        assert reply["result"] == {"text": "a"}
+        assert seen == [("t.echo", None)]
+    else:
+        expected = -32601 if isinstance(method, str) else -32600
+        assert reply["error"]["code"] == expected
+        assert reply["id"] == 1
+        assert seen == [(None, expected)]
+
+
+@pytest.mark.parametrize("value", EVERY_JSON_TYPE, ids=repr)
+async def test_ids_and_params_of_every_json_type_are_answered(value: Any) -> None:
+    seen: list[tuple[Any, int | None]] = []
+    dispatcher = Dispatcher(METHODS, HANDLERS, guard=OPEN, max_batch_size=5,
+                            observe=lambda m, code, _: seen.append((m, code)))  # fmt: skip
+    by_id = await rpc(dispatcher, req("t.echo", {"text": "a"}, id=value))
+    with_params = await rpc(dispatcher, req("t.echo", value, id=2) | {"params": value})
+    valid_id = value is None or isinstance(value, str) or type(value) is int
+    assert by_id["id"] == (value if valid_id else None)
+    assert ("result" in by_id) == valid_id
+    structured = isinstance(value, dict | list)
+    assert with_params["id"] == 2
+    assert with_params["error"]["code"] == (-32602 if structured else -32600)
+    assert all(method in (None, "t.echo") for method, _ in seen)
+
+
+async def test_batch_with_method_of_array_is_answered_per_element_with_real_metrics() -> None:
+    # Regression (issue 13): the metrics hashed the raw method, and [] failed the whole batch.
+    calls.clear()
+    dispatcher = Dispatcher(
+        METHODS, HANDLERS, guard=OPEN, max_batch_size=5, observe=Metrics().rpc.observe
+    )
+    bad = {"jsonrpc": "2.0", "method": [], "id": "bad"}
+    replies = await rpc(dispatcher, [bad, req("t.echo", {"text": "a"}, id="good")])
+    by_id = {r["id"]: r for r in replies}
+    assert by_id["bad"]["error"]["code"] == -32600
+    assert by_id["good"]["result"] == {"text": "a"}
+    assert calls == ["a"]
+
+
+async def test_a_failing_observer_costs_no_reply() -> None:
+    def observe(method: str | None, code: int | None, seconds: float) -> None:
+        raise RuntimeError("metrics broke")
+
+    calls.clear()
+    dispatcher = Dispatcher(METHODS, HANDLERS, guard=OPEN, max_batch_size=5, observe=observe)
+    replies = await rpc(dispatcher, [req("t.echo", {"text": "a"}, id=1), req("nope", id=2)])
+    assert sorted(r["id"] for r in replies) == [1, 2]
+    assert calls == ["a"]
 
 
 async def test_automd_error_carries_its_code_and_data(dispatcher: Dispatcher) -> None:

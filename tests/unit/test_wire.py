@@ -30,6 +30,7 @@ class Site:
         self.gate: asyncio.Event | None = None  # when set, replies wait for it
         self.stream: Callable[[], AsyncGenerator[bytes, None]] | None = None
         self.seen: list[bytes] = []
+        self.requests: list[Request] = []
 
     def connection_made(self, connection: HttpConnection) -> None:
         self.connections.append(connection)
@@ -44,6 +45,7 @@ class Site:
 
     async def respond(self, request: Request, connection: HttpConnection) -> Reply | StreamedReply:
         self.seen.append(request.body)
+        self.requests.append(request)
         if self.gate is not None:
             await self.gate.wait()
         if request.path == b"/stream":
@@ -146,6 +148,17 @@ async def test_a_client_that_pipelines_without_reading_is_no_longer_read(
     site.gate.set()
     bodies = [(await client.reply()).body for _ in range(2 * count)]
     assert bodies == [b"%d" % i for i in range(2 * count)]
+
+
+async def test_a_field_sent_twice_is_one_list_not_the_last_line(served: Served) -> None:
+    site, connect = served
+    client = await connect()
+    extra = b"Idempotency-Key: a\r\nX-Once: 1\r\nidempotency-key: b\r\n"
+    await client.send(post("/echo", b"x", extra))
+    assert (await client.reply()).status == 200
+    (request,) = site.requests
+    assert request.headers[b"idempotency-key"] == b"a, b"
+    assert request.headers[b"x-once"] == b"1"
 
 
 async def test_a_refusal_from_the_head_skips_the_body_and_keeps_the_connection(
