@@ -175,7 +175,8 @@ class JobService:
             values = validate_params(definition, raw_params)
         except InvalidJobParameter as exc:
             raise InvalidParams(data={"field": exc.field, "reason": exc.reason}) from None
-        if self.unfinished_count >= self.settings.max_unfinished:
+        queue_full = self.unfinished_count >= self.settings.max_unfinished
+        if queue_full and idempotency_key is None:
             raise QueueFull(data={"max_unfinished_jobs": self.settings.max_unfinished})
         now = self._clock()
         job = new_job_record(
@@ -201,6 +202,8 @@ class JobService:
                     if audit is not None:
                         audit_rows.insert(conn, replace(audit, job_id=earlier.id))
                     return earlier, True
+            if queue_full:  # a replay is answered even then: only a new job is refused
+                raise QueueFull(data={"max_unfinished_jobs": self.settings.max_unfinished})
             rows.insert_job(conn, job)
             if idempotency_key is not None:
                 rows.put_idempotency_key(

@@ -296,6 +296,22 @@ async def test_queue_full(tmp_path: Path) -> None:
         await h.close()
 
 
+async def test_a_replay_is_answered_when_the_queue_is_full(tmp_path: Path) -> None:
+    """A client retrying its keyed submit gets its job back, not 1005 (found while adding the
+    Idempotency-Key header: the draft says a replay returns the first result). Checked: fails
+    on the code before the fix."""
+    h = Harness(tmp_path, JobSettings(max_running=1, max_unfinished=1))
+    await h.open()
+    try:
+        first, _ = await h.service.submit("echo", {}, "k1", CALLER)
+        with pytest.raises(QueueFull):
+            await h.service.submit("echo", {}, "k2", CALLER)
+        again, replayed = await h.service.submit("echo", {}, "k1", CALLER)
+        assert (again.id, replayed) == (first.id, True)
+    finally:
+        await h.close()
+
+
 async def test_failed_attempts_are_retried_with_backoff_then_fail(harness: Harness) -> None:
     job, _ = await harness.service.submit("flaky", {}, None, CALLER)
     for attempt in (1, 2, 3):
