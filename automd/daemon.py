@@ -31,7 +31,14 @@ from automd.metrics import Gauges, Metrics
 from automd.rpc.handlers import Handlers, Services
 from automd.rpc.http import MetricsServer, RpcServer
 from automd.rpc.protocol import Dispatcher
-from automd.sd import ActivatedSockets, ListenError, activated_sockets, bind_socket, notify
+from automd.sd import (
+    ActivatedSockets,
+    ListenError,
+    activated_sockets,
+    bind_socket,
+    notify,
+    open_notify_socket,
+)
 from automd.store.db import Store
 from automd.system import SystemInfo
 from automd.systemd.bus import SystemdBus
@@ -161,6 +168,8 @@ class Daemon:
         return self.options.state_dir or self.config.state.directory
 
     async def run(self) -> int:
+        # Before anything else holds descriptors: a WATCHDOG=1 must never need a new one.
+        open_notify_socket()
         try:
             sockets, where = _listening_sockets(self.options)
         except ListenError as exc:
