@@ -229,7 +229,9 @@ class Daemon:
             max_batch_size=self.config.server.max_batch_size,
             observe=self.metrics.rpc.observe,
         )
-        server = RpcServer(dispatcher, self.config.server, metrics=self.metrics.page)
+        server = RpcServer(
+            dispatcher, self.config.server, metrics=self.metrics.page, audit=self.audit
+        )
         self.metrics.attach(
             Gauges(
                 running=lambda: jobs.running_count,
@@ -238,7 +240,7 @@ class Daemon:
                 replays=lambda: jobs.replays,
                 denials=lambda: self.authz.denials,
                 dbus_reconnects=lambda: bus.reconnects,
-                connections_refused=lambda: server.refused_total,
+                connections_refused=server.refused_by_reason,
             ),
             store.fetch_all,
         )
