@@ -39,6 +39,10 @@ class ServerSettings(_Section):
         description="Most client connections one uid (root included) may hold open at once; "
         "more are refused with HTTP 503.",
     )
+    max_log_followers: Annotated[int, Field(ge=1, le=10_000)] = Field(
+        64,
+        description="Most job.logs streams followed at once; each holds the journal files open.",
+    )
     read_timeout_seconds: PositiveSeconds = Field(
         10.0, description="Time allowed to receive a request body once its headers arrived."
     )
