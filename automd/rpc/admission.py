@@ -136,9 +136,9 @@ class Refusals:
         if now - self._logged_at >= LOG_INTERVAL:
             self._logged_at = now
             log.warning(
-                "refusing connections: %s (uid %d); %d open, %d refused so far (%s)",
-                self._describe(reason),
+                "refusing connections, the last from uid %d: %s; %d open, %d refused so far (%s)",
                 uid_of(peer),
+                self._describe(reason),
                 open_now,
                 self.total,
                 ", ".join(f"{name} {count}" for name, count in self.by_reason.items()),

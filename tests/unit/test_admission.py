@@ -108,10 +108,10 @@ async def test_refusals_are_counted_by_reason_and_logged_once_a_second(
     assert refusals.total == 502
     lines = [r.message for r in caplog.records]
     assert lines == [
-        "refusing connections: <max_connections_per_user> (uid 1000); 16 open, 1 refused so "
-        "far (max_connections 0, max_connections_per_user 1, open_files 0)",
-        "refusing connections: <max_connections> (uid 1001); 64 open, 502 refused so far "
-        "(max_connections 2, max_connections_per_user 500, open_files 0)",
+        "refusing connections, the last from uid 1000: <max_connections_per_user>; 16 open, "
+        "1 refused so far (max_connections 0, max_connections_per_user 1, open_files 0)",
+        "refusing connections, the last from uid 1001: <max_connections>; 64 open, 502 "
+        "refused so far (max_connections 2, max_connections_per_user 500, open_files 0)",
     ]
 
 
