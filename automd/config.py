@@ -34,6 +34,15 @@ class ServerSettings(_Section):
     max_connections: Annotated[int, Field(ge=1, le=100_000)] = Field(
         1024, description="Most client connections open at once; more are refused with HTTP 503."
     )
+    max_connections_per_user: Annotated[int, Field(ge=1, le=100_000)] = Field(
+        256,
+        description="Most client connections one uid (root included) may hold open at once; "
+        "more are refused with HTTP 503.",
+    )
+    max_log_followers: Annotated[int, Field(ge=1, le=10_000)] = Field(
+        64,
+        description="Most job.logs streams followed at once; each holds the journal files open.",
+    )
     read_timeout_seconds: PositiveSeconds = Field(
         10.0, description="Time allowed to receive a request body once its headers arrived."
     )

@@ -13,9 +13,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from automd import __version__
+from automd import __version__, fdbudget
 from automd.api.codes import API_VERSION
-from automd.api.methods import METHODS, ReloadResult
+from automd.api.methods import METHODS, HealthCheck, ReloadResult
 from automd.audit import AuditLog
 from automd.authz import AccessSettings, Authorizer, PolkitCheck
 from automd.config import DEFAULT_CONFIG_PATH, Config, JobsSettings, load_config
@@ -30,11 +30,19 @@ from automd.jobs.requests import JobRequests
 from automd.jobs.service import JobService, JobSettings
 from automd.log import set_level, setup_logging
 from automd.metrics import Gauges, Metrics
+from automd.rpc.admission import Limits
 from automd.rpc.guard import Guard
 from automd.rpc.handlers import Handlers, Services
 from automd.rpc.http import MetricsServer, RpcServer
 from automd.rpc.protocol import Dispatcher
-from automd.sd import ActivatedSockets, ListenError, activated_sockets, bind_socket, notify
+from automd.sd import (
+    ActivatedSockets,
+    ListenError,
+    activated_sockets,
+    bind_socket,
+    notify,
+    open_notify_socket,
+)
 from automd.store.db import Store
 from automd.system import SystemInfo
 from automd.systemd.bus import SystemdBus
@@ -156,6 +164,7 @@ class Daemon:
         self.registry = DefinitionRegistry(config.jobs.definitions_directory)
         self._stop = asyncio.Event()
         self._jobs: JobService | None = None
+        self._budget: fdbudget.FdBudget | None = None
         self._status = ""
         self._status_pending = False
         self.metrics = Metrics()
@@ -164,6 +173,8 @@ class Daemon:
         return self.options.state_dir or self.config.state.directory
 
     async def run(self) -> int:
+        # Before anything else holds descriptors: a WATCHDOG=1 must never need a new one.
+        open_notify_socket()
         try:
             sockets, where = _listening_sockets(self.options)
         except ListenError as exc:
@@ -201,12 +212,13 @@ class Daemon:
             store, self.registry, systemd, job_settings(self.config.jobs)
         )
         relay.target = jobs
-        logs = JobLogs()
+        logs = JobLogs(max_followers=self.config.server.max_log_followers)
         self.authz = Authorizer(
             polkit_check(bus) if self.config.access.polkit else None, access_settings(self.config)
         )
         self.audit = AuditLog(store, retention_days=self.config.access.audit_retention_days)
-        system = SystemInfo(store, bus, {"journal": logs.health, "queue": jobs.queue_health})
+        checks = {"journal": logs.health, "queue": jobs.queue_health, "open_files": self._fd_health}
+        system = SystemInfo(store, bus, checks)
         services = Services(
             system=system,
             jobs=JobRequests(jobs, self.registry, self.authz),
@@ -223,7 +235,9 @@ class Daemon:
             max_batch_size=self.config.server.max_batch_size,
             observe=self.metrics.rpc.observe,
         )
-        server = RpcServer(dispatcher, self.config.server, metrics=self.metrics.page)
+        server = RpcServer(
+            dispatcher, self.config.server, metrics=self.metrics.page, audit=self.audit
+        )
         self.metrics.attach(
             Gauges(
                 running=lambda: jobs.running_count,
@@ -232,7 +246,7 @@ class Daemon:
                 replays=lambda: jobs.replays,
                 denials=lambda: self.authz.denials,
                 dbus_reconnects=lambda: bus.reconnects,
-                connections_refused=lambda: server.refused_total,
+                connections_refused=server.refused_by_reason,
                 job_repairs=lambda: jobs.reconciler.repairs,
                 illegal_transitions=lambda: job_states.illegal_transitions,
             ),
@@ -242,16 +256,24 @@ class Daemon:
 
     async def _serve(self, parts: _Parts, sockets: ActivatedSockets, where: str) -> None:
         assert sockets.api is not None
+        # Counted before other threads start opening journal readers of their own.
+        reader_fds = parts.logs.reader_descriptors()
         await parts.jobs.start()
         parts.log_watch = asyncio.create_task(parts.logs.watch(), name="joblog-watch")
         await self.audit.purge_expired()
+        # Everything but the connections and their readers is open now: the base of the
+        # open-file budget, measured once (later counts would include connections).
+        self._budget = fdbudget.check(
+            self.config.server, base=fdbudget.open_descriptors(), reader=reader_fds
+        )
+        self._apply_budget(parts.server, parts.logs)
         await parts.server.start(sockets.api)
         if sockets.metrics is not None:
             parts.metrics_server = MetricsServer(
                 self.metrics.page, self.config.server.idle_timeout_seconds
             )
             await parts.metrics_server.start(sockets.metrics)
-        self._handle_signals(parts.server)
+        self._handle_signals(parts.server, parts.logs)
         await self._announce_ready(parts.system, where)
         parts.jobs.on_counts_changed = self._status_changed
         await self._stop.wait()
@@ -276,11 +298,25 @@ class Daemon:
         if self.options.listen is not None:
             self.options.listen.unlink(missing_ok=True)
 
-    def _handle_signals(self, server: RpcServer) -> None:
+    def _apply_budget(self, server: RpcServer, logs: JobLogs) -> None:
+        """The caps in force: as configured, or as lowered to fit the open-file limit."""
+        if self._budget is None:
+            server.apply_settings(self.config.server)
+            return
+        caps = self._budget.effective
+        server.apply_settings(self.config.server, Limits(caps.connections, caps.per_user))
+        logs.max_followers = caps.followers
+
+    async def _fd_health(self) -> HealthCheck:
+        if self._budget is None:
+            return HealthCheck(ok=True, detail="not checked yet")
+        return self._budget.health()
+
+    def _handle_signals(self, server: RpcServer, logs: JobLogs) -> None:
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, self._stop.set)
         loop.add_signal_handler(signal.SIGINT, self._stop.set)
-        loop.add_signal_handler(signal.SIGHUP, lambda: self._reload(server))
+        loop.add_signal_handler(signal.SIGHUP, lambda: self._reload(server, logs))
 
     async def _announce_ready(self, system: SystemInfo, where: str) -> None:
         systemd_version = await system.systemd_version()
@@ -319,7 +355,7 @@ class Daemon:
             errors=[views.definition_error_view(e) for e in loaded.errors],
         )
 
-    def _reload(self, server: RpcServer) -> None:
+    def _reload(self, server: RpcServer, logs: JobLogs) -> None:
         notify(RELOADING="1", STATUS="Reloading configuration")
         try:
             config = load_config(self.options.config_path)
@@ -331,7 +367,10 @@ class Daemon:
             log.warning("state.directory changed; it takes effect on restart")
         self.config = config
         set_level(config.log.level)
-        server.apply_settings(config.server)
+        if self._budget is not None:  # the caps may have changed: check them again
+            budget = self._budget
+            self._budget = fdbudget.check(config.server, base=budget.base, reader=budget.reader)
+        self._apply_budget(server, logs)
         if self._jobs is not None:
             self._jobs.settings = job_settings(config.jobs)
             self.authz.settings = access_settings(config)

@@ -13,6 +13,7 @@ import asyncio
 import base64
 import contextlib
 import logging
+import os
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from typing import Any, TypeVar
 from systemd import journal
 
 from automd.api.methods import HealthCheck, LogEntryView
-from automd.errors import InvalidParams
+from automd.errors import InvalidParams, ServerBusy
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -169,13 +170,18 @@ class _Cursor:
 class JobLogs:
     """Reads and follows job output; `watch()` must run for followers to hear of changes."""
 
-    def __init__(self, *, path: str | None = None, threads: int = 4) -> None:
+    def __init__(
+        self, *, path: str | None = None, threads: int = 4, max_followers: int = 64
+    ) -> None:
         self._path = path
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="joblog")
         self._changed = asyncio.Condition()
         self._generation = 0
         self._closing = False
         self.followers = 0
+        #: Each follower holds a journal reader, and so every journal file open: the cap
+        #: keeps them within the open-file budget (fdbudget.py).
+        self.max_followers = max_followers
         self.watching = False
 
     async def health(self) -> HealthCheck:
@@ -201,8 +207,17 @@ class JobLogs:
     ) -> AsyncGenerator[LogPage, None]:
         """Pages as the job writes them; ends once `finished()` and the output has settled,
         or when automd shuts down (the last page's cursor resumes it)."""
-        cursor = await self._in_pool(_Cursor, query, self._path)
-        self.followers += 1
+        if self.followers >= self.max_followers:
+            raise ServerBusy(
+                "Server busy: too many log followers",
+                data={"max_log_followers": self.max_followers},
+            )
+        self.followers += 1  # counted before its reader opens: the cap bounds readers
+        try:
+            cursor = await self._in_pool(_Cursor, query, self._path)
+        except BaseException:
+            self.followers -= 1
+            raise
         try:
             quiet_since = asyncio.get_running_loop().time()
             done_at: float | None = None
@@ -227,6 +242,16 @@ class JobLogs:
         finally:
             self.followers -= 1
             self._pool.submit(cursor.close)
+
+    def reader_descriptors(self) -> int:
+        """Descriptors one journal reader holds now (one per journal file), counted by opening
+        one; other threads must not be opening or closing descriptors meanwhile."""
+        before = len(os.listdir("/proc/self/fd"))
+        reader = journal.Reader(path=self._path)
+        try:
+            return max(1, len(os.listdir("/proc/self/fd")) - before)
+        finally:
+            reader.close()
 
     async def watch(self) -> None:
         """Wake followers whenever the journal changes; runs until cancelled."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -136,7 +136,8 @@ class Gauges:
     replays: Callable[[], int]
     denials: Callable[[], Counter[str]]
     dbus_reconnects: Callable[[], int]
-    connections_refused: Callable[[], int]
+    #: Refused connections by reason (admission.Refusal's values).
+    connections_refused: Callable[[], Mapping[str, int]]
     job_repairs: Callable[[], Counter[str]]
     illegal_transitions: Callable[[], Counter[str]]
 
@@ -231,11 +232,15 @@ class DaemonCollector(Collector):
         for transition, count in sorted(g.illegal_transitions().items()):
             illegal.add_metric([transition], count)
         yield illegal
-        yield CounterMetricFamily(
+        refused = CounterMetricFamily(
             "automd_http_connections_refused",
-            "Connections refused because server.max_connections were open.",
-            value=g.connections_refused(),
+            "Connections refused at accept(), by reason: max_connections, "
+            "max_connections_per_user or open_files.",
+            labels=["reason"],
         )
+        for reason, count in sorted(g.connections_refused().items()):
+            refused.add_metric([reason], count)
+        yield refused
 
 
 def _le(bound: float) -> str:

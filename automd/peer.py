@@ -54,8 +54,10 @@ class SocketLike(Protocol):
     def getsockopt(self, level: int, optname: int, buflen: int) -> bytes: ...
 
 
-def read_peer_credentials(sock: SocketLike) -> PeerCredentials | None:
-    """The peer of a connected AF_UNIX socket, or None for other families or a vanished peer."""
+def read_peer_credentials(sock: SocketLike, *, with_process: bool = True) -> PeerCredentials | None:
+    """The peer of a connected AF_UNIX socket, or None for other families or a vanished peer.
+
+    `with_process=False` skips the command name: reading it opens a file."""
     if sock.family != socket.AF_UNIX:
         return None
     try:
@@ -63,4 +65,5 @@ def read_peer_credentials(sock: SocketLike) -> PeerCredentials | None:
     except OSError:
         return None
     pid, uid, gid = _UCRED.unpack(raw)
-    return PeerCredentials(pid=pid, uid=uid, gid=gid, process=process_name(pid))
+    process = process_name(pid) if with_process else None
+    return PeerCredentials(pid=pid, uid=uid, gid=gid, process=process)

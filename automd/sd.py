@@ -79,10 +79,64 @@ def bind_socket(path: Path) -> socket.socket:
     return sock
 
 
-def notify(**fields: str) -> None:
-    """Send sd_notify fields (READY, STATUS, STOPPING, ...); a no-op outside systemd."""
-    if not os.environ.get("NOTIFY_SOCKET"):
-        return
-    message = "\n".join(f"{key}={value}" for key, value in fields.items())
+class _Notifier:
+    """One datagram socket to $NOTIFY_SOCKET, opened once and kept.
+
+    libsystemd's sd_notify() opens a new socket for every message: with every file
+    descriptor taken (accepted connections up to RLIMIT_NOFILE) each WATCHDOG=1 failed with
+    EMFILE, silently, and systemd's watchdog killed a daemon whose event loop was running
+    fine. Opened before serving, this socket needs no descriptor at the moment of sending.
+    """
+
+    def __init__(self) -> None:
+        self._sock: socket.socket | None = None
+        self._target: str | None = None
+
+    def open(self) -> None:
+        """Create the socket now (automd calls it at start, while descriptors are free)."""
+        target = os.environ.get("NOTIFY_SOCKET", "")
+        if target == self._target and self._sock is not None:
+            return
+        self.close()
+        self._target = target
+        if target.startswith(("/", "@")):
+            self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+
+    def send(self, message: str) -> bool:
+        target = os.environ.get("NOTIFY_SOCKET", "")
+        if not target:
+            return False
+        try:
+            if target != self._target or self._sock is None:
+                self.open()
+            if self._sock is None:  # an address family of later systemd versions (vsock)
+                return bool(systemd.daemon.notify(message))
+            # "@name": Linux's abstract namespace, where the name starts with a NUL byte.
+            address = "\0" + target[1:] if target.startswith("@") else target
+            self._sock.sendto(message.encode(), address)
+        except OSError:
+            return False
+        return True
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+        self._sock = None
+        self._target = None
+
+
+_NOTIFIER = _Notifier()
+
+
+def open_notify_socket() -> None:
+    """Open the socket sd_notify messages go through, while file descriptors are free."""
     with contextlib.suppress(OSError):
-        systemd.daemon.notify(message)
+        _NOTIFIER.open()
+
+
+def notify(**fields: str) -> bool:
+    """Send sd_notify fields (READY, STATUS, STOPPING, ...); a no-op outside systemd.
+
+    Returns whether the message was sent (False outside systemd too)."""
+    message = "\n".join(f"{key}={value}" for key, value in fields.items())
+    return _NOTIFIER.send(message)

@@ -58,11 +58,20 @@ async def ping(limit: float, healthy: Callable[[], bool] | None = None) -> None:
     """
     period = limit / 2
     was_healthy = True
+    was_sent = True
     last = time.monotonic()
     while True:
         is_healthy = healthy is None or healthy()
         if is_healthy:
-            notify(WATCHDOG="1")
+            sent = notify(WATCHDOG="1")
+            if sent != was_sent:
+                # Once per change, not per ping: a ping that cannot be sent is fatal in
+                # `limit` seconds, and the journal should say why before systemd acts.
+                if sent:
+                    log.warning("watchdog pings reach systemd again")
+                else:
+                    log.error("a watchdog ping could not be sent to systemd")
+                was_sent = sent
         if is_healthy != was_healthy:
             if is_healthy:
                 log.warning("healthy again: watchdog pings resumed")

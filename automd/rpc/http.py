@@ -1,5 +1,6 @@
-"""What the API socket serves: POST /rpc carries JSON-RPC, GET /metrics; the connection cap
-and drain. HTTP framing, parser limits and deadlines are wire.py's.
+"""What the API socket serves: POST /rpc carries JSON-RPC, GET /metrics; admission (the
+connection caps) and drain. HTTP framing, parser limits and deadlines are wire.py's; the
+accept loop is accept.py's, who may connect admission.py's.
 
 HTTP statuses describe the transport (413, 408, 415, 405, 503); any reply that holds a
 JSON-RPC body, including parse and validation errors, is HTTP 200 (204 when empty).
@@ -8,14 +9,17 @@ JSON-RPC body, including parse and validation errors, is HTTP 200 (204 when empt
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import replace
 
 from aiohttp import web
 
 from automd.api.codes import IDEMPOTENCY_KEY_HEADER, RPC_PATH, STREAM_CONTENT_TYPE
+from automd.audit import AuditLog
 from automd.config import ServerSettings
 from automd.errors import (
     AutomdError,
@@ -27,7 +31,9 @@ from automd.errors import (
     ServerBusy,
     UnsupportedMediaType,
 )
-from automd.peer import read_peer_credentials
+from automd.peer import PeerCredentials, process_name, read_peer_credentials
+from automd.rpc.accept import Acceptor
+from automd.rpc.admission import Connections, Limits, Refusal, Refusals
 from automd.rpc.context import CallContext
 from automd.rpc.protocol import Dispatcher, StreamReply, encode, error_reply
 from automd.rpc.wire import HttpConnection, Reply, Request, StreamedReply, plain_reply
@@ -37,7 +43,6 @@ log = logging.getLogger(__name__)
 
 _JSON = "application/json"
 _TEXT = "text/plain; charset=utf-8"
-_REFUSAL_LOG_INTERVAL = 1.0  # seconds between "refusing connections" lines
 
 
 #: Prometheus metrics, served on the API socket and on the optional TCP listener.
@@ -103,20 +108,15 @@ def _busy_reply() -> bytes:
     return head.encode("ascii") + body
 
 
+#: The refusal of a connection over a cap, written the moment it is accepted.
+BUSY_REPLY = _busy_reply()
+
+
 _NOT_FOUND = plain_reply(404, "not found: JSON-RPC is served at POST /rpc\n")
 _RPC_POST_ONLY = _error_reply(405, HttpMethodNotAllowed(), headers=(("Allow", "POST"),))
 _METRICS_GET_ONLY = Reply(
     405, _METRICS_METHOD_TEXT.encode(), _TEXT, headers=(("Allow", _METRICS_ALLOW),)
 )
-
-
-class _RefuseConnection(asyncio.Protocol):
-    """Answers a connection over the cap with a 503 JSON-RPC error and hangs up."""
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.WriteTransport)
-        transport.write(_busy_reply())
-        transport.close()
 
 
 class RpcServer:
@@ -128,38 +128,40 @@ class RpcServer:
         settings: ServerSettings,
         *,
         metrics: MetricsPage | None = None,
+        audit: AuditLog | None = None,
     ) -> None:
         self._dispatcher = dispatcher
         self.settings = settings
         self._metrics = metrics
         self.draining = False
-        self._server: asyncio.Server | None = None
+        self._acceptor: Acceptor | None = None
         self._sweeper: asyncio.Task[None] | None = None
-        # Counted from the moment a protocol is created: asyncio accepts a whole burst of
-        # connects before the first connection_made runs (see docs/security.md).
-        self._connections: set[HttpConnection] = set()
+        # Counted from the moment a connection is accepted, before its transport exists.
+        self.connections = Connections()
+        self.limits = Limits.configured(settings)
+        self.refusals = Refusals(audit, self._describe)
+        self._attaching: set[asyncio.Task[None]] = set()
         self.requests_total = 0
-        self.refused_total = 0
-        self._refusal_logged_at = -_REFUSAL_LOG_INTERVAL
 
-    def apply_settings(self, settings: ServerSettings) -> None:
+    def apply_settings(self, settings: ServerSettings, limits: Limits | None = None) -> None:
         """Take new settings on reload: limits and deadlines apply from the next request, the
-        idle deadline from the next time a connection falls idle."""
+        idle deadline from the next time a connection falls idle. `limits`: the connection
+        caps in force when the open-file check lowered them."""
         self.settings = settings
         self._dispatcher.max_batch_size = settings.max_batch_size
+        self.limits = limits or Limits.configured(settings)
 
     async def start(self, sock: socket.socket) -> None:
-        loop = asyncio.get_running_loop()
-        # asyncio calls listen() again: keep the kernel's maximum backlog, not asyncio's 100,
-        # so a burst of connects queues instead of failing with EAGAIN.
-        self._server = await loop.create_server(
-            self._make_protocol, sock=sock, backlog=socket.SOMAXCONN
-        )
-        self._sweeper = loop.create_task(self._sweep_deadlines())
+        self._acceptor = Acceptor(sock, self._accepted, self._refuse_unserved)
+        self._acceptor.start()
+        self._sweeper = asyncio.get_running_loop().create_task(self._sweep_deadlines())
 
     @property
     def connection_count(self) -> int:
-        return len(self._connections)
+        return len(self.connections)
+
+    def refused_by_reason(self) -> Mapping[str, int]:
+        return self.refusals.by_reason
 
     # --- wire.Site -------------------------------------------------------------------------
 
@@ -176,13 +178,10 @@ class RpcServer:
         return self.settings.idle_timeout_seconds
 
     def connection_made(self, connection: HttpConnection) -> None:
-        # SO_PEERCRED is fixed at connect(): read once per connection, not per request.
-        assert connection.transport is not None
-        sock = connection.transport.get_extra_info("socket")
-        connection.peer = None if sock is None else read_peer_credentials(sock)
+        pass  # its peer credentials were read when it was accepted
 
     def connection_lost(self, connection: HttpConnection) -> None:
-        self._connections.discard(connection)
+        self.connections.discard(connection)
 
     def refuse(self, request: Request) -> Reply | None:
         """The transport-level error for a request that must not reach the dispatcher, if any."""
@@ -252,27 +251,53 @@ class RpcServer:
             return StreamedReply(STREAM_CONTENT_TYPE, reply.lines())
         return Reply(200, reply, _JSON)
 
-    def _make_protocol(self) -> asyncio.BaseProtocol:
-        if len(self._connections) >= self.settings.max_connections:
-            self._note_refusal()
-            return _RefuseConnection()
-        connection = HttpConnection(self)
-        self._connections.add(connection)
-        return connection
+    # --- admission -------------------------------------------------------------------------
 
-    def _note_refusal(self) -> None:
-        # One line per refused connection let a flood write thousands of lines a second, until
-        # journald's rate limit dropped automd's lines, audit entries included: at most one a
-        # second, counting the refusals it stands for.
-        self.refused_total += 1
-        now = time.monotonic()
-        if now - self._refusal_logged_at >= _REFUSAL_LOG_INTERVAL:
-            log.warning(
-                "refusing connections: %d open (server.max_connections); %d refused so far",
-                self.connection_count,
-                self.refused_total,
+    def _accepted(self, sock: socket.socket) -> None:
+        """A new connection: refused at once over a cap, else served. SO_PEERCRED is fixed at
+        connect(): read once per connection, here, before anything else is spent on it."""
+        peer = read_peer_credentials(sock, with_process=False)
+        reason = self.connections.refusal(peer, self.limits)
+        if reason is not None:
+            self._refuse(sock, peer, reason)
+            sock.close()
+            return
+        connection = HttpConnection(self)
+        if peer is not None:
+            peer = replace(peer, process=process_name(peer.pid))
+        connection.peer = peer
+        self.connections.add(connection)
+        task = asyncio.get_running_loop().create_task(self._attach(connection, sock))
+        self._attaching.add(task)  # held until done: the loop keeps only weak references
+        task.add_done_callback(self._attaching.discard)
+
+    async def _attach(self, connection: HttpConnection, sock: socket.socket) -> None:
+        try:
+            await asyncio.get_running_loop().connect_accepted_socket(lambda: connection, sock)
+        except Exception:  # e.g. the socket went bad meanwhile: nothing to serve
+            self.connections.discard(connection)
+            sock.close()
+
+    def _refuse_unserved(self, sock: socket.socket) -> None:
+        """A connection accepted on the accept loop's spare descriptor: refused."""
+        self._refuse(sock, read_peer_credentials(sock, with_process=False), Refusal.OPEN_FILES)
+
+    def _refuse(self, sock: socket.socket, peer: PeerCredentials | None, reason: Refusal) -> None:
+        # A fresh socket's send buffer is empty: the whole reply fits without waiting. The
+        # caller closes the socket right after.
+        with contextlib.suppress(OSError):
+            sock.send(BUSY_REPLY)
+        self.refusals.note(peer, reason, len(self.connections))
+
+    def _describe(self, reason: Refusal) -> str:
+        if reason is Refusal.MAX_CONNECTIONS:
+            return f"{self.limits.connections} connections open (server.max_connections)"
+        if reason is Refusal.MAX_CONNECTIONS_PER_USER:
+            return (
+                f"the user holds {self.limits.per_user} connections "
+                "(server.max_connections_per_user)"
             )
-            self._refusal_logged_at = now
+        return "no file descriptor free (the open-file limit)"
 
     async def _sweep_deadlines(self) -> None:
         """Cuts off connections past their deadline; a tenth of the shorter timeout late at most
@@ -282,7 +307,7 @@ class RpcServer:
             shortest = min(settings.read_timeout_seconds, settings.idle_timeout_seconds)
             await asyncio.sleep(min(1.0, max(0.05, shortest / 10)))
             now = time.monotonic()
-            for connection in list(self._connections):
+            for connection in list(self.connections):
                 connection.check_deadline(now)
 
     async def drain(self) -> None:
@@ -292,17 +317,18 @@ class RpcServer:
         finishes, and its reply carries Connection: close.
         """
         self.draining = True
-        if self._server is not None:
-            self._server.close()
-        for connection in list(self._connections):
+        if self._acceptor is not None:
+            self._acceptor.close()
+        self.refusals.close()
+        for connection in list(self.connections):
             connection.close()
         try:
             async with asyncio.timeout(self.settings.shutdown_timeout_seconds):
                 # Polled only while draining: no bookkeeping per request for it.
-                while any(connection.busy for connection in self._connections):  # noqa: ASYNC110
+                while any(connection.busy for connection in self.connections):  # noqa: ASYNC110
                     await asyncio.sleep(0.05)
         except TimeoutError:
-            busy = [connection for connection in self._connections if connection.busy]
+            busy = [connection for connection in self.connections if connection.busy]
             log.warning("drain: %d requests still in progress, cutting them off", len(busy))
             for connection in busy:
                 connection.abort()

@@ -22,7 +22,7 @@ def gauges() -> Gauges:
     return Gauges(
         running=lambda: 2, connections=lambda: 3, followers=lambda: 1, replays=lambda: 4,
         denials=lambda: Counter({"admin": 5}), dbus_reconnects=lambda: 0,
-        connections_refused=lambda: 6,
+        connections_refused=lambda: {"max_connections": 6, "max_connections_per_user": 2},
         job_repairs=lambda: Counter({"unfollowed_unit": 2}),
         illegal_transitions=lambda: Counter({"queued->running": 1}),
     )  # fmt: skip

@@ -180,3 +180,25 @@ async def test_a_crashed_ping_loop_is_logged(
         await task
     await asyncio.sleep(0)  # done callbacks run on the next loop iteration
     assert "watchdog pings stopped" in caplog.text
+
+
+async def test_a_ping_that_cannot_be_sent_is_logged_once(
+    notify_socket: socket.socket, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    sent: list[bool] = []
+    fifth = asyncio.Event()
+
+    def fake_notify(**fields: str) -> bool:
+        sent.append(len(sent) not in (1, 2))  # the second and third pings fail
+        if len(sent) == 5:
+            fifth.set()
+        return sent[-1]
+
+    monkeypatch.setattr("automd.watchdog.notify", fake_notify)
+    task = asyncio.create_task(ping(0.02))
+    async with asyncio.timeout(5):
+        await fifth.wait()
+    task.cancel()
+    errors = [r.message for r in caplog.records if "could not be sent" in r.message]
+    assert errors == ["a watchdog ping could not be sent to systemd"]
+    assert "watchdog pings reach systemd again" in caplog.text

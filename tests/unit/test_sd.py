@@ -1,0 +1,62 @@
+"""sd_notify messages: sent through one socket opened at start, so sending needs no descriptor."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import systemd.daemon
+
+from automd.sd import notify, open_notify_socket
+from tests.unit.descriptors import no_free_descriptors
+
+
+@pytest.fixture
+def notify_socket(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[socket.socket]:
+    """A datagram socket standing in for systemd's NOTIFY_SOCKET."""
+    path = tmp_path / "notify.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(str(path))
+        sock.settimeout(5)  # a bound on a message that is already queued
+        monkeypatch.setenv("NOTIFY_SOCKET", str(path))
+        yield sock
+
+
+def test_a_ping_is_sent_with_every_descriptor_taken(notify_socket: socket.socket) -> None:
+    # Regression: libsystemd's sd_notify() opens a socket per message, so with all
+    # descriptors taken by connections each WATCHDOG=1 failed with EMFILE, and systemd killed
+    # a daemon whose loop ran fine (issue 13; measured with strace in the test container).
+    open_notify_socket()
+    with no_free_descriptors():
+        with pytest.raises(OSError, match="Too many open files"):
+            systemd.daemon.notify("WATCHDOG=1")  # the old way, for contrast
+        assert notify(WATCHDOG="1") is True
+    assert notify_socket.recv(4096) == b"WATCHDOG=1"
+
+
+def test_fields_are_joined_by_newlines(notify_socket: socket.socket) -> None:
+    assert notify(READY="1", STATUS="Serving") is True
+    assert notify_socket.recv(4096) == b"READY=1\nSTATUS=Serving"
+
+
+def test_abstract_socket_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind("\0automd-test-notify")
+        sock.settimeout(5)
+        monkeypatch.setenv("NOTIFY_SOCKET", "@automd-test-notify")
+        assert notify(WATCHDOG="1") is True
+        assert sock.recv(4096) == b"WATCHDOG=1"
+
+
+def test_nothing_is_sent_outside_systemd(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
+    assert notify(READY="1") is False
+
+
+def test_a_vanished_socket_is_reported_not_raised(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "gone.sock"))
+    assert notify(WATCHDOG="1") is False
