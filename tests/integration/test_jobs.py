@@ -69,6 +69,15 @@ class Api:
     def show(self, unit: str, *props: str) -> dict[str, str]:
         return self.container.show(unit, *props)
 
+    def wait_reconciled(self, pid: str) -> None:
+        """Until automd's process `pid` has adopted the units still running: it says it is
+        ready before that, and a unit ending meanwhile would be read back from the journal."""
+        wait_for(
+            f"automd (pid {pid}) reconciled",
+            lambda: [e["MESSAGE"] for e in self.container.journal(f"_PID={pid}")],
+            lambda lines: any(line.startswith("reconciled: ") for line in lines),
+        )
+
 
 @pytest.fixture
 def api(container: Container) -> Api:
@@ -276,6 +285,7 @@ async def test_kill_9_of_automd_loses_no_job_and_runs_none_twice(
         lambda s: s["MainPID"] not in ("0", old_pid) and s["SubState"] == "running",
     )
     assert int(after["NRestarts"]) > int(before["NRestarts"])
+    api.wait_reconciled(after["MainPID"])
     gates["ends after the restart"].open()
 
     expected = {

@@ -51,13 +51,14 @@ async def test_a_stopped_event_loop_is_restarted_by_the_watchdog(
     container.run(["kill", "-STOP", old_pid])
     stopped = time.monotonic()
     seen: list[dict[str, str]] = []
-    pings: set[int] = set()  # what PID 1 had from the stopped process, read until it is gone
+    pings: set[int] = set()  # what PID 1 had from the stopped process while it counted
 
     def service() -> dict[str, str]:
         state = api.show("automd.service", "MainPID", "NRestarts", "ActiveState", "SubState",
                          "Result", "WatchdogTimestampMonotonic")  # fmt: skip
         ping = state.pop("WatchdogTimestampMonotonic")
-        if state["MainPID"] == old_pid:
+        # Only while it runs: once the watchdog fired (stop-watchdog) PID 1 stamps that time.
+        if (state["MainPID"], state["SubState"]) == (old_pid, "running"):
             pings.add(int(ping))
         if state not in seen:
             seen.append(state)
@@ -101,6 +102,7 @@ async def test_a_stopped_event_loop_is_restarted_by_the_watchdog(
     # The new daemon answers, and follows the job to its real end: one attempt, run once.
     health = container.run([AUTOMCTL, "health"], user=TEST_USER, check=False)
     assert health.returncode == 0, health
+    api.wait_reconciled(after["MainPID"])
     gate.open()
     done = await api.wait(job["id"], "succeeded", "failed", "unknown")
     assert (done["state"], done["attempts"], done["exit_code"]) == ("succeeded", 1, 0), done
