@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+import secrets
+import time
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
@@ -20,8 +24,20 @@ OUR_POLKIT_ACTIONS_DIR = "/run/automd-test-polkit/actions"
 POLKIT_RULES = "/etc/polkit-1/rules.d/50-automd.rules"
 TEST_USER = "alice"  # member of group automd: may connect to the socket
 OTHER_USER = "bob"  # not a member: must be refused
+# Units every test shares. One left failed (issue 13: automd.socket's start-limit-hit) used to
+# fail every later test; now the test that leaves one so fails, and the next starts repaired.
+SHARED_UNITS = ("automd.socket", "automd.service", "automd-metrics.socket", "polkit.service")
+# Where Gate's files go; tests/integration/jobs.d/gated.toml names the same directory.
+GATES_DIR = "/run/automd-test-gates"
+
+#: How long a test waits for a state it expects before it fails. Only a bound for failing, never
+#: a duration a test asserts: on a loaded machine a restart or a job may take most of it.
+WAIT_SECONDS = 60.0
+_POLL_SECONDS = 0.1
+T = TypeVar("T")
 
 _BOOT_REPORT = pytest.StashKey[str]()
+_REPAIRS = pytest.StashKey[list[str]]()
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -37,6 +53,8 @@ def pytest_terminal_summary(
     report = config.stash.get(_BOOT_REPORT, None)
     if report is not None:
         terminalreporter.write_line(report)
+    for repair in config.stash.get(_REPAIRS, []):
+        terminalreporter.write_line(repair)
 
 
 @pytest.fixture(scope="session")
@@ -53,6 +71,139 @@ def container(
         )
         install_automd(c)
         yield c
+
+
+@pytest.fixture(autouse=True)
+def shared_units_intact(container: Container, request: pytest.FixtureRequest) -> Iterator[None]:
+    """Each test starts with automd.socket listening and no shared unit failed or masked.
+
+    Found broken before a test (by something outside any test), the units are repaired and
+    the repair reported at the end of the run; left broken by a test, they are repaired and
+    that test fails, naming what it left. Either way the tests after it run as usual.
+    """
+    if found := shared_unit_problems(container):
+        repair_shared_units(container, request, f"before {request.node.nodeid}", found)
+    yield
+    if left := shared_unit_problems(container):
+        diagnostics = repair_shared_units(container, request, f"after {request.node.nodeid}", left)
+        pytest.fail(f"left shared units broken (repaired for the next test): {'; '.join(left)}"
+                    f"\n{diagnostics}", pytrace=False)  # fmt: skip
+
+
+def shared_unit_problems(c: Container) -> list[str]:
+    """What is wrong with SHARED_UNITS: automd.socket must listen, none may be failed or masked.
+
+    A unit on its way somewhere (a restart under way) is waited for until it gets there.
+    """
+
+    def states() -> list[dict[str, str]]:
+        props = "--property=LoadState,ActiveState,SubState,Result"
+        out = c.run(["systemctl", "show", props, *SHARED_UNITS]).stdout.decode()
+        # One block per unit, in the order asked for, separated by an empty line.
+        return [dict(line.split("=", 1) for line in block.splitlines() if "=" in line)
+                for block in out.strip().split("\n\n")]  # fmt: skip
+
+    settled = wait_for(
+        "shared units settled",
+        states,
+        lambda units: all(u["ActiveState"] in ("active", "inactive", "failed") for u in units),
+    )
+    problems = [
+        f"{name} {u['LoadState']} {u['ActiveState']} ({u['SubState']}, result {u['Result']})"
+        for name, u in zip(SHARED_UNITS, settled, strict=True)
+        if u["ActiveState"] == "failed" or u["LoadState"] == "masked"
+    ]
+    if settled[0]["ActiveState"] != "active":
+        problems.append(f"automd.socket not listening ({settled[0]['ActiveState']})")
+    return problems
+
+
+def repair_shared_units(
+    c: Container, request: pytest.FixtureRequest, when: str, problems: list[str]
+) -> str:
+    """Unmask, reset-failed and start automd.socket; record it for the summary. The journal
+    of the failed units, for the report."""
+    journal = c.run(
+        ["journalctl", "--no-pager", "-n", "30", *(f"--unit={u}" for u in SHARED_UNITS)]
+    )
+    c.run(["systemctl", "unmask", "--runtime", *SHARED_UNITS])
+    c.run(["systemctl", "reset-failed", *SHARED_UNITS], check=False)
+    c.run(["systemctl", "start", "automd.socket"])
+    request.config.stash.setdefault(_REPAIRS, []).append(
+        f"automd test container: repaired shared units {when}: {'; '.join(problems)}"
+    )
+    return journal.stdout.decode(errors="replace")
+
+
+def wait_for(
+    what: str,
+    probe: Callable[[], T],
+    done: Callable[[T], bool] = bool,
+    *,
+    within: float = WAIT_SECONDS,
+) -> T:
+    """probe() until done(value); that value. Waits on a state, never for a time: `within`
+    only bounds a failure, which names `what` and the last value seen."""
+    deadline = time.monotonic() + within
+    while not done(value := probe()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {within:g} s: {what}; last seen: {value!r}")
+        time.sleep(_POLL_SECONDS)
+    return value
+
+
+async def wait_for_async(
+    what: str,
+    probe: Callable[[], Awaitable[T]],
+    done: Callable[[T], bool] = bool,
+    *,
+    within: float = WAIT_SECONDS,
+) -> T:
+    """wait_for() for a coroutine probe, sleeping without blocking the event loop."""
+    deadline = time.monotonic() + within
+    while not done(value := await probe()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {within:g} s: {what}; last seen: {value!r}")
+        await asyncio.sleep(_POLL_SECONDS)
+    return value
+
+
+class Gate:
+    """Files a test creates to let a waiting job go on: the job ends when the test says so.
+
+    A job of jobs.d/gated.toml prints "line N" and then waits for step N's file; a unit of a
+    test's own waits with shell(). Each gate has its own name; open_all() opens every step.
+    """
+
+    def __init__(self, container: Container) -> None:
+        self.name = secrets.token_hex(8)
+        self._dir = container.root / GATES_DIR.lstrip("/")
+        self._dir.mkdir(mode=0o755, exist_ok=True)
+
+    def open(self, step: int = 1) -> None:
+        (self._dir / f"{self.name}.{step}").touch()
+
+    def open_all(self) -> None:
+        (self._dir / f"{self.name}.all").touch()
+
+    def shell(self, step: int = 1) -> str:
+        """sh code that returns once open(step) or open_all() has been called."""
+        path = f"{GATES_DIR}/{self.name}"
+        return f"until [ -e {path}.{step} ] || [ -e {path}.all ]; do sleep 0.05; done"
+
+
+@pytest.fixture
+def new_gate(container: Container) -> Iterator[Callable[[], Gate]]:
+    """Makes Gates; every one is opened at the end, so no job waits on after a failed test."""
+    made: list[Gate] = []
+
+    def new() -> Gate:
+        made.append(Gate(container))
+        return made[-1]
+
+    yield new
+    for gate in made:
+        gate.open_all()
 
 
 def install_automd(c: Container) -> None:

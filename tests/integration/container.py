@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import secrets
@@ -15,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 # Units enabled on the Debian hosts that only fail (or waste boot time) inside a volatile
 # container. Masking them keeps the boot quick and the system state "running"; units that do
@@ -247,6 +248,54 @@ class Container:
         """Create or replace a root-owned file inside, creating its parent directories."""
         payload = data.encode() if isinstance(data, str) else data
         self.run(["install", "-D", "-m", f"{mode:04o}", "/dev/stdin", path], input=payload)
+
+    # -- systemd inside ----------------------------------------------------------------------
+
+    def show(self, unit: str, *props: str) -> dict[str, str]:
+        """`systemctl show` of a unit's properties, by name."""
+        out = self.run(["systemctl", "show", unit, *(f"--property={p}" for p in props)]).stdout
+        return dict(line.split("=", 1) for line in out.decode().splitlines() if "=" in line)
+
+    def start_units(self, *units: str) -> None:
+        self._afresh("start", units)
+
+    def stop_units(self, *units: str) -> None:
+        self._afresh("stop", units)
+
+    def restart_units(self, *units: str) -> None:
+        self._afresh("restart", units)
+
+    def _afresh(self, verb: str, units: Sequence[str]) -> None:
+        """What every test that starts, stops or restarts a unit on purpose goes through.
+
+        systemd counts each start of a unit, socket activations and Restart= included, and
+        refuses the sixth within 10 s (StartLimitBurst=, "start-limit-hit"); a failed automd
+        then fails every later test in the shared container. reset-failed forgets the count,
+        so no test's deliberate restarts spend the budget of the next; the units keep the
+        limits users get. It comes first, so what a stop leaves (Result=, NRestarts=) can
+        still be checked. It fails for a unit not loaded (nothing to forget): ignored.
+        """
+        self.run(["systemctl", "reset-failed", *units], check=False)
+        self.run(["systemctl", verb, *units])
+
+    def sync_journal(self) -> None:
+        """Return once journald has stored everything logged before this call.
+
+        journald handles the messages already queued to it before a sync request, so a
+        finished job's output, or an entry sent before a reply, is then there to read: no
+        waiting, and no guess at how far journald lags on a loaded machine.
+        """
+        self.run(["journalctl", "--sync"])
+
+    def journal(self, *matches: str, since: float | None = None) -> list[dict[str, Any]]:
+        """Journal entries matching `matches` (journalctl's syntax), as JSON objects, with
+        everything logged before this call (sync_journal)."""
+        self.sync_journal()
+        argv = ["journalctl", "--no-pager", "--output=json", *matches]
+        if since is not None:
+            argv.append(f"--since=@{int(since)}")
+        out = self.run(argv).stdout.decode()
+        return [json.loads(line) for line in out.splitlines() if line]
 
     def diagnostics(self, lines: int = 40) -> str:
         """Tails of the nspawn log and, if the container is reachable, of its journal."""

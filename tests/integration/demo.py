@@ -36,6 +36,7 @@ def run_demo(c: Container, say: Callable[[str], None]) -> str:
         raise RuntimeError(f"no job id in: {out}")
     job_id = match.group(1)
     show([AUTOMCTL, "status", job_id], user=TEST_USER)
+    c.sync_journal()  # the ended job's output is all stored, whatever journald's lag
     show(["journalctl", "--no-pager", "-o", "short", f"AUTOMD_JOB_ID={job_id}"])
     show([AUTOMCTL, "run", "fail", "code=3", "--wait"], user=TEST_USER)
     show(["systemctl", "status", "--no-pager", "automd.service"])

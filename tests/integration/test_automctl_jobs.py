@@ -23,9 +23,8 @@ def test_run_wait_prints_a_summary_and_exits_0(container: Container) -> None:
     assert job_id, out
     assert "Finished with result: success (succeeded)" in err
     assert f"journalctl AUTOMD_JOB_ID={job_id.group(1)}" in err
-    logs = container.run(["journalctl", "-o", "cat", f"AUTOMD_JOB_ID={job_id.group(1)}",
-                          "_TRANSPORT=stdout"]).stdout.decode()  # fmt: skip
-    assert "Hello, Ada Lovelace!" in logs
+    logs = container.journal(f"AUTOMD_JOB_ID={job_id.group(1)}", "_TRANSPORT=stdout")
+    assert [e["MESSAGE"] for e in logs] == ["Hello, Ada Lovelace!"]
 
 
 def test_a_failing_jobs_exit_status_passes_through(container: Container) -> None:

@@ -7,12 +7,13 @@ measurements): any hardening lost from units/automd.service or from automd's job
 
 from __future__ import annotations
 
-import asyncio
 import re
+from collections.abc import Callable
 
 import pytest
 
 from automd.sandbox import DEFAULT_SANDBOX
+from tests.integration.conftest import Gate
 from tests.integration.container import Container
 from tests.integration.test_jobs import Api
 
@@ -62,8 +63,10 @@ async def test_daemon_still_does_its_job_under_the_hardening(api: Api) -> None:
     assert health["status"] == "ok", health  # the store is writable, systemd's bus reachable
 
 
-async def test_job_unit_sandbox_and_exposure(api: Api, container: Container) -> None:
-    job = await api.submit("hold", seconds=30)
+async def test_job_unit_sandbox_and_exposure(
+    api: Api, container: Container, new_gate: Callable[[], Gate]
+) -> None:
+    job = await api.submit("gated", gate=new_gate().name)  # runs until cancelled
     try:
         running = await api.wait(job["id"], "running")
         unit = running["unit"]
@@ -86,4 +89,4 @@ async def test_job_unit_sandbox_and_exposure(api: Api, container: Container) -> 
             assert row.lstrip().startswith("✓"), row
     finally:
         await api.call("job.cancel", id=job["id"])
-        await asyncio.wait_for(api.wait(job["id"], "cancelled"), 60)
+        await api.wait(job["id"], "cancelled")

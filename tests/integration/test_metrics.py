@@ -47,7 +47,7 @@ async def test_job_outcomes_are_counted_and_survive_a_restart(container: Contain
     assert value(after, "automd_rpc_requests_total", method="job.submit", code="ok") >= 3
 
     # Outcome counters come from the store: a restart does not reset them.
-    container.run(["systemctl", "restart", "automd.service"])
+    container.restart_units("automd.service")
     await api.call("system.version")
     restarted = samples(scrape(container))
     for definition, state in (("hello", "succeeded"), ("fail", "failed"), ("long", "cancelled")):
@@ -60,8 +60,8 @@ async def test_job_outcomes_are_counted_and_survive_a_restart(container: Contain
 async def test_the_optional_tcp_listener_serves_only_metrics(container: Container) -> None:
     # systemd refuses to start a socket whose service already runs: stop automd first (its
     # jobs keep running), as docs/metrics.md says.
-    container.run(["systemctl", "stop", "automd.service"])
-    container.run(["systemctl", "start", "automd-metrics.socket"])
+    container.stop_units("automd.service")
+    container.start_units("automd-metrics.socket")
     try:
         await Api(container).call("system.version")  # activates automd with both sockets
         over_tcp = container.run(["curl", "-sS", "--fail", "http://127.0.0.1:9749/metrics"])
@@ -74,5 +74,5 @@ async def test_the_optional_tcp_listener_serves_only_metrics(container: Containe
         status = container.run(["systemctl", "show", "automd.service", "-p", "StatusText"])
         assert b"metrics on 127.0.0.1:9749" in status.stdout
     finally:
-        container.run(["systemctl", "stop", "automd.service", "automd-metrics.socket"])
+        container.stop_units("automd.service", "automd-metrics.socket")
         await Api(container).call("system.version")

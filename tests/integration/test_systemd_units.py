@@ -6,7 +6,7 @@ import asyncio
 import secrets
 import signal
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
@@ -15,11 +15,10 @@ from automd.errors import UnitStartRejected
 from automd.sandbox import DEFAULT_SANDBOX
 from automd.systemd.bus import SystemdBus
 from automd.systemd.units import Systemd, UnitOutcome, UnitSpec
-from tests.integration.conftest import CHECKOUT
+from tests.integration.conftest import CHECKOUT, WAIT_SECONDS, Gate, wait_for
 from tests.integration.container import Container
 
 PAYLOAD = "$HOME ${X} $$ `id` ; rm -rf / %n %% \\ 'q' \"dq\""
-OUTCOME_TIMEOUT = 20.0
 
 
 class Recorder:
@@ -41,12 +40,12 @@ class Recorder:
         self._finished_waiters.setdefault(outcome.unit, asyncio.Event()).set()
 
     async def wait_started(self, unit: str) -> str:
-        async with asyncio.timeout(OUTCOME_TIMEOUT):
+        async with asyncio.timeout(WAIT_SECONDS):
             await self._started_waiters.setdefault(unit, asyncio.Event()).wait()
         return self.started[unit][0]
 
     async def outcome(self, unit: str) -> UnitOutcome:
-        async with asyncio.timeout(OUTCOME_TIMEOUT):
+        async with asyncio.timeout(WAIT_SECONDS):
             await self._finished_waiters.setdefault(unit, asyncio.Event()).wait()
         (outcome,) = self.finished[unit]
         return outcome
@@ -75,27 +74,22 @@ def job_spec(label: str, argv: tuple[str, ...], **overrides: Any) -> UnitSpec:
     return UnitSpec(**values)
 
 
-def show(container: Container, unit: str, *props: str) -> dict[str, str]:
-    out = container.run(["systemctl", "show", unit, *(f"--property={p}" for p in props)])
-    pairs = (line.split("=", 1) for line in out.stdout.decode().splitlines() if "=" in line)
-    return dict(pairs)
-
-
-async def main_process_cmdline(container: Container, unit: str) -> list[bytes]:
+def main_process_cmdline(container: Container, unit: str) -> list[bytes]:
     """argv of the unit's main process once exec'd (Type=exec reports "activating" before
     the fork, and the child is called "(sh)" until its execve)."""
-    async with asyncio.timeout(5):
-        while True:
-            pid = show(container, unit, "MainPID")["MainPID"]
-            if pid != "0":
-                cmdline = container.run(["cat", f"/proc/{pid}/cmdline"]).stdout.split(b"\0")
-                if not cmdline[0].startswith(b"("):
-                    return cmdline[:-1]
-            await asyncio.sleep(0.05)
+
+    def cmdline() -> list[bytes]:
+        pid = container.show(unit, "MainPID")["MainPID"]
+        if pid == "0":
+            return []
+        return container.run(["cat", f"/proc/{pid}/cmdline"]).stdout.split(b"\0")[:-1]
+
+    return wait_for(f"{unit}'s main process exec'd", cmdline,
+                    lambda argv: bool(argv) and not argv[0].startswith(b"("))  # fmt: skip
 
 
 def is_loaded(container: Container, unit: str) -> bool:
-    return show(container, unit, "LoadState")["LoadState"] == "loaded"
+    return container.show(unit, "LoadState")["LoadState"] == "loaded"
 
 
 @pytest.fixture(scope="module")
@@ -153,7 +147,7 @@ async def test_exit_three_is_exit_code_and_stays_until_reset(
     outcome = await run_to_end(systemd, recorder, spec)
     assert (outcome.result, outcome.exit_code, outcome.signal) == ("exit-code", 3, None)
     # Default CollectMode: the failed unit stays inspectable until ResetFailedUnit.
-    assert show(container, spec.name, "ActiveState")["ActiveState"] == "failed"
+    assert container.show(spec.name, "ActiveState")["ActiveState"] == "failed"
     await systemd.reset_failed(spec.name)
     assert not is_loaded(container, spec.name)
     await systemd.reset_failed(spec.name)  # gone: a no-op
@@ -227,8 +221,7 @@ async def test_properties_read_back(
     await systemd.start_unit(spec)
     await recorder.wait_started(spec.name)
     try:
-        props = show(
-            container,
+        props = container.show(
             spec.name,
             "ExecStart",
             "ExecStartEx",
@@ -246,7 +239,7 @@ async def test_properties_read_back(
             "CollectMode",
             *DEFAULT_SANDBOX,
         )
-        cmdline = await main_process_cmdline(container, spec.name)
+        cmdline = main_process_cmdline(container, spec.name)
     finally:
         await systemd.stop_unit(spec.name)
     assert cmdline == [b"/bin/sh", b"-c", b"sleep 30; :", b"sh", PAYLOAD.encode()]
@@ -267,7 +260,7 @@ async def test_properties_read_back(
     for name, value in DEFAULT_SANDBOX.items():
         expected = ("yes" if value else "no") if isinstance(value, bool) else value
         assert props[name] == expected, name
-    slice_props = show(container, "automd-jobs.slice", "LoadState", "ActiveState", "TasksMax")
+    slice_props = container.show("automd-jobs.slice", "LoadState", "ActiveState", "TasksMax")
     assert slice_props == {"LoadState": "loaded", "ActiveState": "active", "TasksMax": "4096"}
     await recorder.outcome(spec.name)
 
@@ -323,7 +316,9 @@ async def test_fifty_concurrent_units_finish_exactly_once(
         assert outcome.exit_code == i % 3
         assert outcome.result == ("success" if i % 3 == 0 else "exit-code")
         assert len(recorder.started[spec.name]) == 1
-    await asyncio.sleep(0.5)  # room for a duplicate to show up
+    # A duplicate would come from messages systemd sent about the fifty: they all come before
+    # those about a unit started after the fifty ended, on the same connection.
+    await run_to_end(systemd, recorder, job_spec("after-many", ("/bin/true",)))
     assert all(len(recorder.finished[spec.name]) == 1 for spec in specs)
     assert all(len(recorder.started[spec.name]) == 1 for spec in specs)
     await asyncio.gather(*(systemd.reset_failed(spec.name) for spec in specs))
@@ -334,11 +329,14 @@ async def test_fifty_concurrent_units_finish_exactly_once(
         )
 
 
-async def test_adopt_after_restart(container: Container, jobs_slice: None) -> None:
+async def test_adopt_after_restart(
+    container: Container, jobs_slice: None, new_gate: Callable[[], Gate]
+) -> None:
     before = Recorder()
     bus = bus_for(container)
     previous = Systemd(bus, before, journal_path=journal_dir(container))
-    running = job_spec("adopt-run", ("/bin/sh", "-c", "sleep 2; exit 4"))
+    gate = new_gate()  # "running" runs until adopted, however long that takes
+    running = job_spec("adopt-run", ("/bin/sh", "-c", f"{gate.shell()}; exit 4"))
     ended = job_spec("adopt-ended", ("/bin/sh", "-c", "exit 5"))
     try:
         await previous.start_unit(running)
@@ -363,6 +361,8 @@ async def test_adopt_after_restart(container: Container, jobs_slice: None) -> No
             5,
         )
         assert after.started[running.name] == before.started[running.name]
+        assert running.name not in after.finished
+        gate.open()
         outcome = await after.outcome(running.name)
         assert (outcome.result, outcome.exit_code, outcome.source) == ("exit-code", 4, "dbus")
         # A second adopt() does not report the same ends again.
@@ -453,13 +453,15 @@ async def test_units_that_end_while_disconnected_are_resynchronised(
 
 
 async def test_systemd_reexec_is_followed(
-    systemd: Systemd, recorder: Recorder, container: Container
+    systemd: Systemd, recorder: Recorder, container: Container, new_gate: Callable[[], Gate]
 ) -> None:
-    spec = job_spec("reexec", ("/bin/sh", "-c", "sleep 3; exit 7"))
+    gate = new_gate()  # the unit ends after the re-exec, however long that takes
+    spec = job_spec("reexec", ("/bin/sh", "-c", f"{gate.shell()}; exit 7"))
     await systemd.start_unit(spec)
     await recorder.wait_started(spec.name)
     # systemd drops off the bus and re-registers with a new unique name (NameOwnerChanged).
     container.run(["systemctl", "daemon-reexec"])
+    gate.open()
     outcome = await recorder.outcome(spec.name)
     assert (outcome.result, outcome.exit_code) == ("exit-code", 7)
     await systemd.reset_failed(spec.name)
