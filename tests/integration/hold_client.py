@@ -74,7 +74,11 @@ def wait_for_release(path: str) -> None:
     try:
         while True:
             poller.poll()  # data, or the hang-up of a writer that came and went
-            if not os.read(fd, 64):
+            try:
+                data = os.read(fd, 64)
+            except BlockingIOError:
+                continue  # another holder read the writer's line first: wait for its hang-up
+            if not data:
                 return
     finally:
         os.close(fd)
