@@ -65,16 +65,17 @@ class EventRecord:
     detail: str | None
 
 
-# The state groups of the partial indexes (migrations 1 and 5). A query uses a partial index
-# only when its WHERE term is the index's own, literally (bound parameters cannot be proven
-# to match), so these queries spell the states out and name their index (INDEXED BY: SQLite
-# refuses the query rather than scan the table if the index cannot serve it).
+# The unfinished jobs are read through the partial index jobs_unfinished (state, id). A query
+# uses a partial index only when its WHERE holds the index's own term, literally (bound
+# parameters cannot be proven to match), so these queries spell it out, narrow it with the
+# states they want, and name the index (INDEXED BY: SQLite refuses the query rather than
+# scan every job ever run if the index cannot serve it).
 UNFINISHED = ("queued", "starting", "running", "waiting_retry")
 HOLDING_SLOT = ("starting", "running")
-_UNFINISHED_WHERE = (
+_UNFINISHED = (
     "INDEXED BY jobs_unfinished WHERE state IN ('queued', 'starting', 'running', 'waiting_retry')"
 )
-_HOLDING_SLOT_WHERE = "INDEXED BY jobs_holding_slot WHERE state IN ('starting', 'running')"
+_HOLDING_SLOT_WHERE = f"{_UNFINISHED} AND state IN ('starting', 'running')"
 
 _JOB_NAMES = tuple(f.name for f in fields(JobRecord))
 _JOB_COLUMNS = ", ".join(_JOB_NAMES)
@@ -219,15 +220,15 @@ def holding_slot_per_definition(conn: sqlite3.Connection) -> dict[str, int]:
 
 
 def count_unfinished(conn: sqlite3.Connection) -> int:
-    (count,) = conn.execute(f"SELECT count(*) FROM jobs {_UNFINISHED_WHERE}").fetchone()
+    (count,) = conn.execute(f"SELECT count(*) FROM jobs {_UNFINISHED}").fetchone()
     return int(count)
 
 
 def queued_after(conn: sqlite3.Connection, after_id: str, limit: int) -> list[JobRecord]:
     """A page of queued jobs, oldest first, after `after_id` ("" for the first page)."""
     rows = conn.execute(
-        f"SELECT {_JOB_COLUMNS} FROM jobs INDEXED BY jobs_queued "
-        "WHERE state = 'queued' AND id > ? ORDER BY id LIMIT ?",
+        f"SELECT {_JOB_COLUMNS} FROM jobs {_UNFINISHED} AND state = 'queued' AND id > ? "
+        "ORDER BY id LIMIT ?",
         (after_id, limit),
     ).fetchall()
     return [_job(row) for row in rows]
@@ -291,11 +292,11 @@ async def list_jobs(
 
 async def unfinished_jobs(store: Store) -> list[JobRecord]:
     """Every job not yet in a final state, oldest first."""
-    return await _jobs_where(store, _UNFINISHED_WHERE)
+    return await _jobs_where(store, _UNFINISHED)
 
 
 async def jobs_waiting_retry(store: Store) -> list[JobRecord]:
-    return await _jobs_where(store, "INDEXED BY jobs_waiting_retry WHERE state = 'waiting_retry'")
+    return await _jobs_where(store, f"{_UNFINISHED} AND state = 'waiting_retry'")
 
 
 async def jobs_holding_slot(store: Store) -> list[tuple[JobRecord, AttemptRecord | None]]:

@@ -108,14 +108,12 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
     Migration(
         5,
-        "partial indexes for the dispatcher and the self-check: their reads stay small however "
-        "many finished jobs the table holds",
+        "jobs_unfinished orders each state's jobs by id: the dispatcher reads the oldest queued "
+        "jobs, and the self-check the running ones, however many finished jobs the table holds",
         (
-            "CREATE INDEX jobs_queued ON jobs (id) WHERE state = 'queued'",
-            """CREATE INDEX jobs_holding_slot ON jobs (definition)
-                WHERE state IN ('starting', 'running')""",
-            """CREATE INDEX jobs_waiting_retry ON jobs (next_attempt_at)
-                WHERE state = 'waiting_retry'""",
+            "DROP INDEX jobs_unfinished",
+            """CREATE INDEX jobs_unfinished ON jobs (state, id)
+                WHERE state IN ('queued', 'starting', 'running', 'waiting_retry')""",
         ),
     ),
 )
