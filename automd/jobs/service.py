@@ -182,46 +182,16 @@ class JobService:
         job = new_job_record(
             definition, values, caller, idempotency_key, now, traceparent=traceparent
         )
-        # What a key is bound to; without a key there is nothing to compare it with.
-        fingerprint = (
-            "" if idempotency_key is None else request_fingerprint(definition.name, values)
+        # What a key is bound to (only computed when there is a key to compare).
+        key = None
+        if idempotency_key is not None:
+            fingerprint = request_fingerprint(definition.name, values)
+            window_start = now - self.settings.idempotency_window_seconds
+            key = _Key(idempotency_key, fingerprint, window_start)
+        limit = self.settings.max_unfinished if queue_full else None
+        record, replayed = await self._store.write(
+            lambda conn: _queue(conn, job, key, refuse_new_over=limit, audit=audit)
         )
-        window_start = now - self.settings.idempotency_window_seconds
-
-        def write(conn: sqlite3.Connection) -> tuple[JobRecord, bool]:
-            if idempotency_key is not None:
-                found = rows.find_idempotency_key(conn, caller.uid, idempotency_key, window_start)
-                if found is not None:
-                    earlier_id, earlier_fingerprint = found
-                    if earlier_fingerprint != fingerprint:
-                        raise IdempotencyConflict(
-                            data={"idempotency_key": idempotency_key, "job": earlier_id}
-                        )
-                    earlier = rows.load_job(conn, earlier_id)
-                    assert earlier is not None
-                    if audit is not None:
-                        audit_rows.insert(conn, replace(audit, job_id=earlier.id))
-                    return earlier, True
-            if queue_full:  # a replay is answered even then: only a new job is refused
-                raise QueueFull(data={"max_unfinished_jobs": self.settings.max_unfinished})
-            rows.insert_job(conn, job)
-            if idempotency_key is not None:
-                rows.put_idempotency_key(
-                    conn,
-                    caller_uid=caller.uid,
-                    key=idempotency_key,
-                    job_id=job.id,
-                    fingerprint=fingerprint,
-                    at=now,
-                )
-            rows.insert_event(
-                conn, job.id, now, JobState.QUEUED, detail=f"submitted by uid {caller.uid}"
-            )
-            if audit is not None:
-                audit_rows.insert(conn, replace(audit, job_id=job.id))
-            return job, False
-
-        record, replayed = await self._store.write(write)
         if not replayed:
             self.dispatcher.job_added()
             # debug: a burst of submits must not become a burst of journal writes; the
@@ -308,6 +278,55 @@ class JobService:
             await asyncio.sleep(
                 min(max(self.settings.idempotency_window_seconds / 10, 60.0), 3600.0)
             )
+
+
+@dataclass(frozen=True)
+class _Key:
+    """A submit's idempotency key: what it is bound to, and since when an earlier use counts."""
+
+    key: str
+    fingerprint: str
+    window_start: float
+
+
+def _queue(
+    conn: sqlite3.Connection,
+    job: JobRecord,
+    key: _Key | None,
+    *,
+    refuse_new_over: int | None,
+    audit: AuditRecord | None,
+) -> tuple[JobRecord, bool]:
+    """In the writer's transaction: the earlier job of the key (replayed), else `job` queued.
+
+    `refuse_new_over`: the queue is full; a replay is still answered, a new job refused.
+    `audit` is written with either, naming its job.
+    """
+    if key is not None:
+        found = rows.find_idempotency_key(conn, job.caller_uid, key.key, key.window_start)
+        if found is not None:
+            earlier_id, earlier_fingerprint = found
+            if earlier_fingerprint != key.fingerprint:
+                raise IdempotencyConflict(data={"idempotency_key": key.key, "job": earlier_id})
+            earlier = rows.load_job(conn, earlier_id)
+            assert earlier is not None
+            if audit is not None:
+                audit_rows.insert(conn, replace(audit, job_id=earlier.id))
+            return earlier, True
+    if refuse_new_over is not None:
+        raise QueueFull(data={"max_unfinished_jobs": refuse_new_over})
+    rows.insert_job(conn, job)
+    if key is not None:
+        rows.put_idempotency_key(
+            conn, caller_uid=job.caller_uid, key=key.key, job_id=job.id,
+            fingerprint=key.fingerprint, at=job.created_at,
+        )  # fmt: skip
+    rows.insert_event(
+        conn, job.id, job.created_at, JobState.QUEUED, detail=f"submitted by uid {job.caller_uid}"
+    )
+    if audit is not None:
+        audit_rows.insert(conn, replace(audit, job_id=job.id))
+    return job, False
 
 
 def _owned(job: JobRecord | None, job_id: str, owner: int | None) -> JobRecord:
