@@ -250,7 +250,7 @@ class Daemon:
                 job_repairs=lambda: jobs.reconciler.repairs,
                 illegal_transitions=lambda: job_states.illegal_transitions,
             ),
-            store.fetch_all,
+            store,
         )
         return _Parts(store, bus, systemd, system, jobs, logs, server)
 

@@ -8,9 +8,8 @@ by the part that sees it, and read here at scrape time; those reset when automd 
 
 from __future__ import annotations
 
-import sqlite3
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +28,8 @@ from prometheus_client.registry import Collector
 from automd import __version__
 from automd.api.codes import API_VERSION
 from automd.api.methods import FINISHED_STATES, METHODS, JobState
+from automd.store import jobs as jobs_rows
+from automd.store.db import Store
 
 # Job run times span seconds to hours.
 RUNTIME_BUCKETS = (1.0, 5.0, 15.0, 30.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 4 * 3600.0)
@@ -39,7 +40,6 @@ OTHER_METHOD = "(other)"
 # Rows folded in per store read, so a long history never holds one huge result in memory.
 _CHUNK = 20_000
 _COUNTED_STATES = tuple(sorted({*FINISHED_STATES, JobState.WAITING_RETRY}))
-_UNFINISHED_STATES = (JobState.QUEUED, JobState.STARTING, JobState.RUNNING, JobState.WAITING_RETRY)
 
 
 class RpcMetrics:
@@ -107,22 +107,6 @@ def _bucket(value: float) -> int:
         if value <= bound:
             return index
     return len(RUNTIME_BUCKETS)
-
-
-_EVENTS_SQL = f"""
-    SELECT e.rowid, j.definition, e.state, e.at, a.started_at
-    FROM job_events e
-    JOIN jobs j ON j.id = e.job_id
-    LEFT JOIN attempts a ON a.job_id = e.job_id AND a.number = e.attempt
-    WHERE e.rowid > ? AND e.state IN ({", ".join("?" * len(_COUNTED_STATES))})
-    ORDER BY e.rowid LIMIT ?"""  # noqa: S608 (placeholders only)
-_UNFINISHED_SQL = f"""
-    SELECT definition, state, count(*) FROM jobs
-    WHERE state IN ({", ".join("?" * len(_UNFINISHED_STATES))})
-    GROUP BY definition, state"""  # noqa: S608 (placeholders only)
-
-#: Store.fetch_all: runs a query on the store's reader thread.
-Fetch = Callable[[str, Sequence[Any]], Awaitable[list[sqlite3.Row]]]
 
 
 @dataclass(frozen=True)
@@ -255,13 +239,13 @@ class Metrics:
         self.rpc = RpcMetrics(self.registry)
         ProcessCollector(registry=self.registry)
         self.daemon: DaemonCollector | None = None
-        self._fetch: Fetch | None = None
+        self._store: Store | None = None
 
-    def attach(self, gauges: Gauges, fetch: Fetch) -> None:
-        """Export the daemon's parts; `fetch` is Store.fetch_all, for the job outcomes."""
+    def attach(self, gauges: Gauges, store: Store) -> None:
+        """Export the daemon's parts; the job outcomes are read from `store`."""
         self.daemon = DaemonCollector(gauges)
         self.registry.register(self.daemon)
-        self._fetch = fetch
+        self._store = store
 
     async def page(self) -> tuple[bytes, str]:
         """A scrape: (body, content type), with the store's news folded in first."""
@@ -270,15 +254,17 @@ class Metrics:
 
     async def refresh(self) -> None:
         """Fold new job events in and re-count unfinished jobs (reads off the event loop)."""
-        if self.daemon is None or self._fetch is None:
+        if self.daemon is None or self._store is None:
             return
         totals = self.daemon.totals
         while True:
-            rows = await self._fetch(_EVENTS_SQL, (totals.last_rowid, *_COUNTED_STATES, _CHUNK))
+            rows = await jobs_rows.outcome_events(
+                self._store, totals.last_rowid, _COUNTED_STATES, _CHUNK
+            )
             totals.fold(rows)
             if len(rows) < _CHUNK:
                 break
-        self.daemon.unfinished = await self._fetch(_UNFINISHED_SQL, _UNFINISHED_STATES)
+        self.daemon.unfinished = await jobs_rows.unfinished_per_definition(self._store)
 
     def render(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST

@@ -290,6 +290,31 @@ async def list_jobs(
     return [_job(row) for row in rows]
 
 
+async def outcome_events(
+    store: Store, after_rowid: int, states: Sequence[str], limit: int
+) -> list[tuple[int, str, str, float, float | None]]:
+    """Events into `states` after `after_rowid`, oldest first: (rowid, definition, state, at,
+    the attempt's start), for the metrics' outcome counters."""
+    rows = await store.fetch_all(
+        f"""SELECT e.rowid, j.definition, e.state, e.at, a.started_at
+            FROM job_events e
+            JOIN jobs j ON j.id = e.job_id
+            LEFT JOIN attempts a ON a.job_id = e.job_id AND a.number = e.attempt
+            WHERE e.rowid > ? AND e.state IN ({", ".join("?" * len(states))})
+            ORDER BY e.rowid LIMIT ?""",
+        [after_rowid, *states, limit],
+    )
+    return [tuple(row) for row in rows]
+
+
+async def unfinished_per_definition(store: Store) -> list[tuple[str, str, int]]:
+    """(definition, state, count) of the unfinished jobs."""
+    rows = await store.fetch_all(
+        f"SELECT definition, state, count(*) FROM jobs {_UNFINISHED} GROUP BY definition, state"
+    )
+    return [(str(d), str(s), int(n)) for d, s, n in rows]
+
+
 async def unfinished_jobs(store: Store) -> list[JobRecord]:
     """Every job not yet in a final state, oldest first."""
     return await _jobs_where(store, _UNFINISHED)

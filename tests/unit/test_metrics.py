@@ -28,8 +28,12 @@ def gauges() -> Gauges:
     )  # fmt: skip
 
 
-async def no_store(sql: str, args: Sequence[Any]) -> list[sqlite3.Row]:
-    raise AssertionError("these tests fold rows in by hand")
+class _NoStore:
+    async def fetch_all(self, sql: str, args: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        raise AssertionError("these tests fold rows in by hand")
+
+
+no_store: Any = _NoStore()
 
 
 def rendered(metrics: Metrics) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
