@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import NoReturn
 
 from automd.api.methods import Permission
+from automd.config import AccessSettings
 from automd.definitions.model import Definition
 from automd.errors import AutomdError, PermissionDenied
 from automd.peer import PeerCredentials
@@ -36,12 +37,6 @@ PolkitCheck = Callable[[str, int, int, Mapping[str, str]], Awaitable[bool]]
 
 class PolkitUnreachable(Exception):
     """polkit could not answer; the group-based fallback decides instead."""
-
-
-@dataclass(frozen=True)
-class AccessSettings:
-    group: str = "automd"  # fallback: may read, run and cancel
-    admin_group: str = "automd-admin"  # fallback: may also administer
 
 
 @dataclass(frozen=True)

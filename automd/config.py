@@ -85,6 +85,11 @@ class JobsSettings(_Section):
     idempotency_window_seconds: PositiveSeconds = Field(
         86400.0, description="How long an idempotency key is remembered."
     )
+    self_check_seconds: PositiveSeconds = Field(
+        10.0,
+        description="How often the jobs holding run slots are compared with the units automd "
+        "follows, and drift repaired (automd_job_repairs_total).",
+    )
 
 
 class AccessSettings(_Section):

@@ -17,8 +17,8 @@ from automd import __version__, fdbudget
 from automd.api.codes import API_VERSION
 from automd.api.methods import METHODS, HealthCheck, ReloadResult
 from automd.audit import AuditLog
-from automd.authz import AccessSettings, Authorizer, PolkitCheck
-from automd.config import DEFAULT_CONFIG_PATH, Config, JobsSettings, load_config
+from automd.authz import Authorizer, PolkitCheck
+from automd.config import DEFAULT_CONFIG_PATH, Config, load_config
 from automd.definitions.registry import DefinitionRegistry
 from automd.errors import ConfigError, StoreError
 from automd.joblog import JobLogs
@@ -27,7 +27,7 @@ from automd.jobs import views
 from automd.jobs.output import JobOutput
 from automd.jobs.queries import JobQueries
 from automd.jobs.requests import JobRequests
-from automd.jobs.service import JobService, JobSettings
+from automd.jobs.service import JobService
 from automd.log import set_level, setup_logging
 from automd.metrics import Gauges, Metrics
 from automd.rpc.admission import Limits
@@ -130,18 +130,6 @@ def polkit_check(bus: SystemdBus) -> PolkitCheck:
     return check
 
 
-def access_settings(config: Config) -> AccessSettings:
-    return AccessSettings(group=config.access.group, admin_group=config.access.admin_group)
-
-
-def job_settings(jobs: JobsSettings) -> JobSettings:
-    return JobSettings(
-        max_running=jobs.max_running,
-        max_unfinished=jobs.max_unfinished,
-        idempotency_window_seconds=jobs.idempotency_window_seconds,
-    )
-
-
 @dataclass
 class _Parts:
     """What run() builds, so that serving and closing are methods of their own."""
@@ -208,13 +196,11 @@ class Daemon:
         bus = SystemdBus()
         relay = _UnitEventsRelay()
         systemd = Systemd(bus, relay)
-        jobs = self._jobs = JobService(
-            store, self.registry, systemd, job_settings(self.config.jobs)
-        )
+        jobs = self._jobs = JobService(store, self.registry, systemd, self.config.jobs)
         relay.target = jobs
         logs = JobLogs(max_followers=self.config.server.max_log_followers)
         self.authz = Authorizer(
-            polkit_check(bus) if self.config.access.polkit else None, access_settings(self.config)
+            polkit_check(bus) if self.config.access.polkit else None, self.config.access
         )
         self.audit = AuditLog(store, retention_days=self.config.access.audit_retention_days)
         checks = {"journal": logs.health, "queue": jobs.queue_health, "open_files": self._fd_health}
@@ -372,8 +358,8 @@ class Daemon:
             self._budget = fdbudget.check(config.server, base=budget.base, reader=budget.reader)
         self._apply_budget(server, logs)
         if self._jobs is not None:
-            self._jobs.settings = job_settings(config.jobs)
-            self.authz.settings = access_settings(config)
+            self._jobs.settings = config.jobs
+            self.authz.settings = config.access
             self.audit.retention_days = config.access.audit_retention_days
         self.registry.directory = config.jobs.definitions_directory
         self._reload_definitions()

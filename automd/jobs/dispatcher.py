@@ -16,10 +16,10 @@ import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
+from automd.config import JobsSettings
 from automd.errors import SystemdRejected, SystemdUnavailable, UnitStartRejected
 from automd.jobs.logfields import job_log_fields
 from automd.jobs.plan import RunPlan, unit_name, unit_spec
-from automd.jobs.settings import JobSettings
 from automd.jobs.states import AttemptState, JobState, move
 from automd.jobs.tasks import TaskSet
 from automd.store import jobs as rows
@@ -110,7 +110,7 @@ class JobDispatcher:
         self,
         store: Store,
         systemd: Systemd,
-        settings: Callable[[], JobSettings],
+        settings: Callable[[], JobsSettings],
         clock: Callable[[], float],
         *,
         start_rejected: Callable[[UnitOutcome], None],

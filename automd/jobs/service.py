@@ -21,6 +21,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from automd.api.methods import HealthCheck
+from automd.config import JobsSettings
 from automd.definitions.model import Definition
 from automd.definitions.params import ParamValue
 from automd.definitions.registry import DefinitionRegistry
@@ -39,7 +40,6 @@ from automd.jobs.ids import new_job_id
 from automd.jobs.logfields import job_log_fields
 from automd.jobs.plan import RunPlan, make_plan, redact, unit_name
 from automd.jobs.reconcile import Reconciler
-from automd.jobs.settings import JobSettings
 from automd.jobs.states import FINISHED_STATES, JobState, move
 from automd.jobs.timers import RetryTimers
 from automd.store import audit as audit_rows
@@ -51,7 +51,7 @@ from automd.systemd.units import Systemd, UnitOutcome
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Caller", "JobService", "JobSettings", "job_log_fields"]
+__all__ = ["Caller", "JobService", "job_log_fields"]
 
 
 @dataclass(frozen=True)
@@ -66,7 +66,7 @@ class JobService:
         store: Store,
         registry: DefinitionRegistry,
         systemd: Systemd,
-        settings: JobSettings,
+        settings: JobsSettings,
         *,
         clock: Callable[[], float] = time.time,
         rng: Callable[[], float] = random.random,

@@ -9,7 +9,8 @@ import pytest
 
 from automd import authz
 from automd.api.methods import Permission
-from automd.authz import AccessSettings, Authorizer, PolkitUnreachable, polkit_details
+from automd.authz import Authorizer, PolkitUnreachable, polkit_details
+from automd.config import AccessSettings
 from automd.definitions.model import Definition
 from automd.errors import PermissionDenied, SystemdUnavailable
 from automd.peer import PeerCredentials

@@ -20,14 +20,15 @@ from automd.api.codes import ErrorCode
 from automd.api.methods import METHODS, JobState, ReloadResult
 from automd.api.openrpc import build_document
 from automd.audit import DETAIL_MAX, AuditLog
-from automd.authz import AccessSettings, Authorizer
+from automd.authz import Authorizer
+from automd.config import AccessSettings, JobsSettings
 from automd.definitions.registry import DefinitionRegistry
 from automd.errors import SystemdUnavailable
 from automd.joblog import JobLogs
 from automd.jobs.output import JobOutput
 from automd.jobs.queries import JobQueries
 from automd.jobs.requests import JobRequests
-from automd.jobs.service import Caller, JobService, JobSettings
+from automd.jobs.service import Caller, JobService
 from automd.peer import PeerCredentials
 from automd.rpc.context import CallContext
 from automd.rpc.guard import Guard
@@ -121,7 +122,7 @@ async def stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterato
     registry.reload()
     store = await Store.open(tmp_path / "state")
     systemd = StandInSystemd()
-    jobs = JobService(store, registry, systemd, JobSettings())  # type: ignore[arg-type]
+    jobs = JobService(store, registry, systemd, JobsSettings())  # type: ignore[arg-type]
     authz = Authorizer(rules, AccessSettings())
     audit = AuditLog(store, retention_days=1)
     services = Services(
@@ -275,7 +276,8 @@ async def _conflicting_key(stack: Stack) -> dict[str, Any]:
 
 
 async def _queue_full(stack: Stack) -> dict[str, Any]:
-    stack.service.settings = JobSettings(max_unfinished=0)
+    await stack.job(ALICE, JobState.RUNNING)  # the one unfinished job allowed
+    stack.service.settings = JobsSettings(max_unfinished=1)
     return {"definition": "echo"}
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from automd.api.methods import JobState
+from automd.config import JobsSettings
 from automd.definitions.model import RetryPolicy
 from automd.definitions.registry import DefinitionRegistry
 from automd.errors import (
@@ -24,7 +25,7 @@ from automd.jobs.ids import encode_ulid, new_job_id
 from automd.jobs.plan import parse_unit_name, unit_name
 from automd.jobs.policy import backoff_delay, judge, should_retry
 from automd.jobs.queries import JobQueries
-from automd.jobs.service import Caller, JobService, JobSettings
+from automd.jobs.service import Caller, JobService
 from automd.store import jobs as rows
 from automd.store.db import Store
 from automd.systemd.units import UnitOutcome, UnitSpec
@@ -90,7 +91,7 @@ def write_definitions(directory: Path) -> None:
 
 
 class Harness:
-    def __init__(self, tmp_path: Path, settings: JobSettings) -> None:
+    def __init__(self, tmp_path: Path, settings: JobsSettings) -> None:
         self.tmp_path = tmp_path
         self.settings = settings
         self.systemd = FakeSystemd()
@@ -142,7 +143,7 @@ class Harness:
 
 @pytest.fixture
 async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
-    h = Harness(tmp_path, JobSettings(max_running=4, max_unfinished=1000))
+    h = Harness(tmp_path, JobsSettings(max_running=4, max_unfinished=1000))
     await h.open()
     yield h
     await h.close()
@@ -255,7 +256,7 @@ async def test_idempotent_replay_and_conflict(harness: Harness) -> None:
 
 
 async def test_200_concurrent_submits_of_50_keys_make_50_jobs(harness: Harness) -> None:
-    harness.service.settings = JobSettings(max_running=1, max_unfinished=1000)
+    harness.service.settings = JobsSettings(max_running=1, max_unfinished=1000)
     results = await asyncio.gather(
         *(harness.service.submit("echo", {"text": f"t{i % 50}"}, f"k{i % 50}", CALLER)
           for i in range(200))
@@ -285,7 +286,7 @@ async def test_concurrency_limits_hold(harness: Harness) -> None:
 
 
 async def test_queue_full(tmp_path: Path) -> None:
-    h = Harness(tmp_path, JobSettings(max_running=1, max_unfinished=2))
+    h = Harness(tmp_path, JobsSettings(max_running=1, max_unfinished=2))
     await h.open()
     try:
         await h.service.submit("echo", {}, None, CALLER)
@@ -300,7 +301,7 @@ async def test_a_replay_is_answered_when_the_queue_is_full(tmp_path: Path) -> No
     """A client retrying its keyed submit gets its job back, not 1005 (found while adding the
     Idempotency-Key header: the draft says a replay returns the first result). Checked: fails
     on the code before the fix."""
-    h = Harness(tmp_path, JobSettings(max_running=1, max_unfinished=1))
+    h = Harness(tmp_path, JobsSettings(max_running=1, max_unfinished=1))
     await h.open()
     try:
         first, _ = await h.service.submit("echo", {}, "k1", CALLER)
@@ -330,7 +331,7 @@ async def test_failed_attempts_are_retried_with_backoff_then_fail(harness: Harne
 
 
 async def test_cancel_queued_running_and_finished(harness: Harness) -> None:
-    harness.service.settings = JobSettings(max_running=1, max_unfinished=1000)
+    harness.service.settings = JobsSettings(max_running=1, max_unfinished=1000)
     running, _ = await harness.service.submit("echo", {}, None, CALLER)
     queued, _ = await harness.service.submit("echo", {}, None, CALLER)
     await harness.wait_started(1)
@@ -421,7 +422,7 @@ async def test_restart_marks_a_vanished_running_job_unknown(harness: Harness) ->
 
 async def test_idempotency_keys_expire_after_their_window(tmp_path: Path) -> None:
     now = [1_000_000.0]
-    h = Harness(tmp_path, JobSettings(max_running=1, idempotency_window_seconds=60))
+    h = Harness(tmp_path, JobsSettings(max_running=1, idempotency_window_seconds=60))
     await h.open()
     try:
         h.service._clock = lambda: now[0]  # a controllable clock for the window
@@ -461,7 +462,7 @@ async def test_job_get_cache_is_dropped_by_every_write_of_the_job(harness: Harne
                     return
                 await asyncio.sleep(0.005)
 
-    harness.service.settings = JobSettings(max_running=1, max_unfinished=1000)
+    harness.service.settings = JobsSettings(max_running=1, max_unfinished=1000)
     job, _ = await harness.service.submit("echo", {}, None, CALLER)
     await reaches(job.id, JobState.STARTING)  # the dispatcher's write, not awaited by anyone
     await harness.wait_started(1)
@@ -549,10 +550,10 @@ async def test_restart_race_a_job_finished_during_reconcile_keeps_no_run_slot(
 
     Checked: fails on the code before the fix (the retry of `flaky` never starts).
     """
-    h = Harness(tmp_path, JobSettings(max_running=1, max_unfinished=1000))
+    h = Harness(tmp_path, JobsSettings(max_running=1, max_unfinished=1000))
     await h.open()
     try:
-        h.service.settings = JobSettings(max_running=2, max_unfinished=1000)
+        h.service.settings = JobsSettings(max_running=2, max_unfinished=1000)
         earlier, _ = await h.service.submit("echo", {}, None, CALLER)
         flaky, _ = await h.service.submit("flaky", {}, None, CALLER)
         await h.wait_started(2)
@@ -574,7 +575,7 @@ async def test_restart_race_a_job_finished_during_reconcile_keeps_no_run_slot(
         registry = DefinitionRegistry(tmp_path / "jobs.d")
         registry.reload()
         h.systemd = fake
-        h.service = JobService(h.store, registry, fake, JobSettings(max_running=1))  # type: ignore[arg-type]
+        h.service = JobService(h.store, registry, fake, JobsSettings(max_running=1))  # type: ignore[arg-type]
         fake.service = h.service
         await h.service.start()
         await asyncio.wait_for(h.service.reconciled.wait(), WAIT_SECONDS)
@@ -617,7 +618,7 @@ async def test_self_check_rearms_a_lost_retry_timer(harness: Harness) -> None:
     job, _ = await harness.service.submit("flaky", {}, None, CALLER)
     harness.service.timers.disarm(job.id)  # none yet; the outcome below arms it
     await harness.wait_started(1)
-    harness.service.settings = JobSettings(max_running=4, max_unfinished=1000)
+    harness.service.settings = JobsSettings(max_running=4, max_unfinished=1000)
     waiting_retry = harness.service.follower.record_finished
     await waiting_retry(job.id, 1, outcome(harness.systemd.started[0].name, "exit-code", 1))
     assert harness.service.timers.armed(job.id)
@@ -630,7 +631,7 @@ async def test_self_check_rearms_a_lost_retry_timer(harness: Harness) -> None:
 
 async def test_counts_are_the_stores(harness: Harness) -> None:
     """running/unfinished (STATUS=, metrics, health) are counted in the store by each round."""
-    harness.service.settings = JobSettings(max_running=1, max_unfinished=1000)
+    harness.service.settings = JobsSettings(max_running=1, max_unfinished=1000)
     first, _ = await harness.service.submit("echo", {}, None, CALLER)
     await harness.service.submit("echo", {}, None, CALLER)
     await harness.wait_started(1)
