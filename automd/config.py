@@ -21,6 +21,9 @@ class _Section(BaseModel):
 
 PositiveSeconds = Annotated[float, Field(gt=0, le=86400)]
 
+#: Marks a setting that a reload leaves as it is: a new value takes effect at the next start.
+RESTART_ONLY: dict[str, Any] = {"restart_only": True}
+
 
 class ServerSettings(_Section):
     """The HTTP/JSON-RPC endpoint on the Unix socket."""
@@ -48,6 +51,7 @@ class ServerSettings(_Section):
     )
     idle_timeout_seconds: PositiveSeconds = Field(
         60.0,
+        json_schema_extra=RESTART_ONLY,
         description=(
             "An idle keep-alive connection, or one whose request headers are still incomplete, "
             "is closed after this long."
@@ -63,6 +67,7 @@ class StateSettings(_Section):
 
     directory: Path = Field(
         Path("/var/lib/automd"),
+        json_schema_extra=RESTART_ONLY,
         description="State directory (systemd's StateDirectory=automd); overridden by --state-dir.",
     )
 
@@ -97,6 +102,7 @@ class AccessSettings(_Section):
 
     polkit: bool = Field(
         True,
+        json_schema_extra=RESTART_ONLY,
         description="Ask polkit (actions org.automd.*). Off, or when polkit is unreachable, "
         "the group rules below decide.",
     )
@@ -132,6 +138,28 @@ class Config(_Section):
     access: AccessSettings = AccessSettings()
     state: StateSettings = StateSettings()
     log: LogSettings = LogSettings()
+
+
+def restart_only(section: type[BaseModel], name: str) -> bool:
+    extra = section.model_fields[name].json_schema_extra
+    return isinstance(extra, dict) and bool(extra.get("restart_only"))
+
+
+def reloaded(running: Config, loaded: Config) -> tuple[Config, list[str]]:
+    """What a reload applies: `loaded`, with every restart-only setting kept as it runs; and
+    the keys of the restart-only settings that changed (they wait for the next start)."""
+    sections: dict[str, BaseModel] = {}
+    waiting: list[str] = []
+    for section_name in Config.model_fields:
+        old, new = getattr(running, section_name), getattr(loaded, section_name)
+        kept = {
+            name: getattr(old, name)
+            for name in type(new).model_fields
+            if restart_only(type(new), name) and getattr(old, name) != getattr(new, name)
+        }
+        waiting += [f"{section_name}.{name}" for name in kept]
+        sections[section_name] = new.model_copy(update=kept)
+    return loaded.model_copy(update=sections), waiting
 
 
 def load_config(path: Path | None) -> Config:

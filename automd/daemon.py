@@ -18,7 +18,7 @@ from automd.api.codes import API_VERSION
 from automd.api.methods import METHODS, HealthCheck, ReloadResult
 from automd.audit import AuditLog
 from automd.authz import Authorizer, PolkitCheck
-from automd.config import DEFAULT_CONFIG_PATH, Config, load_config
+from automd.config import DEFAULT_CONFIG_PATH, Config, load_config, reloaded
 from automd.definitions.registry import DefinitionRegistry
 from automd.errors import ConfigError, StoreError
 from automd.joblog import JobLogs
@@ -344,13 +344,13 @@ class Daemon:
     def _reload(self, server: RpcServer, logs: JobLogs) -> None:
         notify(RELOADING="1", STATUS="Reloading configuration")
         try:
-            config = load_config(self.options.config_path)
+            config, waiting = reloaded(self.config, load_config(self.options.config_path))
         except ConfigError as exc:
             log.error("reload failed, keeping the running configuration: %s", exc)
             notify(READY="1", STATUS=f"Reload failed, running configuration kept: {exc}")
             return
-        if config.state.directory != self.config.state.directory:
-            log.warning("state.directory changed; it takes effect on restart")
+        for key in waiting:
+            log.warning("%s changed; it takes effect at the next restart", key)
         self.config = config
         set_level(config.log.level)
         if self._budget is not None:  # the caps may have changed: check them again

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from automd.config import Config, LogLevel, iter_settings, load_config
+from automd.config import Config, LogLevel, iter_settings, load_config, reloaded, restart_only
 from automd.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -112,6 +112,9 @@ def test_every_setting_is_documented(key: str, default: object) -> None:
     else:
         expected = str(default)
     assert documented == expected, f"{key}: docs say {documented}, code says {expected}"
+    section_name, name = key.split(".")
+    declared = restart_only(type(getattr(Config(), section_name)), name)
+    assert (row.group(2) == "restart") == declared, f"{key}: docs and code disagree on reload"
     section, name = key.split(".")
     example = (ROOT / "etc/automd/automd.toml").read_text()
     assert re.search(rf"^\[{section}\]$(?:.|\n)*?^#{name} = ", example, re.M), (
@@ -122,3 +125,21 @@ def test_every_setting_is_documented(key: str, default: object) -> None:
 def test_every_setting_has_a_description() -> None:
     for key, _default, description in iter_settings():
         assert description, f"{key} has no description"
+
+
+def test_a_reload_applies_exactly_the_settings_declared_reloadable(tmp_path: Path) -> None:
+    running = Config()
+    loaded = load_config(
+        write(
+            tmp_path,
+            '[jobs]\nmax_running = 3\n[state]\ndirectory = "/elsewhere"\n'
+            "[access]\npolkit = false\n[server]\nidle_timeout_seconds = 5\n",
+        )
+    )
+    applied, waiting = reloaded(running, loaded)
+    assert applied.jobs.max_running == 3
+    assert applied.state.directory == running.state.directory
+    assert applied.access.polkit is True
+    assert applied.server.idle_timeout_seconds == running.server.idle_timeout_seconds
+    assert sorted(waiting) == ["access.polkit", "server.idle_timeout_seconds", "state.directory"]
+    assert reloaded(applied, applied) == (applied, [])
