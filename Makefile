@@ -1,17 +1,25 @@
 # One check command: `make test` (what CI runs). Integration tests boot a systemd container
-# with systemd-nspawn and need root; `make unit` runs everything else, no root needed.
+# with systemd-nspawn and need root. Narrower, no root needed: `make unit` (tests/unit, a few
+# seconds), `make daemon-tests` (tests/daemon: the real daemon on a socket, no systemd),
+# `make no-root` (both, after lint).
 
 VENV ?= .venv
 BIN := $(VENV)/bin
 # Debian's interpreter: it lives under /usr, which the test container shares with the host.
 PYTHON ?= /usr/bin/python3
 
-.PHONY: test unit lint venv demo bench clean
+.PHONY: test unit daemon-tests no-root lint venv demo bench clean
 
 test: lint
 	$(BIN)/pytest
 
-unit: lint
+unit: venv
+	$(BIN)/pytest tests/unit
+
+daemon-tests: venv
+	$(BIN)/pytest tests/daemon
+
+no-root: lint
 	$(BIN)/pytest -m "not integration"
 
 # Boots a throwaway systemd container, installs automd and runs example jobs (needs root).
