@@ -25,7 +25,7 @@ from automd.jobs.dispatcher import JobDispatcher
 from automd.jobs.follower import UnitFollower
 from automd.jobs.logfields import job_log_fields
 from automd.jobs.plan import unit_name
-from automd.jobs.states import HOLDING_SLOT, AttemptState, JobState, move
+from automd.jobs.states import AttemptState, JobState, move
 from automd.jobs.tasks import TaskSet
 from automd.jobs.timers import RetryTimers
 from automd.store import jobs as rows
@@ -92,25 +92,25 @@ class Reconciler:
             log.error("reconcile: systemd refused to list units (%s); trying again", exc.data)
             self.soon()
             return
-        # A snapshot: it goes stale while the journal is read, so each decision is
-        # re-checked where it is written.
-        unfinished = await rows.unfinished_jobs(self._store)
-        for job in unfinished:
-            if job.state == JobState.WAITING_RETRY:
-                self._timers.arm(job)
-            elif job.state in HOLDING_SLOT:
-                await self._settle(job, loaded)
+        # Queued jobs need nothing: the dispatcher takes them. Timers are armed from the store.
+        waiting = await rows.jobs_waiting_retry(self._store)
+        for job in waiting:
+            self._timers.arm(job)
+        # A snapshot: it goes stale while the journal is read, so each decision is re-checked
+        # where it is written.
+        holding = await rows.jobs_holding_slot(self._store)
+        for job, attempt in holding:
+            await self._settle(job, attempt, loaded)
         if not self.done.is_set():
-            log.info(
-                "reconciled: %d unfinished jobs, %d units loaded", len(unfinished), len(loaded)
-            )
+            log.info("reconciled: %d jobs starting or running, %d waiting to retry, %d units "
+                     "loaded", len(holding), len(waiting), len(loaded))  # fmt: skip
         self.done.set()
         self._dispatcher.wake()
 
     async def self_check(self) -> None:
         """Repair jobs that hold a run slot with nothing following their unit, and jobs
         waiting to retry without a timer."""
-        suspects: dict[tuple[str, int], JobRecord] = {}
+        suspects: dict[tuple[str, int], tuple[JobRecord, AttemptRecord | None]] = {}
         for job, attempt in await rows.jobs_holding_slot(self._store):
             unit = _unit_of(job, attempt)
             if not (
@@ -118,14 +118,14 @@ class Reconciler:
                 or self._dispatcher.is_starting(unit)
                 or self._follower.is_recording(job.id)
             ):
-                suspects[(job.id, job.attempts)] = job
-        confirmed = [job for key, job in suspects.items() if key in self._suspects]
-        self._suspects = suspects.keys() - {(job.id, job.attempts) for job in confirmed}
+                suspects[(job.id, job.attempts)] = (job, attempt)
+        confirmed = [found for key, found in suspects.items() if key in self._suspects]
+        self._suspects = suspects.keys() - self._suspects
         if confirmed:
             loaded = set(await self._systemd.adopt())
-            for job in confirmed:
+            for job, attempt in confirmed:
                 self._repaired("unfollowed_unit", job, "holds a run slot, nothing follows its unit")
-                await self._settle(job, loaded)
+                await self._settle(job, attempt, loaded)
         for job in await rows.jobs_waiting_retry(self._store):
             if not self._timers.armed(job.id):
                 self._repaired("retry_timer", job, "waits to retry without a timer")
@@ -148,9 +148,10 @@ class Reconciler:
         self.repairs[kind] += 1
         log.warning("self-check: job %s %s; repairing", job.id, what, extra=job_log_fields(job))
 
-    async def _settle(self, job: JobRecord, loaded: set[str]) -> None:
+    async def _settle(
+        self, job: JobRecord, attempt: AttemptRecord | None, loaded: set[str]
+    ) -> None:
         """A starting/running job: follow its unit, or record how it ended, or requeue it."""
-        attempt = await rows.current_attempt(self._store, job)
         unit = _unit_of(job, attempt)
         if unit in loaded:
             return  # systemd.adopt() follows it and reports its outcome
