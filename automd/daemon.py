@@ -21,6 +21,8 @@ from automd.authz import AccessSettings, Authorizer, PolkitCheck
 from automd.config import DEFAULT_CONFIG_PATH, Config, JobsSettings, load_config
 from automd.definitions.registry import DefinitionRegistry
 from automd.errors import ConfigError, StoreError
+from automd.http.admission import Limits
+from automd.http.sites import MetricsSite, RpcServer
 from automd.joblog import JobLogs
 from automd.jobs import states as job_states
 from automd.jobs import views
@@ -30,10 +32,8 @@ from automd.jobs.requests import JobRequests
 from automd.jobs.service import JobService, JobSettings
 from automd.log import set_level, setup_logging
 from automd.metrics import Gauges, Metrics
-from automd.rpc.admission import Limits
 from automd.rpc.guard import Guard
 from automd.rpc.handlers import Handlers, Services
-from automd.rpc.http import MetricsSite, RpcServer
 from automd.rpc.protocol import Dispatcher
 from automd.sd import (
     ActivatedSockets,

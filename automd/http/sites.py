@@ -1,7 +1,7 @@
 """What automd's listeners serve: the API socket POST /rpc (JSON-RPC) and GET /metrics, with
 admission (the connection caps); the optional TCP listener GET /metrics only; and what both
-share, the deadline sweeper and drain. HTTP framing, parser limits and deadlines are wire.py's;
-the accept loop is accept.py's, who may connect admission.py's.
+share, the deadline sweeper and drain. HTTP framing, parser limits and deadlines are
+connection.py's; the accept loop is accept.py's, who may connect admission.py's.
 
 HTTP statuses describe the transport (413, 408, 415, 405, 503); any reply that holds a
 JSON-RPC body, including parse and validation errors, is HTTP 200 (204 when empty).
@@ -30,12 +30,12 @@ from automd.errors import (
     ServerBusy,
     UnsupportedMediaType,
 )
+from automd.http.accept import Acceptor
+from automd.http.admission import Connections, Limits, Refusal, Refusals
+from automd.http.connection import HttpConnection, Reply, Request, StreamedReply, plain_reply
 from automd.peer import PeerCredentials, process_name, read_peer_credentials
-from automd.rpc.accept import Acceptor
-from automd.rpc.admission import Connections, Limits, Refusal, Refusals
 from automd.rpc.context import CallContext
 from automd.rpc.protocol import Dispatcher, StreamReply, encode, error_reply
-from automd.rpc.wire import HttpConnection, Reply, Request, StreamedReply, plain_reply
 from automd.trace import parse_traceparent
 
 log = logging.getLogger(__name__)
@@ -93,7 +93,7 @@ _METRICS_BUSY = (
 
 
 class Listener:
-    """What both listeners share (and wire.Site asks of them): deadlines and size limits from
+    """What both listeners share (and connection.Site asks of them): deadlines and size limits from
     the server settings, the accept loop, the deadline sweeper, and drain."""
 
     connections: Iterable[HttpConnection]
@@ -116,7 +116,7 @@ class Listener:
     def _refuse_unserved(self, sock: socket.socket) -> None:
         raise NotImplementedError
 
-    # --- wire.Site -------------------------------------------------------------------------
+    # --- connection.Site -------------------------------------------------------------------------
 
     @property
     def max_body_bytes(self) -> int:
@@ -191,7 +191,7 @@ class Listener:
 
 
 class RpcServer(Listener):
-    """The API socket: serves the Dispatcher until drained (a wire.Site)."""
+    """The API socket: serves the Dispatcher until drained (a connection.Site)."""
 
     connections: Connections
 
@@ -227,7 +227,7 @@ class RpcServer(Listener):
     def refused_by_reason(self) -> Mapping[str, int]:
         return self.refusals.by_reason
 
-    # --- wire.Site -------------------------------------------------------------------------
+    # --- connection.Site -------------------------------------------------------------------------
 
     def refuse(self, request: Request) -> Reply | None:
         """The transport-level error for a request that must not reach the dispatcher, if any."""
