@@ -21,6 +21,8 @@ from automd.authz import Authorizer, PolkitCheck
 from automd.config import DEFAULT_CONFIG_PATH, Config, load_config, reloaded
 from automd.definitions.registry import DefinitionRegistry
 from automd.errors import ConfigError, StoreError
+from automd.http.admission import Limits
+from automd.http.sites import MetricsSite, RpcServer
 from automd.joblog import JobLogs
 from automd.jobs import states as job_states
 from automd.jobs import views
@@ -30,10 +32,8 @@ from automd.jobs.requests import JobRequests
 from automd.jobs.service import JobService
 from automd.log import set_level, setup_logging
 from automd.metrics import Gauges, Metrics
-from automd.rpc.admission import Limits
 from automd.rpc.guard import Guard
 from automd.rpc.handlers import Handlers, Services
-from automd.rpc.http import MetricsServer, RpcServer
 from automd.rpc.protocol import Dispatcher
 from automd.sd import (
     ActivatedSockets,
@@ -142,7 +142,6 @@ class _Parts:
     logs: JobLogs
     server: RpcServer
     log_watch: asyncio.Task[None] | None = None
-    metrics_server: MetricsServer | None = None
 
 
 class Daemon:
@@ -156,6 +155,7 @@ class Daemon:
         self._status = ""
         self._status_pending = False
         self.metrics = Metrics()
+        self._metrics_site: MetricsSite | None = None
 
     def _state_dir(self) -> Path:
         return self.options.state_dir or self.config.state.directory
@@ -255,10 +255,8 @@ class Daemon:
         self._apply_budget(parts.server, parts.logs)
         await parts.server.start(sockets.api)
         if sockets.metrics is not None:
-            parts.metrics_server = MetricsServer(
-                self.metrics.page, self.config.server.idle_timeout_seconds
-            )
-            await parts.metrics_server.start(sockets.metrics)
+            self._metrics_site = MetricsSite(self.metrics.page, self.config.server)
+            await self._metrics_site.start(sockets.metrics)
         self._handle_signals(parts.server, parts.logs)
         await self._announce_ready(parts.system, where)
         parts.jobs.on_counts_changed = self._status_changed
@@ -272,8 +270,8 @@ class Daemon:
     async def _close(self, parts: _Parts) -> None:
         if parts.log_watch is not None:
             parts.log_watch.cancel()
-        if parts.metrics_server is not None:
-            await parts.metrics_server.close()
+        if self._metrics_site is not None:
+            await self._metrics_site.drain()
         parts.logs.shutdown()
         # Jobs keep running in their own units; the next start re-adopts them.
         await parts.jobs.stop()
@@ -286,6 +284,8 @@ class Daemon:
 
     def _apply_budget(self, server: RpcServer, logs: JobLogs) -> None:
         """The caps in force: as configured, or as lowered to fit the open-file limit."""
+        if self._metrics_site is not None:  # deadlines only: it has no connection caps
+            self._metrics_site.settings = self.config.server
         if self._budget is None:
             server.apply_settings(self.config.server)
             return

@@ -200,5 +200,3 @@ def _request_fields(record: logging.LogRecord) -> bool:
 
 def set_level(level: LogLevel) -> None:
     logging.getLogger().setLevel(_LEVELS[level])
-    # aiohttp logs every client disconnect mid-request as an error; that is the client's news.
-    logging.getLogger("aiohttp").setLevel(max(_LEVELS[level], logging.WARNING))

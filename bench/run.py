@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import http.client
 import json
 import os
 import platform
 import shutil
 import signal
-import socket
 import sqlite3
 import statistics
 import subprocess
@@ -24,6 +22,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from automd.ctl.client import ClientError, RemoteError, RpcClient
 from bench.reference_server import DB_FILENAME
 
 REPO = Path(__file__).resolve().parent.parent
@@ -118,31 +117,9 @@ def pinning_available() -> bool:
     return shutil.which("taskset") is not None and (os.cpu_count() or 1) >= 2
 
 
-# --- a minimal JSON-RPC client over the Unix socket -----------------------------------------
-
-
-class _UnixConnection(http.client.HTTPConnection):
-    def __init__(self, path: Path, timeout: float) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self._path = path
-
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        sock.connect(str(self._path))
-        self.sock = sock
-
-
-def rpc(sock: Path, method: str, params: dict[str, Any], timeout: float = 10.0) -> dict[str, Any]:
-    """One JSON-RPC call on a fresh connection; the decoded reply (result or error)."""
-    conn = _UnixConnection(sock, timeout)
-    try:
-        body = json.dumps({"jsonrpc": "2.0", "method": method, "params": params, "id": 1})
-        conn.request("POST", "/rpc", body, {"Content-Type": "application/json"})
-        reply: dict[str, Any] = json.loads(conn.getresponse().read())
-        return reply
-    finally:
-        conn.close()
+def rpc(sock: Path, method: str, params: dict[str, Any], timeout: float = 10.0) -> Any:
+    """One JSON-RPC call on a fresh connection, with automctl's client: its result."""
+    return RpcClient(str(sock), timeout=timeout).call(method, params)
 
 
 def wait_ready(sock: Path, proc: subprocess.Popen[bytes], log: Path, timeout: float = 30) -> None:
@@ -150,10 +127,14 @@ def wait_ready(sock: Path, proc: subprocess.Popen[bytes], log: Path, timeout: fl
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"server exited with {proc.returncode}:\n{_tail(log)}")
-        with contextlib.suppress(OSError, http.client.HTTPException, ValueError):
-            # Any JSON-RPC reply will do; an unknown job id answers 1002.
-            if "jsonrpc" in rpc(sock, "job.get", {"id": "0" * 26}, timeout=2):
-                return
+        try:
+            rpc(sock, "job.get", {"id": "0" * 26}, timeout=2)
+        except RemoteError:
+            return  # any JSON-RPC reply will do; an unknown job id answers 1002
+        except ClientError:
+            pass  # not answering yet
+        else:
+            return
         time.sleep(0.05)
     raise RuntimeError(f"server not answering on {sock} after {timeout}s:\n{_tail(log)}")
 
@@ -368,7 +349,7 @@ def measure(
     out = ServerRun(server.name)
     pid = server.proc.pid
     seeded = rpc(server.sock, "job.submit", {"definition": "bench", "params": {"tag": "seed"}})
-    seed_id = seeded["result"]["job"]["id"]
+    seed_id = seeded["job"]["id"]
     gets = get_bodies(work / f"{server.name}-get.txt", seed_id)
     submits = submit_bodies(work / f"{server.name}-submit.txt", 256)
 

@@ -1,1 +1,1 @@
-"""Transport only: the HTTP/JSON-RPC endpoint, peer credentials, dispatch, thin handlers."""
+"""JSON-RPC, knowing nothing of HTTP framing (automd.http carries it): dispatch, guard, handlers."""

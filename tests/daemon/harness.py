@@ -65,6 +65,31 @@ class DaemonProcess:
         self.proc = self.spawn(command or self.command())
         self.wait_for_notification("READY=1", timeout)
 
+    def start_activated(self, named: dict[str, socket.socket], timeout: float = 15.0) -> None:
+        """Start as systemd would with these listening sockets (LISTEN_FDS from fd 3, in
+        order, FileDescriptorName= their keys) instead of --listen."""
+        command = self.command()
+        del command[3:5]  # --listen PATH
+        # A launcher moves the sockets to 3, 4, ... and sets LISTEN_PID to its own pid, which
+        # exec hands on to automd (dash, /bin/sh, takes only one-digit fds in redirections).
+        fds = [sock.fileno() for sock in named.values()]
+        script = (
+            "import os, sys\n"
+            f"for i, fd in enumerate({fds}): os.dup2(fd, 3 + i)\n"
+            "os.environ['LISTEN_PID'] = str(os.getpid())\n"
+            "os.execv(sys.argv[1], sys.argv[1:])\n"
+        )
+        env = {**self.env(), "LISTEN_FDS": str(len(named)), "LISTEN_FDNAMES": ":".join(named)}
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-c", script, *command],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                pass_fds=fds,
+            )
+        self.wait_for_notification("READY=1", timeout)
+
     def spawn(self, command: list[str]) -> subprocess.Popen[bytes]:
         # Output goes to a file, not a pipe: nobody reads a pipe while the daemon runs, and a
         # daemon blocked on a full one (64 KiB of log) looks like a hang.

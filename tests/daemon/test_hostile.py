@@ -60,7 +60,7 @@ MIB = 1024 * KIB
 # already taken in the warm-up round: 16 MiB of growth over five more rounds leaves room for
 # allocator fragmentation but not for anything kept per request (5 x ~70 requests).
 BARRAGE_GROWTH_BOUND_KIB = 16 * 1024
-# The daemon idles at ~55 MiB (CPython, pydantic-core, aiohttp, sqlite); nothing in a hostile
+# The daemon idles at ~47 MiB (CPython, pydantic-core, sqlite); nothing in a hostile
 # request may take it anywhere near a size that matters on a host.
 ABSOLUTE_RSS_BOUND_KIB = 150 * 1024
 

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import shutil
+import socket
 import subprocess
 
 from prometheus_client.parser import text_string_to_metric_families
 
 from automd import __version__
 from automd.api.codes import API_VERSION
-from tests.daemon.harness import Connection, DaemonFactory, call, read_reply
+from tests.daemon.harness import Connection, DaemonFactory, HttpReply, call, read_reply
 
 DEFINITIONS = {"echo": 'executable = "/bin/echo"\n'}
 
@@ -71,6 +73,51 @@ async def test_promtool_accepts_the_metrics(daemon_factory: DaemonFactory) -> No
     await call(daemon.socket_path, "job.get", {"id": "0" * 26})
     _status, _headers, text = await scrape(await Connection.open(daemon.socket_path))
     assert promtool_problems(text) == ""
+
+
+async def ask_tcp(port: int, head: str) -> HttpReply:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(head.encode())
+        return await read_reply(reader)
+    finally:
+        writer.close()
+        await writer.wait_closed()
+
+
+async def test_the_tcp_listener_serves_only_get_metrics(daemon_factory: DaemonFactory) -> None:
+    daemon = daemon_factory()
+    api = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    api.bind(str(daemon.socket_path))
+    api.listen()
+    tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    tcp.bind(("127.0.0.1", 0))
+    tcp.listen()
+    port = tcp.getsockname()[1]
+    with api, tcp:
+        daemon.start_activated({"automd.socket": api, "metrics": tcp})
+    await call(daemon.socket_path, "system.version")  # the API socket is the other fd
+
+    reply = await ask_tcp(port, "GET /metrics HTTP/1.1\r\nHost: automd\r\n\r\n")
+    assert reply.status == 200
+    assert reply.headers["content-type"].startswith("text/plain; version=")
+    assert "automd_build_info" in reply.body.decode()
+
+    for path in ("/rpc", "/", "/metrics/x"):
+        reply = await ask_tcp(
+            port, f"POST {path} HTTP/1.1\r\nHost: automd\r\nContent-Length: 0\r\n\r\n"
+        )
+        assert reply.status == 404, path
+    # The same refusal as the API socket's for a method other than GET or HEAD.
+    api_conn = await Connection.open(daemon.socket_path)
+    api_status, api_headers, api_text = await scrape(api_conn, "POST")
+    for method in ("POST", "PUT", "DELETE"):
+        reply = await ask_tcp(
+            port, f"{method} /metrics HTTP/1.1\r\nHost: automd\r\nContent-Length: 0\r\n\r\n"
+        )
+        assert (reply.status, reply.headers["allow"]) == (api_status, api_headers["allow"])
+        assert reply.body.decode() == api_text
+    assert daemon.stop() == 0
 
 
 def promtool_problems(text: str) -> str:

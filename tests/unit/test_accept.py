@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from automd.rpc import accept
-from automd.rpc.accept import Acceptor
+from automd.http import accept
+from automd.http.accept import Acceptor
 from tests.unit.descriptors import no_free_descriptors
 
 BOUND = 5.0  # seconds: a bound on waiting for a state, never a measure

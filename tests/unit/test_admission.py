@@ -9,10 +9,10 @@ from collections.abc import Callable
 import pytest
 
 from automd.audit import AuditLog, AuditNote
+from automd.http import admission
+from automd.http.admission import Connections, Limits, Refusal, Refusals
+from automd.http.connection import HttpConnection
 from automd.peer import PeerCredentials
-from automd.rpc import admission
-from automd.rpc.admission import Connections, Limits, Refusal, Refusals
-from automd.rpc.wire import HttpConnection
 from automd.store.audit import AuditRecord
 
 ALICE = PeerCredentials(pid=100, uid=1000, gid=1000, process="curl")
@@ -96,7 +96,7 @@ async def test_refusals_are_counted_by_reason_and_logged_once_a_second(
 ) -> None:
     clock = _Clock()
     refusals = Refusals(None, describe, clock=clock)
-    with caplog.at_level(logging.WARNING, logger="automd.rpc.admission"):
+    with caplog.at_level(logging.WARNING, logger="automd.http.admission"):
         for _ in range(500):
             refusals.note(ALICE, Refusal.MAX_CONNECTIONS_PER_USER, 16)
         refusals.note(BOB, Refusal.MAX_CONNECTIONS, 64)

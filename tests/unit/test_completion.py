@@ -205,7 +205,7 @@ def test_tab_in_zsh(tmp_path: Path, how: str) -> None:
 # --- automctl starts fast: none of the daemon's dependencies ---------------------------------
 
 HEAVY = ["pydantic", "aiohttp", "dbus_fast", "systemd", "aiosqlite", "prometheus_client",
-         "automd.daemon", "automd.rpc", "automd.jobs", "automd.store"]  # fmt: skip
+         "automd.daemon", "automd.rpc", "automd.http", "automd.jobs", "automd.store"]  # fmt: skip
 
 
 def test_automctl_imports_none_of_the_daemons_modules() -> None:

@@ -15,8 +15,8 @@ from enum import StrEnum
 
 from automd.audit import AuditLog, AuditNote
 from automd.config import ServerSettings
+from automd.http.connection import HttpConnection
 from automd.peer import PeerCredentials, process_name
-from automd.rpc.wire import HttpConnection
 
 log = logging.getLogger(__name__)
 

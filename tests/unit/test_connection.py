@@ -1,4 +1,5 @@
-"""automd.rpc.wire on a real Unix socket, with a small site: framing, order, limits, deadlines.
+"""automd.http.connection on a real Unix socket, with a small site: framing, order, limits,
+deadlines.
 
 The daemon tests (tests/daemon/test_server.py, test_hostile.py) cover the same layer through
 automd's own site; these pin what only shows with a site that can be made slow or streaming.
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from automd.rpc.wire import HttpConnection, Reply, Request, StreamedReply
+from automd.http.connection import HttpConnection, Reply, Request, StreamedReply
 from tests.daemon.harness import HttpReply, read_reply
 
 

@@ -1,6 +1,6 @@
 """HTTP/1.1 framing on one connection: llhttp (httptools) parses, replies are framed by hand.
 
-What to answer is the site's business (rpc/http.py). This module owns what any HTTP server
+What to answer is the site's business (sites.py). This module owns what any HTTP server
 must get right whatever it serves: the parser's limits, the header and body deadlines, replies
 in request order under pipelining, and backpressure both ways (a client that sends faster than
 it reads is stopped being read; a reply stream waits for a slow reader).

@@ -1,4 +1,4 @@
-"""The API socket's accept loop: hands each accepted socket over at once, and when the process
+"""The listeners' accept loop: hands each accepted socket over at once, and when the process
 runs out of descriptors refuses what waits on a spare one, else backs off, logging once a
 second.
 

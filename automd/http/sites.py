@@ -1,6 +1,7 @@
-"""What the API socket serves: POST /rpc carries JSON-RPC, GET /metrics; admission (the
-connection caps) and drain. HTTP framing, parser limits and deadlines are wire.py's; the
-accept loop is accept.py's, who may connect admission.py's.
+"""What automd's listeners serve: the API socket POST /rpc (JSON-RPC) and GET /metrics, with
+admission (the connection caps); the optional TCP listener GET /metrics only; and what both
+share, the deadline sweeper and drain. HTTP framing, parser limits and deadlines are
+connection.py's; the accept loop is accept.py's, who may connect admission.py's.
 
 HTTP statuses describe the transport (413, 408, 415, 405, 503); any reply that holds a
 JSON-RPC body, including parse and validation errors, is HTTP 200 (204 when empty).
@@ -13,10 +14,8 @@ import contextlib
 import logging
 import socket
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import replace
-
-from aiohttp import web
 
 from automd.api.codes import IDEMPOTENCY_KEY_HEADER, RPC_PATH, STREAM_CONTENT_TYPE
 from automd.audit import AuditLog
@@ -31,12 +30,12 @@ from automd.errors import (
     ServerBusy,
     UnsupportedMediaType,
 )
+from automd.http.accept import Acceptor
+from automd.http.admission import Connections, Limits, Refusal, Refusals
+from automd.http.connection import HttpConnection, Reply, Request, StreamedReply, plain_reply
 from automd.peer import PeerCredentials, process_name, read_peer_credentials
-from automd.rpc.accept import Acceptor
-from automd.rpc.admission import Connections, Limits, Refusal, Refusals
 from automd.rpc.context import CallContext
 from automd.rpc.protocol import Dispatcher, StreamReply, encode, error_reply
-from automd.rpc.wire import HttpConnection, Reply, Request, StreamedReply, plain_reply
 from automd.trace import parse_traceparent
 
 log = logging.getLogger(__name__)
@@ -56,36 +55,6 @@ MetricsPage = Callable[[], Awaitable[tuple[bytes, str]]]
 _METRICS_METHODS = ("GET", "HEAD")
 _METRICS_ALLOW = ", ".join(_METRICS_METHODS)
 _METRICS_METHOD_TEXT = "use GET\n"
-
-
-class MetricsServer:
-    """The optional TCP listener (automd-metrics.socket): GET /metrics and nothing else, so
-    the JSON-RPC API never leaves the Unix socket, where callers have kernel credentials."""
-
-    def __init__(self, page: MetricsPage, idle_timeout: float) -> None:
-        self._page = page
-        self._web = web.Server(self._handle, keepalive_timeout=idle_timeout, access_log=None)
-        self._server: asyncio.Server | None = None
-
-    async def start(self, sock: socket.socket) -> None:
-        loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(self._web, sock=sock, backlog=socket.SOMAXCONN)
-
-    async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-        await self._web.shutdown(1.0)
-
-    async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
-        if request.path != METRICS_PATH:
-            return web.Response(status=404, text="not found: metrics are served at /metrics\n")
-        if request.method not in _METRICS_METHODS:
-            return web.Response(
-                status=405, headers={"Allow": _METRICS_ALLOW}, text=_METRICS_METHOD_TEXT
-            )
-        body, content_type = await self._page()
-        # content_type carries its own charset parameter; aiohttp wants it whole in the header.
-        return web.Response(body=body, headers={"Content-Type": content_type})
 
 
 def _error_reply(
@@ -117,53 +86,37 @@ _RPC_POST_ONLY = _error_reply(405, HttpMethodNotAllowed(), headers=(("Allow", "P
 _METRICS_GET_ONLY = Reply(
     405, _METRICS_METHOD_TEXT.encode(), _TEXT, headers=(("Allow", _METRICS_ALLOW),)
 )
+_METRICS_ONLY = plain_reply(404, "not found: metrics are served at /metrics\n")
+_METRICS_BUSY = (
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+)
 
 
-class RpcServer:
-    """Serves the Dispatcher on a listening socket until drained (a wire.Site)."""
+class Listener:
+    """What both listeners share (and connection.Site asks of them): deadlines and size limits from
+    the server settings, the accept loop, the deadline sweeper, and drain."""
 
-    def __init__(
-        self,
-        dispatcher: Dispatcher,
-        settings: ServerSettings,
-        *,
-        metrics: MetricsPage | None = None,
-        audit: AuditLog | None = None,
-    ) -> None:
-        self._dispatcher = dispatcher
+    connections: Iterable[HttpConnection]
+
+    def __init__(self, settings: ServerSettings) -> None:
         self.settings = settings
-        self._metrics = metrics
         self.draining = False
         self._acceptor: Acceptor | None = None
         self._sweeper: asyncio.Task[None] | None = None
-        # Counted from the moment a connection is accepted, before its transport exists.
-        self.connections = Connections()
-        self.limits = Limits.configured(settings)
-        self.refusals = Refusals(audit, self._describe)
         self._attaching: set[asyncio.Task[None]] = set()
-        self.requests_total = 0
-
-    def apply_settings(self, settings: ServerSettings, limits: Limits | None = None) -> None:
-        """Take new settings on reload: limits and deadlines apply from the next request, the
-        idle deadline from the next time a connection falls idle. `limits`: the connection
-        caps in force when the open-file check lowered them."""
-        self.settings = settings
-        self._dispatcher.max_batch_size = settings.max_batch_size
-        self.limits = limits or Limits.configured(settings)
 
     async def start(self, sock: socket.socket) -> None:
         self._acceptor = Acceptor(sock, self._accepted, self._refuse_unserved)
         self._acceptor.start()
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep_deadlines())
 
-    @property
-    def connection_count(self) -> int:
-        return len(self.connections)
+    def _accepted(self, sock: socket.socket) -> None:
+        raise NotImplementedError
 
-    def refused_by_reason(self) -> Mapping[str, int]:
-        return self.refusals.by_reason
+    def _refuse_unserved(self, sock: socket.socket) -> None:
+        raise NotImplementedError
 
-    # --- wire.Site -------------------------------------------------------------------------
+    # --- connection.Site -------------------------------------------------------------------------
 
     @property
     def max_body_bytes(self) -> int:
@@ -178,10 +131,103 @@ class RpcServer:
         return self.settings.idle_timeout_seconds
 
     def connection_made(self, connection: HttpConnection) -> None:
-        pass  # its peer credentials were read when it was accepted
+        pass  # counted when it was accepted
 
     def connection_lost(self, connection: HttpConnection) -> None:
-        self.connections.discard(connection)
+        self._forget(connection)
+
+    # --- serving ---------------------------------------------------------------------------
+
+    def _serve(self, connection: HttpConnection, sock: socket.socket) -> None:
+        """Serve an accepted socket on `connection`, already counted in self.connections."""
+        task = asyncio.get_running_loop().create_task(self._attach(connection, sock))
+        self._attaching.add(task)  # held until done: the loop keeps only weak references
+        task.add_done_callback(self._attaching.discard)
+
+    async def _attach(self, connection: HttpConnection, sock: socket.socket) -> None:
+        try:
+            await asyncio.get_running_loop().connect_accepted_socket(lambda: connection, sock)
+        except Exception:  # e.g. the socket went bad meanwhile: nothing to serve
+            self._forget(connection)
+            sock.close()
+
+    def _forget(self, connection: HttpConnection) -> None:
+        raise NotImplementedError
+
+    async def _sweep_deadlines(self) -> None:
+        """Cuts off connections past their deadline; a tenth of the shorter timeout late at most
+        (clamped to 50 ms..1 s), instead of a timer armed and cancelled per request."""
+        while True:
+            settings = self.settings
+            shortest = min(settings.read_timeout_seconds, settings.idle_timeout_seconds)
+            await asyncio.sleep(min(1.0, max(0.05, shortest / 10)))
+            now = time.monotonic()
+            for connection in list(self.connections):
+                connection.check_deadline(now)
+
+    async def drain(self) -> None:
+        """Stop accepting, let in-flight requests finish within the bound, close the rest.
+
+        Idle connections are closed at once; a busy one (body arriving, or being answered)
+        finishes, and its reply carries Connection: close.
+        """
+        self.draining = True
+        if self._acceptor is not None:
+            self._acceptor.close()
+        for connection in list(self.connections):
+            connection.close()
+        try:
+            async with asyncio.timeout(self.settings.shutdown_timeout_seconds):
+                # Polled only while draining: no bookkeeping per request for it.
+                while any(connection.busy for connection in self.connections):  # noqa: ASYNC110
+                    await asyncio.sleep(0.05)
+        except TimeoutError:
+            busy = [connection for connection in self.connections if connection.busy]
+            log.warning("drain: %d requests still in progress, cutting them off", len(busy))
+            for connection in busy:
+                connection.abort()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+
+
+class RpcServer(Listener):
+    """The API socket: serves the Dispatcher until drained (a connection.Site)."""
+
+    connections: Connections
+
+    def __init__(
+        self,
+        dispatcher: Dispatcher,
+        settings: ServerSettings,
+        *,
+        metrics: MetricsPage | None = None,
+        audit: AuditLog | None = None,
+    ) -> None:
+        super().__init__(settings)
+        self._dispatcher = dispatcher
+        self._metrics = metrics
+        # Counted from the moment a connection is accepted, before its transport exists.
+        self.connections = Connections()
+        self.limits = Limits.configured(settings)
+        self.refusals = Refusals(audit, self._describe)
+        self.requests_total = 0
+
+    def apply_settings(self, settings: ServerSettings, limits: Limits | None = None) -> None:
+        """Take new settings on reload: limits and deadlines apply from the next request, the
+        idle deadline from the next time a connection falls idle. `limits`: the connection
+        caps in force when the open-file check lowered them."""
+        self.settings = settings
+        self._dispatcher.max_batch_size = settings.max_batch_size
+        self.limits = limits or Limits.configured(settings)
+
+    @property
+    def connection_count(self) -> int:
+        return len(self.connections)
+
+    def refused_by_reason(self) -> Mapping[str, int]:
+        return self.refusals.by_reason
+
+    # --- connection.Site -------------------------------------------------------------------------
 
     def refuse(self, request: Request) -> Reply | None:
         """The transport-level error for a request that must not reach the dispatcher, if any."""
@@ -267,16 +313,10 @@ class RpcServer:
             peer = replace(peer, process=process_name(peer.pid))
         connection.peer = peer
         self.connections.add(connection)
-        task = asyncio.get_running_loop().create_task(self._attach(connection, sock))
-        self._attaching.add(task)  # held until done: the loop keeps only weak references
-        task.add_done_callback(self._attaching.discard)
+        self._serve(connection, sock)
 
-    async def _attach(self, connection: HttpConnection, sock: socket.socket) -> None:
-        try:
-            await asyncio.get_running_loop().connect_accepted_socket(lambda: connection, sock)
-        except Exception:  # e.g. the socket went bad meanwhile: nothing to serve
-            self.connections.discard(connection)
-            sock.close()
+    def _forget(self, connection: HttpConnection) -> None:
+        self.connections.discard(connection)
 
     def _refuse_unserved(self, sock: socket.socket) -> None:
         """A connection accepted on the accept loop's spare descriptor: refused."""
@@ -299,38 +339,49 @@ class RpcServer:
             )
         return "no file descriptor free (the open-file limit)"
 
-    async def _sweep_deadlines(self) -> None:
-        """Cuts off connections past their deadline; a tenth of the shorter timeout late at most
-        (clamped to 50 ms..1 s), instead of a timer armed and cancelled per request."""
-        while True:
-            settings = self.settings
-            shortest = min(settings.read_timeout_seconds, settings.idle_timeout_seconds)
-            await asyncio.sleep(min(1.0, max(0.05, shortest / 10)))
-            now = time.monotonic()
-            for connection in list(self.connections):
-                connection.check_deadline(now)
-
     async def drain(self) -> None:
-        """Stop accepting, let in-flight requests finish within the bound, close the rest.
-
-        Idle connections are closed at once; a busy one (body arriving, or being answered)
-        finishes, and its reply carries Connection: close.
-        """
-        self.draining = True
-        if self._acceptor is not None:
-            self._acceptor.close()
         self.refusals.close()
-        for connection in list(self.connections):
-            connection.close()
+        await super().drain()
+
+
+class MetricsSite(Listener):
+    """The optional TCP listener (automd-metrics.socket): GET /metrics and nothing else, so
+    the JSON-RPC API never leaves the Unix socket, where callers have kernel credentials.
+    Requests are refused as the API socket refuses them, under the same deadlines and drain."""
+
+    def __init__(self, page: MetricsPage, settings: ServerSettings) -> None:
+        super().__init__(settings)
+        self._page = page
+        self.connections: set[HttpConnection] = set()
+
+    def refuse(self, request: Request) -> Reply | None:
+        if request.path != _METRICS_PATH:
+            return _METRICS_ONLY
+        return None if request.method in _METRICS_METHODS else _METRICS_GET_ONLY
+
+    async def respond(self, request: Request, connection: HttpConnection) -> Reply:
         try:
-            async with asyncio.timeout(self.settings.shutdown_timeout_seconds):
-                # Polled only while draining: no bookkeeping per request for it.
-                while any(connection.busy for connection in self.connections):  # noqa: ASYNC110
-                    await asyncio.sleep(0.05)
-        except TimeoutError:
-            busy = [connection for connection in self.connections if connection.busy]
-            log.warning("drain: %d requests still in progress, cutting them off", len(busy))
-            for connection in busy:
-                connection.abort()
-        if self._sweeper is not None:
-            self._sweeper.cancel()
+            body, content_type = await self._page()
+        except Exception:
+            log.exception("metrics page failed")
+            return plain_reply(500, "internal error\n", close=True)
+        return Reply(200, body, content_type)
+
+    def too_large(self) -> Reply:
+        return plain_reply(413, f"body over {self.settings.max_body_bytes} bytes\n", close=True)
+
+    def timed_out(self) -> Reply:
+        timeout = self.settings.read_timeout_seconds
+        return plain_reply(408, f"request not received within {timeout:g} s\n", close=True)
+
+    def _accepted(self, sock: socket.socket) -> None:
+        connection = HttpConnection(self)
+        self.connections.add(connection)
+        self._serve(connection, sock)
+
+    def _forget(self, connection: HttpConnection) -> None:
+        self.connections.discard(connection)
+
+    def _refuse_unserved(self, sock: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            sock.send(_METRICS_BUSY)
