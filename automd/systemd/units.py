@@ -11,7 +11,13 @@ from typing import Any
 from dbus_fast import Message
 
 from automd.errors import SystemdRejected, SystemdUnavailable, UnitStartRejected
-from automd.systemd.bus import MANAGER_IFACE, PROPERTIES_IFACE, SystemdBus
+from automd.systemd.bus import (
+    MANAGER_IFACE,
+    NO_SUCH_UNIT,
+    SERVICE_IFACE,
+    UNIT_IFACE,
+    SystemdBus,
+)
 from automd.systemd.journal import read_outcome
 from automd.systemd.outcome import UnitEvents, UnitOutcome, classify
 from automd.systemd.spec import (
@@ -33,9 +39,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-UNIT_IFACE = "org.freedesktop.systemd1.Unit"
-SERVICE_IFACE = "org.freedesktop.systemd1.Service"
-NO_SUCH_UNIT = "org.freedesktop.systemd1.NoSuchUnit"
 UNIT_PATTERN = "automd-*.service"
 
 # How long a finished unit's PID-1 journal entries may lag behind its removal from the bus.
@@ -285,7 +288,7 @@ class Systemd:
             tracker.lookup_running = False
 
     async def _look_up(self, tracker: UnitTracker) -> None:
-        snapshot = await self._read_unit(tracker.unit)
+        snapshot = await self._bus.read_unit(tracker.unit)
         if tracker.delivered:
             return
         if snapshot is not None:
@@ -356,34 +359,6 @@ class Systemd:
         else:
             # Never seen running, not loaded, nothing logged: it never started.
             self._forget(tracker)
-
-    async def _read_unit(self, name: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
-        """The unit's Unit and Service properties, or None when it is not loaded.
-
-        GetUnit first: a GetAll on the path of an unloaded unit would load a "not-found" stub.
-        """
-        try:
-            (path,) = await self._bus.call(
-                interface=MANAGER_IFACE, member="GetUnit", signature="s", body=[name]
-            )
-        except SystemdRejected as exc:
-            if exc.dbus_error == NO_SUCH_UNIT:
-                return None
-            raise
-        values: list[dict[str, Any]] = []
-        for interface in (UNIT_IFACE, SERVICE_IFACE):
-            try:
-                (props,) = await self._bus.call(
-                    interface=PROPERTIES_IFACE,
-                    member="GetAll",
-                    signature="s",
-                    body=[interface],
-                    path=str(path),
-                )
-            except SystemdRejected:
-                return None  # unloaded between the calls
-            values.append({key: variant.value for key, variant in props.items()})
-        return values[0], values[1]
 
     async def _ignoring_no_such_unit(self, member: str, signature: str, body: list[Any]) -> None:
         try:
