@@ -5,33 +5,22 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
-
 from automd.definitions.model import Definition, RetryPolicy
 from automd.definitions.params import ParamValue
 from automd.definitions.render import render_argv, render_environment
 from automd.sandbox import DEFAULT_SANDBOX
-from automd.systemd.units import UnitSpec
+from automd.systemd.spec import UnitSpec, UnitTemplate
 from automd.trace import TraceContext
 
 JOBS_SLICE = "automd-jobs.slice"
 SECRET_PLACEHOLDER = "***"  # noqa: S105 (a mask, not a password)
 
 
-class RunPlan(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+class RunPlan(UnitTemplate):
+    """What a job will run, frozen at submit: its unit template, plus what automd needs to
+    run it (description, retry policy, the definition's concurrency)."""
 
     description: str
-    argv: tuple[str, ...]
-    environment: dict[str, str]
-    working_directory: str | None
-    user: str | None
-    memory_max: int | None
-    cpu_quota_per_sec_usec: int | None
-    tasks_max: int | None
-    runtime_max_usec: int | None
-    sandbox: dict[str, bool | str]
-    read_write_paths: tuple[str, ...]
     retry: RetryPolicy
     concurrency: int | None
 
@@ -104,17 +93,20 @@ def unit_spec(
     and the trace id a journal field of everything it logs."""
     tracing = {} if trace is None else {"TRACEPARENT": trace.traceparent}
     traced = {} if trace is None else {"AUTOMD_TRACE_ID": trace.trace_id}
+    template = plan.model_dump(include=set(UnitTemplate.model_fields))
     return UnitSpec(
+        **template
+        | {
+            "environment": {
+                **plan.environment,
+                "AUTOMD_JOB_ID": job_id,
+                "AUTOMD_DEFINITION": definition,
+                "AUTOMD_ATTEMPT": str(attempt),
+                **tracing,
+            }
+        },
         name=unit_name(definition, job_id, attempt),
         description=f"{plan.description} (automd job {job_id}, attempt {attempt})",
-        argv=plan.argv,
-        environment={
-            **plan.environment,
-            "AUTOMD_JOB_ID": job_id,
-            "AUTOMD_DEFINITION": definition,
-            "AUTOMD_ATTEMPT": str(attempt),
-            **tracing,
-        },
         log_extra_fields={
             "AUTOMD_JOB_ID": job_id,
             "AUTOMD_DEFINITION": definition,
@@ -122,12 +114,4 @@ def unit_spec(
             **traced,
         },
         slice=JOBS_SLICE,
-        working_directory=plan.working_directory,
-        user=plan.user,
-        memory_max=plan.memory_max,
-        cpu_quota_per_sec_usec=plan.cpu_quota_per_sec_usec,
-        tasks_max=plan.tasks_max,
-        runtime_max_usec=plan.runtime_max_usec,
-        sandbox=plan.sandbox,
-        read_write_paths=plan.read_write_paths,
     )

@@ -1,12 +1,12 @@
-"""What a job's transient unit is (UnitSpec) and the exact StartTransientUnit properties for it."""
+"""What a job's transient unit is (UnitTemplate, UnitSpec) and its StartTransientUnit properties."""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from typing import Self
 
 from dbus_fast import Variant
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from automd.sandbox import DEFAULT_SANDBOX
 
@@ -45,39 +45,26 @@ _CORE_PROPERTIES = frozenset(
 _UINT64_MAX = 2**64 - 1
 
 
-@dataclass(frozen=True)
-class UnitSpec:
-    """One job run as a transient service: what to execute, under which limits and sandbox."""
+class UnitTemplate(BaseModel):
+    """What a unit runs, as which user, under which limits and sandbox. A job's plan is one
+    (jobs/plan.py's RunPlan, frozen at submit), and each attempt's UnitSpec is made of it."""
 
-    name: str
-    description: str
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
     argv: tuple[str, ...]
-    environment: Mapping[str, str]
-    log_extra_fields: Mapping[str, str]
-    slice: str = "automd-jobs.slice"
+    environment: dict[str, str]
     working_directory: str | None = None
     user: str | None = None
     memory_max: int | None = None
     cpu_quota_per_sec_usec: int | None = None
     tasks_max: int | None = None
     runtime_max_usec: int | None = None
-    sandbox: Mapping[str, bool | str] = field(default_factory=lambda: DEFAULT_SANDBOX)
+    sandbox: dict[str, bool | str] = Field(default_factory=lambda: dict(DEFAULT_SANDBOX))
     # Paths the job may write despite ProtectSystem=strict (ReadWritePaths=).
     read_write_paths: tuple[str, ...] = ()
 
-    def __post_init__(self) -> None:
-        check_unit_name(self.name)
-        self._check_command()
-        self._check_paths()
-        for limit in ("memory_max", "cpu_quota_per_sec_usec", "tasks_max", "runtime_max_usec"):
-            value = getattr(self, limit)
-            if value is not None and not 0 < value <= _UINT64_MAX:
-                raise ValueError(f"{limit} out of range: {value!r}")
-        overridden = _CORE_PROPERTIES & set(self.sandbox)
-        if overridden:
-            raise ValueError(f"sandbox must not set {sorted(overridden)}")
-
-    def _check_command(self) -> None:
+    @model_validator(mode="after")
+    def _check(self) -> Self:
         if not self.argv or not self.argv[0].startswith("/"):
             raise ValueError(f"argv[0] must be an absolute executable path: {self.argv!r}")
         if any("\0" in arg for arg in self.argv):
@@ -85,18 +72,38 @@ class UnitSpec:
         for key, value in self.environment.items():
             if not _ENV_NAME.fullmatch(key) or "\0" in value:
                 raise ValueError(f"invalid environment variable: {key!r}")
-        for key in self.log_extra_fields:
-            if not _JOURNAL_FIELD.fullmatch(key):
-                raise ValueError(f"invalid journal field name (want [A-Z][A-Z0-9_]*): {key!r}")
-
-    def _check_paths(self) -> None:
-        if not self.slice.endswith(".slice"):
-            raise ValueError(f"not a slice: {self.slice!r}")
         if self.working_directory is not None and not self.working_directory.startswith("/"):
             raise ValueError(f"working_directory must be absolute: {self.working_directory!r}")
         for path in self.read_write_paths:
             if not path.startswith("/") or "\0" in path:
                 raise ValueError(f"read_write_paths must be absolute: {path!r}")
+        for limit in ("memory_max", "cpu_quota_per_sec_usec", "tasks_max", "runtime_max_usec"):
+            value = getattr(self, limit)
+            if value is not None and not 0 < value <= _UINT64_MAX:
+                raise ValueError(f"{limit} out of range: {value!r}")
+        overridden = _CORE_PROPERTIES & set(self.sandbox)
+        if overridden:
+            raise ValueError(f"sandbox must not set {sorted(overridden)}")
+        return self
+
+
+class UnitSpec(UnitTemplate):
+    """One attempt run as a transient service: a template, named and labelled."""
+
+    name: str
+    description: str
+    log_extra_fields: dict[str, str]
+    slice: str = "automd-jobs.slice"
+
+    @model_validator(mode="after")
+    def _check_identity(self) -> Self:
+        check_unit_name(self.name)
+        for key in self.log_extra_fields:
+            if not _JOURNAL_FIELD.fullmatch(key):
+                raise ValueError(f"invalid journal field name (want [A-Z][A-Z0-9_]*): {key!r}")
+        if not self.slice.endswith(".slice"):
+            raise ValueError(f"not a slice: {self.slice!r}")
+        return self
 
 
 def check_unit_name(name: str) -> None:

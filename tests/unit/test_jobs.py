@@ -22,7 +22,7 @@ from automd.errors import (
     UnknownDefinition,
 )
 from automd.jobs.ids import encode_ulid, new_job_id
-from automd.jobs.plan import parse_unit_name, unit_name
+from automd.jobs.plan import RunPlan, parse_unit_name, unit_name, unit_spec
 from automd.jobs.policy import backoff_delay, judge, should_retry
 from automd.jobs.queries import JobQueries
 from automd.jobs.service import Caller, JobService
@@ -642,3 +642,25 @@ async def test_counts_are_the_stores(harness: Harness) -> None:
     await harness.wait_started(2)
     await harness.service.dispatcher.round()
     assert (harness.service.running_count, harness.service.unfinished_count) == (1, 1)
+
+
+# A plan as automd before the plan/unit-template merge stored it (be2a910, key order and all).
+_STORED_PLAN = (
+    '{"description":"automd job echo","argv":["/usr/bin/echo","hi"],"environment":{},'
+    '"working_directory":null,"user":null,"memory_max":67108864,"cpu_quota_per_sec_usec":null,'
+    '"tasks_max":null,"runtime_max_usec":3600000000,"sandbox":{"NoNewPrivileges":true,'
+    '"ProtectSystem":"strict","ProtectHome":"yes","PrivateTmp":true,"PrivateNetwork":false},'
+    '"read_write_paths":[],"retry":{"max_attempts":1,"initial_delay_seconds":5.0,'
+    '"max_delay_seconds":300.0,"multiplier":2.0,"jitter":0.2,"on_results":["exit-code"],'
+    '"on_exit_codes":null},"concurrency":2}'
+)
+
+
+def test_a_plan_stored_by_the_previous_version_still_makes_its_unit() -> None:
+    plan = RunPlan.model_validate_json(_STORED_PLAN)
+    spec = unit_spec(plan, definition="echo", job_id="01jd3k5x2q8v7n4m6p9r0s1t2u", attempt=2)
+    assert (spec.argv, spec.memory_max, spec.sandbox["ProtectHome"]) == (
+        ("/usr/bin/echo", "hi"), 67108864, "yes",
+    )  # fmt: skip
+    assert spec.environment["AUTOMD_ATTEMPT"] == "2"
+    assert spec.name == unit_name("echo", "01jd3k5x2q8v7n4m6p9r0s1t2u", 2)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import pytest
 from dbus_fast import Message, Variant
 
@@ -22,7 +20,7 @@ def spec(**overrides: object) -> UnitSpec:
         "log_extra_fields": {"AUTOMD_JOB_ID": "01HXYZ"},
     }
     values.update(overrides)
-    return UnitSpec(**values)  # type: ignore[arg-type]
+    return UnitSpec.model_validate(values)
 
 
 def as_dict(props: list[tuple[str, Variant]]) -> dict[str, tuple[str, object]]:
@@ -154,6 +152,7 @@ def test_read_write_paths_become_an_array_property() -> None:
     props = dict(unit_properties(spec))
     assert props["ReadWritePaths"].signature == "as"
     assert props["ReadWritePaths"].value == ["/var/backups", "/srv/out"]
-    assert "ReadWritePaths" not in dict(unit_properties(replace(spec, read_write_paths=())))
+    changed = spec.model_dump() | {"read_write_paths": ()}
+    assert "ReadWritePaths" not in dict(unit_properties(UnitSpec.model_validate(changed)))
     with pytest.raises(ValueError, match="must be absolute"):
-        replace(spec, read_write_paths=("relative",))
+        UnitSpec.model_validate(spec.model_dump() | {"read_write_paths": ("relative",)})
