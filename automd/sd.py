@@ -86,6 +86,8 @@ class _Notifier:
     descriptor taken (accepted connections up to RLIMIT_NOFILE) each WATCHDOG=1 failed with
     EMFILE, silently, and systemd's watchdog killed a daemon whose event loop was running
     fine. Opened before serving, this socket needs no descriptor at the moment of sending.
+    It is non-blocking: sends happen on the event loop, and a receiver that stops reading
+    (PID 1 keeps an 8 MiB queue; a test's stand-in far less) must cost a message, not the loop.
     """
 
     def __init__(self) -> None:
@@ -101,6 +103,7 @@ class _Notifier:
         self._target = target
         if target.startswith(("/", "@")):
             self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+            self._sock.setblocking(False)
 
     def send(self, message: str) -> bool:
         target = os.environ.get("NOTIFY_SOCKET", "")

@@ -60,3 +60,17 @@ def test_a_vanished_socket_is_reported_not_raised(
 ) -> None:
     monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "gone.sock"))
     assert notify(WATCHDOG="1") is False
+
+
+def test_a_receiver_that_stops_reading_costs_messages_not_the_loop(
+    notify_socket: socket.socket,
+) -> None:
+    """The send never blocks: with the receiver's queue full, notify() says False at once.
+    (A daemon test's stand-in for PID 1 once read only while waiting, and automd hung in
+    sd_notify on its event loop.) Checked: with the socket blocking, as before, this test
+    hangs until its timeout."""
+    open_notify_socket()
+    sent = [notify(STATUS=f"status {i}") for i in range(10_000)]
+    assert sent[0] is True
+    assert sent[-1] is False  # the queue filled; later messages were dropped, not waited on
+    assert notify_socket.recv(4096) == b"STATUS=status 0"
