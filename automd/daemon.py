@@ -318,9 +318,8 @@ class Daemon:
     def _status_line(self) -> str:
         if self._jobs is None:
             return self._status
-        running = self._jobs.running_count
-        waiting = max(0, self._jobs.unfinished_count - running)
-        return f"{self._status}; jobs: {running} running, {waiting} queued or waiting"
+        counts = self._jobs.counts
+        return f"{self._status}; jobs: {counts.running} running, {counts.waiting} queued or waiting"
 
     def _status_changed(self) -> None:
         # At most one STATUS= a second: a burst of submits is one update, not thousands.

@@ -43,6 +43,11 @@ class JobCounts:
     running: int = 0
     unfinished: int = 0
 
+    @property
+    def waiting(self) -> int:
+        """Queued or waiting to retry (unfinished, not running)."""
+        return max(0, self.unfinished - self.running)
+
 
 @dataclass(frozen=True)
 class Claimed:

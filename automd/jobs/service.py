@@ -34,7 +34,7 @@ from automd.errors import (
     QueueFull,
     UnknownDefinition,
 )
-from automd.jobs.dispatcher import JobDispatcher
+from automd.jobs.dispatcher import JobCounts, JobDispatcher
 from automd.jobs.follower import UnitFollower
 from automd.jobs.ids import new_job_id
 from automd.jobs.logfields import job_log_fields
@@ -125,6 +125,11 @@ class JobService:
         return self.reconciler.done
 
     @property
+    def counts(self) -> JobCounts:
+        """Running and unfinished jobs, as the store counted them (STATUS=, metrics, health)."""
+        return self.dispatcher.counts
+
+    @property
     def running_count(self) -> int:
         return self.dispatcher.counts.running
 
@@ -134,14 +139,12 @@ class JobService:
 
     async def queue_health(self) -> HealthCheck:
         """Whether the queue takes new jobs: below jobs.max_unfinished (then 1005 QueueFull)."""
-        limit = self.settings.max_unfinished
-        running, unfinished = self.running_count, self.unfinished_count
+        limit, counts = self.settings.max_unfinished, self.counts
         detail = (
-            f"{running} running (max {self.settings.max_running}), "
-            f"{max(0, unfinished - running)} queued or waiting; "
-            f"{unfinished} of {limit} unfinished allowed"
+            f"{counts.running} running (max {self.settings.max_running}), "
+            f"{counts.waiting} queued or waiting; {counts.unfinished} of {limit} unfinished allowed"
         )
-        return HealthCheck(ok=unfinished < limit, detail=detail)
+        return HealthCheck(ok=counts.unfinished < limit, detail=detail)
 
     # --- unit events (called by automd.systemd) --------------------------------------------
 

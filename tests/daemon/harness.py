@@ -6,13 +6,14 @@ import asyncio
 import contextlib
 import json
 import os
+import resource
 import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
@@ -255,3 +256,21 @@ async def call(path: Path, method: str, params: Any = None) -> Any:
         return await conn.call(method, params)
     finally:
         await conn.close()
+
+
+@contextlib.contextmanager
+def descriptors_for(count: int) -> Iterator[None]:
+    """Room for `count` client sockets in this process (and 512 more): the soft
+    RLIMIT_NOFILE is raised for the while if it is lower; a hard limit too low fails."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = count + 512
+    if soft >= wanted:
+        yield
+        return
+    if hard != resource.RLIM_INFINITY and hard < wanted:
+        raise AssertionError(f"RLIMIT_NOFILE hard limit {hard} < {wanted}: cannot hold {count}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import resource
 import sys
 import time
 import zlib
@@ -29,6 +28,7 @@ from tests.daemon.harness import (
     DaemonProcess,
     HttpReply,
     call,
+    descriptors_for,
     post_bytes,
     read_reply,
 )
@@ -627,19 +627,9 @@ FLOOD_CAP = 256
 
 @pytest.fixture
 def enough_file_descriptors() -> Iterator[None]:
-    """FLOOD client sockets in this process; raise the soft limit if it is too low."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    wanted = FLOOD + 512
-    if soft >= wanted:
+    """FLOOD client sockets in this process."""
+    with descriptors_for(FLOOD):
         yield
-        return
-    if hard != resource.RLIM_INFINITY and hard < wanted:
-        pytest.fail(f"RLIMIT_NOFILE hard limit {hard} < {wanted}: cannot run the flood")
-    resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
-    try:
-        yield
-    finally:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
 async def open_many(path: Path, count: int) -> list[Connection | BaseException]:

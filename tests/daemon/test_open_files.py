@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-import resource
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +20,7 @@ from tests.daemon.harness import (
     Connection,
     DaemonFactory,
     DaemonProcess,
+    descriptors_for,
     post_bytes,
     read_reply,
 )
@@ -33,19 +33,9 @@ REPLY_BOUND = 10.0  # a bound on waiting for a reply, never a measure of it
 
 @pytest.fixture
 def client_descriptors() -> Iterator[None]:
-    """HOLD client sockets in this process; raise the soft limit if it is too low."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    wanted = HOLD + 512
-    if soft >= wanted:
+    """HOLD client sockets in this process."""
+    with descriptors_for(HOLD):
         yield
-        return
-    if hard != resource.RLIM_INFINITY and hard < wanted:
-        pytest.fail(f"RLIMIT_NOFILE hard limit {hard} < {wanted}: cannot hold the connections")
-    resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
-    try:
-        yield
-    finally:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
 def start_limited(daemon: DaemonProcess, nofile: str, monkeypatch: pytest.MonkeyPatch) -> None:
