@@ -46,8 +46,9 @@ from automd.sd import (
 from automd.store.db import Store
 from automd.system import SystemInfo
 from automd.systemd.bus import SystemdBus
+from automd.systemd.manager import Manager
 from automd.systemd.polkit import PolkitAuthority, Subject
-from automd.systemd.units import Systemd, UnitEvents, UnitOutcome
+from automd.systemd.units import Systemd
 from automd.watchdog import start_watchdog
 
 log = logging.getLogger("automd")
@@ -104,21 +105,6 @@ def _listening_sockets(options: Options) -> tuple[ActivatedSockets, str]:
 def _address(sock: socket.socket) -> str:
     name = sock.getsockname()
     return f"{name[0]}:{name[1]}" if isinstance(name, tuple) else str(name)
-
-
-class _UnitEventsRelay:
-    """Systemd reports to the JobService, which itself needs Systemd: bound once both exist."""
-
-    def __init__(self) -> None:
-        self.target: UnitEvents | None = None
-
-    def unit_started(self, unit: str, invocation_id: str) -> None:
-        assert self.target is not None
-        self.target.unit_started(unit, invocation_id)
-
-    def unit_finished(self, outcome: UnitOutcome) -> None:
-        assert self.target is not None
-        self.target.unit_finished(outcome)
 
 
 def polkit_check(bus: SystemdBus) -> PolkitCheck:
@@ -194,17 +180,16 @@ class Daemon:
 
     def _build(self, store: Store) -> _Parts:
         bus = SystemdBus()
-        relay = _UnitEventsRelay()
-        systemd = Systemd(bus, relay)
+        manager = Manager(bus)
+        systemd = Systemd(manager)
         jobs = self._jobs = JobService(store, self.registry, systemd, self.config.jobs)
-        relay.target = jobs
         logs = JobLogs(max_followers=self.config.server.max_log_followers)
         self.authz = Authorizer(
             polkit_check(bus) if self.config.access.polkit else None, self.config.access
         )
         self.audit = AuditLog(store, retention_days=self.config.access.audit_retention_days)
         checks = {"journal": logs.health, "queue": jobs.queue_health, "open_files": self._fd_health}
-        system = SystemInfo(store, bus, checks)
+        system = SystemInfo(store, manager, checks)
         services = Services(
             system=system,
             jobs=JobRequests(jobs, self.registry, self.authz),

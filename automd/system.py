@@ -11,7 +11,7 @@ from automd.api.codes import API_VERSION
 from automd.api.methods import HealthCheck, HealthResult, HealthStatus, VersionResult
 from automd.errors import AutomdError
 from automd.store.db import Store
-from automd.systemd.bus import SystemdBus
+from automd.systemd.manager import Manager
 
 # A health probe must answer quickly even when systemd is wedged.
 _PROBE_TIMEOUT = 2.0
@@ -23,17 +23,17 @@ Check = Callable[[], Awaitable[HealthCheck]]
 
 class SystemInfo:
     def __init__(
-        self, store: Store, bus: SystemdBus, checks: Mapping[str, Check] | None = None
+        self, store: Store, manager: Manager, checks: Mapping[str, Check] | None = None
     ) -> None:
         self._store = store
-        self._bus = bus
+        self._manager = manager
         self._checks = dict(checks or {})
         self._started = time.monotonic()
 
     async def systemd_version(self) -> str | None:
         try:
             async with asyncio.timeout(_PROBE_TIMEOUT):
-                return await self._bus.systemd_version()
+                return await self._manager.version()
         except (AutomdError, TimeoutError):
             return None
 

@@ -23,11 +23,13 @@ from automd.definitions.registry import DefinitionRegistry
 from automd.definitions.render import validate_params
 from automd.jobs.ids import new_job_id
 from automd.jobs.plan import make_plan, unit_spec
+from automd.systemd.manager import Manager
 from automd.systemd.units import Systemd
 from tests.daemon.harness import Connection
 from tests.integration.conftest import CHECKOUT, install_automd
 from tests.integration.container import Container
-from tests.integration.test_systemd_units import Recorder, bus_for
+from tests.integration.test_systemd_units import bus_for
+from tests.unit_events import Recorder
 
 DEFINITION = "hello"
 MAX_RUNNING = JobsSettings().max_running
@@ -43,8 +45,8 @@ async def baseline(c: Container, count: int) -> float:
     specs = [unit_spec(plan, definition=DEFINITION, job_id=new_job_id(), attempt=1)
              for _ in range(count)]  # fmt: skip
     bus = bus_for(c)
-    recorder = Recorder()
-    systemd = Systemd(bus, recorder)
+    recorder = Recorder(wait_seconds=600)
+    systemd = Systemd(Manager(bus))
     slots = asyncio.Semaphore(MAX_RUNNING)
 
     async def run(spec: Any) -> None:
@@ -52,9 +54,10 @@ async def baseline(c: Container, count: int) -> float:
             await systemd.start_unit(spec)
             await recorder.outcome(spec.name)
 
-    started = time.monotonic()
-    await asyncio.gather(*(run(spec) for spec in specs))
-    elapsed = time.monotonic() - started
+    async with recorder.reading(systemd.events):
+        started = time.monotonic()
+        await asyncio.gather(*(run(spec) for spec in specs))
+        elapsed = time.monotonic() - started
     await systemd.close()
     await bus.close()
     return count / elapsed

@@ -15,6 +15,7 @@ from automd.jobs.timers import RetryTimers
 from automd.store import jobs as rows
 from automd.store.db import Store
 from automd.store.jobs import JobRecord
+from automd.systemd.events import UnitEventStream, UnitFinished, UnitStarted
 from automd.systemd.units import Systemd, UnitOutcome
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,18 @@ class UnitFollower:
         self._recorded = recorded
         self._recording: set[str] = set()  # jobs whose outcome is being written
         self._tasks = TaskSet()
+
+    async def follow(self, events: UnitEventStream) -> None:
+        """Record what systemd publishes about automd's units, for as long as automd runs."""
+        async for event in events:
+            # No await between taking an event and acting on it (UnitEventStream.holds).
+            try:
+                if isinstance(event, UnitStarted):
+                    self.unit_started(event.unit, event.invocation_id)
+                elif isinstance(event, UnitFinished):
+                    self.unit_finished(event.outcome)
+            except Exception:
+                log.exception("recording %s failed", event)
 
     def unit_started(self, unit: str, invocation_id: str) -> None:
         parsed = parse_unit_name(unit)

@@ -47,7 +47,7 @@ from automd.store import jobs as rows
 from automd.store.audit import AuditRecord
 from automd.store.db import Store
 from automd.store.jobs import JobRecord
-from automd.systemd.units import Systemd, UnitOutcome
+from automd.systemd.units import Systemd
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +100,7 @@ class JobService:
     async def start(self) -> None:
         done = self.reconciler.done
         self._tasks = [
+            asyncio.create_task(self.follower.follow(self._systemd.events), name="automd-follow"),
             asyncio.create_task(self.dispatcher.run(done), name="automd-dispatcher"),
             asyncio.create_task(self.reconciler.reconcile(), name="automd-reconcile"),
             asyncio.create_task(
@@ -145,14 +146,6 @@ class JobService:
             f"{counts.waiting} queued or waiting; {counts.unfinished} of {limit} unfinished allowed"
         )
         return HealthCheck(ok=counts.unfinished < limit, detail=detail)
-
-    # --- unit events (called by automd.systemd) --------------------------------------------
-
-    def unit_started(self, unit: str, invocation_id: str) -> None:
-        self.follower.unit_started(unit, invocation_id)
-
-    def unit_finished(self, outcome: UnitOutcome) -> None:
-        self.follower.unit_finished(outcome)
 
     # --- API operations --------------------------------------------------------------------
 

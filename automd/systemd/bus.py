@@ -22,7 +22,6 @@ MANAGER_IFACE = "org.freedesktop.systemd1.Manager"
 PROPERTIES_IFACE = "org.freedesktop.DBus.Properties"
 UNIT_IFACE = "org.freedesktop.systemd1.Unit"
 SERVICE_IFACE = "org.freedesktop.systemd1.Service"
-NO_SUCH_UNIT = "org.freedesktop.systemd1.NoSuchUnit"
 DBUS = "org.freedesktop.DBus"
 DBUS_PATH = "/org/freedesktop/DBus"
 
@@ -168,43 +167,6 @@ class SystemdBus:
             detail = str(reply.body[0]) if reply.body else ""
             raise dbus_error(reply.error_name or "unknown", detail, member=member)
         return list(reply.body)
-
-    async def read_unit(self, name: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
-        """A unit's Unit and Service properties, or None when it is not loaded.
-
-        GetUnit first: a GetAll on the path of an unloaded unit would load a "not-found" stub.
-        """
-        try:
-            (path,) = await self.call(
-                interface=MANAGER_IFACE, member="GetUnit", signature="s", body=[name]
-            )
-        except SystemdRejected as exc:
-            if exc.dbus_error == NO_SUCH_UNIT:
-                return None
-            raise
-        values: list[dict[str, Any]] = []
-        for interface in (UNIT_IFACE, SERVICE_IFACE):
-            try:
-                (props,) = await self.call(
-                    interface=PROPERTIES_IFACE,
-                    member="GetAll",
-                    signature="s",
-                    body=[interface],
-                    path=str(path),
-                )
-            except SystemdRejected:
-                return None  # unloaded between the calls
-            values.append({key: variant.value for key, variant in props.items()})
-        return values[0], values[1]
-
-    async def manager_property(self, name: str) -> Any:
-        (variant,) = await self.call(
-            interface=PROPERTIES_IFACE, member="Get", signature="ss", body=[MANAGER_IFACE, name]
-        )
-        return variant.value
-
-    async def systemd_version(self) -> str:
-        return str(await self.manager_property("Version"))
 
     # -- signals -----------------------------------------------------------------------------
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Protocol
 
 
 class ExitCode(IntEnum):
@@ -34,14 +33,6 @@ class UnitOutcome:
     exit_code: int | None
     signal: int | None
     source: str  # "dbus" or "journal"
-
-
-class UnitEvents(Protocol):
-    """What the job service hears about the units it started or adopted."""
-
-    def unit_started(self, unit: str, invocation_id: str) -> None: ...
-
-    def unit_finished(self, outcome: UnitOutcome) -> None: ...
 
 
 def classify(

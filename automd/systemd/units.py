@@ -5,32 +5,36 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
-from collections.abc import Coroutine, Mapping
+from collections.abc import Coroutine
 from typing import Any
 
 from dbus_fast import Message
 
 from automd.errors import SystemdRejected, SystemdUnavailable, UnitStartRejected
-from automd.systemd.bus import (
-    MANAGER_IFACE,
-    NO_SUCH_UNIT,
-    SERVICE_IFACE,
-    UNIT_IFACE,
-    SystemdBus,
-)
+from automd.systemd.bus import SERVICE_IFACE, UNIT_IFACE
+from automd.systemd.events import UnitEventStream, UnitFinished, UnitStarted
 from automd.systemd.journal import read_outcome
-from automd.systemd.outcome import UnitEvents, UnitOutcome, classify
+from automd.systemd.manager import (
+    JobMode,
+    JobRemoved,
+    KillWhom,
+    Manager,
+    PropertiesChanged,
+    UnitRemoved,
+    UnitSnapshot,
+    decode_signal,
+)
+from automd.systemd.outcome import UnitOutcome, classify
 from automd.systemd.spec import (
     UnitSpec,
     check_unit_name,
     unit_object_path,
     unit_properties,
 )
-from automd.systemd.watch import TERMINAL_STATES, Transition, UnitTracker
+from automd.systemd.watch import TERMINAL_STATES, TrackedUnits, Transition, UnitTracker
 
 __all__ = [
     "Systemd",
-    "UnitEvents",
     "UnitOutcome",
     "UnitSpec",
     "unit_object_path",
@@ -49,25 +53,23 @@ _DELIVERED_MEMORY = 10_000
 
 
 class Systemd:
-    """automd's view of its job units: start them, follow them by signal, report each end once."""
+    """automd's view of its job units: start them, follow them by signal, report each end once.
+
+    What it learns is published on `events` (UnitStarted, then one UnitFinished per invocation).
+    """
 
     def __init__(
         self,
-        bus: SystemdBus,
-        events: UnitEvents,
+        manager: Manager,
         *,
         max_outstanding_starts: int = 128,
         journal_path: str | None = None,
     ) -> None:
-        self._bus = bus
-        self._events = events
+        self._manager = manager
+        self._bus = manager.bus
+        self.events = UnitEventStream()
         self._journal_path = journal_path
-        # systemd holds a bus match per pending job it was asked for over D-Bus, and drops off
-        # the bus beyond ~512 (systemd-facts.md §2): bound the start jobs not yet removed.
-        self._start_slots = asyncio.Semaphore(max_outstanding_starts)
-        self._holding_start_slot: set[str] = set()
-        self._by_path: dict[str, UnitTracker] = {}
-        self._by_name: dict[str, UnitTracker] = {}
+        self._units = TrackedUnits(max_outstanding_starts)
         self._delivered: OrderedDict[tuple[str, str | None], None] = OrderedDict()
         self._tasks: set[asyncio.Task[None]] = set()
         self._listening = False
@@ -77,56 +79,52 @@ class Systemd:
 
     async def start_unit(self, spec: UnitSpec) -> None:
         """StartTransientUnit in mode "fail"; returns once systemd accepted the start job."""
-        if spec.name in self._by_name:
+        if spec.name in self._units:
             raise UnitStartRejected(
                 "org.freedesktop.systemd1.UnitExists", f"{spec.name} is still tracked"
             )
         properties = unit_properties(spec)
         await self._listen()
-        await self._start_slots.acquire()
-        tracker = self._track(spec.name, unit_object_path(spec.name))
-        self._holding_start_slot.add(spec.name)
+        tracker = await self._units.track_start(spec.name, unit_object_path(spec.name))
         try:
-            (job,) = await self._bus.call(
-                interface=MANAGER_IFACE,
-                member="StartTransientUnit",
-                signature="ssa(sv)a(sa(sv))",
-                body=[spec.name, "fail", properties, []],
-            )
+            job = await self._manager.start_transient_unit(spec.name, JobMode.FAIL, properties)
         except SystemdRejected as exc:
-            self._forget(tracker)
+            self._units.forget(tracker)
             raise UnitStartRejected(
                 exc.dbus_error, exc.detail, member="StartTransientUnit"
             ) from exc
         except SystemdUnavailable:
             if tracker.started_reported:
                 return  # the reply was lost, not the unit: its signals already arrived
-            self._forget(tracker)
+            self._units.forget(tracker)
             raise
         except BaseException:
-            self._forget(tracker)
+            self._units.forget(tracker)
             raise
         if tracker.start_job is None and not tracker.start_job_done:
-            tracker.start_job = str(job)
+            tracker.start_job = job
 
     async def stop_unit(self, name: str) -> None:
         """StopUnit(name, "replace"): SIGTERM to the cgroup per KillMode, SIGKILL on timeout."""
         check_unit_name(name)
-        await self._ignoring_no_such_unit("StopUnit", "ss", [name, "replace"])
+        await self._manager.stop_unit(name, JobMode.REPLACE)
 
     async def kill_unit(self, name: str, signal: int) -> None:
         """KillUnit(name, "all", signal): every process of the unit; a gone unit is a no-op."""
         check_unit_name(name)
-        await self._ignoring_no_such_unit("KillUnit", "ssi", [name, "all", signal])
+        await self._manager.kill_unit(name, KillWhom.ALL, signal)
 
     async def reset_failed(self, name: str) -> None:
         """ResetFailedUnit: lets systemd unload a failed unit once its outcome is recorded."""
         check_unit_name(name)
-        await self._ignoring_no_such_unit("ResetFailedUnit", "s", [name])
+        await self._manager.reset_failed_unit(name)
 
     def following(self, name: str) -> bool:
-        """Whether the unit is tracked: its end will be reported (the jobs self-check asks)."""
-        return name in self._by_name
+        """Whether the unit's end will be reported: tracked, or its end not yet consumed.
+
+        The jobs self-check asks this of every job that holds a run slot.
+        """
+        return name in self._units or self.events.holds(name)
 
     async def adopt(self) -> list[str]:
         """Track every loaded automd-*.service (after an automd restart) and return the names.
@@ -134,20 +132,15 @@ class Systemd:
         Units still running report their end later; ones already ended report it now.
         """
         await self._listen()
-        (units,) = await self._bus.call(
-            interface=MANAGER_IFACE,
-            member="ListUnitsByPatterns",
-            signature="asas",
-            body=[[], [UNIT_PATTERN]],
-        )
+        units = await self._manager.list_units_by_patterns([], [UNIT_PATTERN])
         names: list[str] = []
         lookups: list[asyncio.Task[None]] = []
-        for name, _desc, load_state, _active, _sub, _following, path, *_job in units:
-            if load_state != "loaded":
+        for unit in units:
+            if unit.load_state != "loaded":
                 continue
-            names.append(name)
-            if name not in self._by_name:
-                lookups.append(self._request_lookup(self._track(name, path)))
+            names.append(unit.name)
+            if unit.name not in self._units:
+                lookups.append(self._request_lookup(self._units.track(unit.name, unit.path)))
         await asyncio.gather(*lookups)
         return names
 
@@ -178,64 +171,42 @@ class Systemd:
             self._listening = True
         await self._bus.subscribe()
 
-    def _track(self, name: str, path: str) -> UnitTracker:
-        tracker = UnitTracker(unit=name, path=path)
-        self._by_name[name] = tracker
-        self._by_path[path] = tracker
-        return tracker
-
-    def _forget(self, tracker: UnitTracker) -> None:
-        self._release_start_slot(tracker)
-        if self._by_name.get(tracker.unit) is tracker:
-            del self._by_name[tracker.unit]
-        if self._by_path.get(tracker.path) is tracker:
-            del self._by_path[tracker.path]
-
-    def _release_start_slot(self, tracker: UnitTracker) -> None:
-        tracker.start_job_done = True
-        if tracker.unit in self._holding_start_slot:
-            self._holding_start_slot.discard(tracker.unit)
-            self._start_slots.release()
-
     def _on_signal(self, message: Message) -> None:
-        if message.member == "PropertiesChanged":
-            tracker = self._by_path.get(message.path or "")
+        signal = decode_signal(message)
+        if isinstance(signal, PropertiesChanged):
+            tracker = self._units.at(signal.path)
             if tracker is None:
                 return
-            interface, changed, _invalidated = message.body
-            values = {key: variant.value for key, variant in changed.items()}
-            if interface == SERVICE_IFACE:
-                tracker.apply_service(values)
-            elif interface == UNIT_IFACE:
-                self._apply(tracker, tracker.apply_unit(values))
-        elif message.member == "JobRemoved":
-            _job_id, job, unit, result = message.body
-            tracker = self._by_name.get(unit)
+            if signal.interface == SERVICE_IFACE:
+                tracker.apply_service(signal.changed)
+            elif signal.interface == UNIT_IFACE:
+                self._apply(tracker, tracker.apply_unit(signal.changed))
+        elif isinstance(signal, JobRemoved):
+            tracker = self._units.named(signal.unit)
             # The reply to StartTransientUnit may be processed after the JobRemoved of its job,
             # so the first job removed for a unit whose job path is unknown is its start job.
             if tracker is None or tracker.start_job_done:
                 return
-            if tracker.start_job is not None and tracker.start_job != job:
+            if tracker.start_job is not None and tracker.start_job != signal.job:
                 return
-            self._release_start_slot(tracker)
-            if result != "done" and not tracker.ran:
+            self._units.start_job_done(tracker)
+            if signal.result != "done" and not tracker.ran:
                 # The start failed and no state change said the unit ran: ask systemd.
                 self._request_lookup(tracker)
-        elif message.member == "UnitRemoved":
-            unit, _path = message.body
-            tracker = self._by_name.get(unit)
+        elif isinstance(signal, UnitRemoved):
+            tracker = self._units.named(signal.unit)
             if tracker is not None and not tracker.delivered:
                 self._request_lookup(tracker)
 
     def _on_resync(self) -> None:
         # Signals were lost (reconnect, or systemd re-registered): any unit may have moved on.
-        log.info("resynchronising %d tracked units with systemd", len(self._by_name))
-        for tracker in list(self._by_name.values()):
+        log.info("resynchronising %d tracked units with systemd", len(self._units))
+        for tracker in self._units.all():
             self._request_lookup(tracker)
 
     def _apply(self, tracker: UnitTracker, transition: Transition) -> None:
         if transition.started is not None:
-            self._events.unit_started(tracker.unit, transition.started)
+            self.events.publish(UnitStarted(tracker.unit, transition.started))
         if transition.finished:
             if tracker.has_final_values:
                 self._deliver(tracker, tracker.outcome("dbus"))
@@ -247,7 +218,7 @@ class Systemd:
             return
         tracker.delivered = True
         tracker.finished = True
-        self._forget(tracker)
+        self._units.forget(tracker)
         key = (outcome.unit, outcome.invocation_id)
         if key in self._delivered:
             return
@@ -256,8 +227,8 @@ class Systemd:
             self._delivered.popitem(last=False)
         if not tracker.started_reported and outcome.invocation_id is not None:
             tracker.started_reported = True
-            self._events.unit_started(outcome.unit, outcome.invocation_id)
-        self._events.unit_finished(outcome)
+            self.events.publish(UnitStarted(outcome.unit, outcome.invocation_id))
+        self.events.publish(UnitFinished(outcome))
 
     # -- reading state back (fallbacks when signals cannot tell) ---------------------------
 
@@ -288,35 +259,34 @@ class Systemd:
             tracker.lookup_running = False
 
     async def _look_up(self, tracker: UnitTracker) -> None:
-        snapshot = await self._bus.read_unit(tracker.unit)
+        snapshot = await self._manager.read_unit(tracker.unit)
         if tracker.delivered:
             return
         if snapshot is not None:
-            unit_props, service_props = snapshot
+            unit_props = snapshot.unit
             raw_id = unit_props.get("InvocationID") or b""
             invocation_id = bytes(raw_id).hex() if raw_id else None
             same_invocation = tracker.invocation_id in (None, invocation_id)
             if (tracker.unit, invocation_id) in self._delivered:
                 # Re-adopted after its end was reported (e.g. a failed unit not yet reset).
                 tracker.delivered = True
-                self._forget(tracker)
+                self._units.forget(tracker)
                 return
             if unit_props.get("LoadState") == "loaded" and same_invocation:
-                self._apply_snapshot(tracker, unit_props, service_props)
+                self._apply_snapshot(tracker, snapshot)
                 return
         await self._finish_from_journal(tracker)
 
-    def _apply_snapshot(
-        self, tracker: UnitTracker, unit_props: Mapping[str, Any], service_props: Mapping[str, Any]
-    ) -> None:
+    def _apply_snapshot(self, tracker: UnitTracker, snapshot: UnitSnapshot) -> None:
+        unit_props, service_props = snapshot.unit, snapshot.service
         job_id, _job_path = unit_props.get("Job", (0, "/"))
         if job_id == 0 and not tracker.start_job_done:
-            self._release_start_slot(tracker)
+            self._units.start_job_done(tracker)
         if not tracker.finished:
             tracker.apply_service(service_props)
             transition = tracker.apply_unit(unit_props)
             if transition.started is not None:
-                self._events.unit_started(tracker.unit, transition.started)
+                self.events.publish(UnitStarted(tracker.unit, transition.started))
             never_ran = (
                 tracker.start_job_done
                 and not tracker.ran
@@ -358,16 +328,7 @@ class Systemd:
             )
         else:
             # Never seen running, not loaded, nothing logged: it never started.
-            self._forget(tracker)
-
-    async def _ignoring_no_such_unit(self, member: str, signature: str, body: list[Any]) -> None:
-        try:
-            await self._bus.call(
-                interface=MANAGER_IFACE, member=member, signature=signature, body=body
-            )
-        except SystemdRejected as exc:
-            if exc.dbus_error != NO_SUCH_UNIT:
-                raise
+            self._units.forget(tracker)
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.get_running_loop().create_task(coro)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -105,3 +106,59 @@ class UnitTracker:
             exec_main_status=self.exec_main_status,
             source=source,
         )
+
+
+class TrackedUnits:
+    """The unit invocations being followed, by name and by object path, and the start slots
+    their start jobs hold.
+
+    systemd keeps a bus match per pending job a client asked for over D-Bus and drops off the
+    bus beyond ~512 (systemd-facts.md §2): at most `max_outstanding_starts` start jobs may be
+    pending at once; a slot is held from the start call until the start job is removed.
+    """
+
+    def __init__(self, max_outstanding_starts: int) -> None:
+        self._start_slots = asyncio.Semaphore(max_outstanding_starts)
+        self._holding_start_slot: set[str] = set()
+        self._by_path: dict[str, UnitTracker] = {}
+        self._by_name: dict[str, UnitTracker] = {}
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._by_name
+
+    def __len__(self) -> int:
+        return len(self._by_name)
+
+    def named(self, name: str) -> UnitTracker | None:
+        return self._by_name.get(name)
+
+    def at(self, path: str) -> UnitTracker | None:
+        return self._by_path.get(path)
+
+    def all(self) -> list[UnitTracker]:
+        return list(self._by_name.values())
+
+    def track(self, name: str, path: str) -> UnitTracker:
+        tracker = UnitTracker(unit=name, path=path)
+        self._by_name[name] = tracker
+        self._by_path[path] = tracker
+        return tracker
+
+    async def track_start(self, name: str, path: str) -> UnitTracker:
+        """Track a unit about to be started, once a start slot is free; it holds the slot."""
+        await self._start_slots.acquire()
+        self._holding_start_slot.add(name)
+        return self.track(name, path)
+
+    def start_job_done(self, tracker: UnitTracker) -> None:
+        tracker.start_job_done = True
+        if tracker.unit in self._holding_start_slot:
+            self._holding_start_slot.discard(tracker.unit)
+            self._start_slots.release()
+
+    def forget(self, tracker: UnitTracker) -> None:
+        self.start_job_done(tracker)
+        if self._by_name.get(tracker.unit) is tracker:
+            del self._by_name[tracker.unit]
+        if self._by_path.get(tracker.path) is tracker:
+            del self._by_path[tracker.path]

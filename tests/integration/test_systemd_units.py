@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 import signal
 import time
@@ -14,41 +15,13 @@ import pytest
 from automd.errors import UnitStartRejected
 from automd.sandbox import DEFAULT_SANDBOX
 from automd.systemd.bus import SystemdBus
+from automd.systemd.manager import Manager
 from automd.systemd.units import Systemd, UnitOutcome, UnitSpec
 from tests.integration.conftest import CHECKOUT, WAIT_SECONDS, Gate, wait_for
 from tests.integration.container import Container
+from tests.unit_events import Recorder
 
 PAYLOAD = "$HOME ${X} $$ `id` ; rm -rf / %n %% \\ 'q' \"dq\""
-
-
-class Recorder:
-    """UnitEvents that remembers everything and lets a test wait for one unit's end."""
-
-    def __init__(self) -> None:
-        self.started: dict[str, list[str]] = {}
-        self.finished: dict[str, list[UnitOutcome]] = {}
-        self._started_waiters: dict[str, asyncio.Event] = {}
-        self._finished_waiters: dict[str, asyncio.Event] = {}
-
-    def unit_started(self, unit: str, invocation_id: str) -> None:
-        assert unit not in self.finished, f"{unit} started after it finished"
-        self.started.setdefault(unit, []).append(invocation_id)
-        self._started_waiters.setdefault(unit, asyncio.Event()).set()
-
-    def unit_finished(self, outcome: UnitOutcome) -> None:
-        self.finished.setdefault(outcome.unit, []).append(outcome)
-        self._finished_waiters.setdefault(outcome.unit, asyncio.Event()).set()
-
-    async def wait_started(self, unit: str) -> str:
-        async with asyncio.timeout(WAIT_SECONDS):
-            await self._started_waiters.setdefault(unit, asyncio.Event()).wait()
-        return self.started[unit][0]
-
-    async def outcome(self, unit: str) -> UnitOutcome:
-        async with asyncio.timeout(WAIT_SECONDS):
-            await self._finished_waiters.setdefault(unit, asyncio.Event()).wait()
-        (outcome,) = self.finished[unit]
-        return outcome
 
 
 def bus_for(container: Container) -> SystemdBus:
@@ -108,22 +81,32 @@ def jobs_slice(container: Container) -> None:
     container.run(["systemctl", "daemon-reload"])
 
 
+@contextlib.asynccontextmanager
+async def following(
+    container: Container, recorder: Recorder, bus: SystemdBus | None = None
+) -> AsyncIterator[Systemd]:
+    """A Systemd on its own bus connection (one automd process), its events recorded."""
+    bus = bus or bus_for(container)
+    sd = Systemd(Manager(bus), journal_path=journal_dir(container))
+    try:
+        async with recorder.reading(sd.events):
+            yield sd
+    finally:
+        await sd.close()
+        await bus.close()
+
+
 @pytest.fixture
 async def recorder() -> Recorder:
-    return Recorder()
+    return Recorder(WAIT_SECONDS)
 
 
 @pytest.fixture
 async def systemd(
     container: Container, jobs_slice: None, recorder: Recorder
 ) -> AsyncIterator[Systemd]:
-    bus = bus_for(container)
-    sd = Systemd(bus, recorder, journal_path=journal_dir(container))
-    try:
+    async with following(container, recorder) as sd:
         yield sd
-    finally:
-        await sd.close()
-        await bus.close()
 
 
 async def run_to_end(systemd: Systemd, recorder: Recorder, spec: UnitSpec) -> UnitOutcome:
@@ -332,29 +315,23 @@ async def test_fifty_concurrent_units_finish_exactly_once(
 async def test_adopt_after_restart(
     container: Container, jobs_slice: None, new_gate: Callable[[], Gate]
 ) -> None:
-    before = Recorder()
-    bus = bus_for(container)
-    previous = Systemd(bus, before, journal_path=journal_dir(container))
+    before = Recorder(WAIT_SECONDS)
     gate = new_gate()  # "running" runs until adopted, however long that takes
     running = job_spec("adopt-run", ("/bin/sh", "-c", f"{gate.shell()}; exit 4"))
     ended = job_spec("adopt-ended", ("/bin/sh", "-c", "exit 5"))
-    try:
+    # automd goes away at the end of the block: its tracking state and bus connection with it.
+    async with following(container, before) as previous:
         await previous.start_unit(running)
         await previous.start_unit(ended)
         await before.wait_started(running.name)
         await before.outcome(ended.name)
-    finally:
-        # automd goes away: its tracking state and bus connection with it.
-        await previous.close()
-        await bus.close()
 
-    after = Recorder()
-    bus = bus_for(container)
-    current = Systemd(bus, after, journal_path=journal_dir(container))
-    try:
+    after = Recorder(WAIT_SECONDS)
+    async with following(container, after) as current:
         names = await current.adopt()
         assert {running.name, ended.name} <= set(names)
         # The already-failed unit is reported from its properties right away.
+        await after.settled()
         assert ended.name in after.finished
         assert (after.finished[ended.name][0].result, after.finished[ended.name][0].exit_code) == (
             "exit-code",
@@ -367,13 +344,11 @@ async def test_adopt_after_restart(
         assert (outcome.result, outcome.exit_code, outcome.source) == ("exit-code", 4, "dbus")
         # A second adopt() does not report the same ends again.
         await current.adopt()
+        await after.settled()
         assert len(after.finished[ended.name]) == 1
         assert len(after.finished[running.name]) == 1
         await current.reset_failed(running.name)
         await current.reset_failed(ended.name)
-    finally:
-        await current.close()
-        await bus.close()
 
 
 async def test_outcome_from_journal_after_gc(
@@ -414,12 +389,11 @@ async def test_outcome_from_journal_after_gc(
 async def test_units_that_end_while_disconnected_are_resynchronised(
     container: Container, jobs_slice: None
 ) -> None:
-    recorder = Recorder()
-    bus = bus_for(container)
-    systemd = Systemd(bus, recorder, journal_path=journal_dir(container))
+    recorder = Recorder(WAIT_SECONDS)
     killed = job_spec("gap-kill", ("/bin/sleep", "30"))
     stopped = job_spec("gap-stop", ("/bin/sleep", "30"))
-    try:
+    bus = bus_for(container)
+    async with following(container, recorder, bus) as systemd:
         await systemd.start_unit(killed)
         await systemd.start_unit(stopped)
         await recorder.wait_started(killed.name)
@@ -447,9 +421,6 @@ async def test_units_that_end_while_disconnected_are_resynchronised(
         assert (await run_to_end(systemd, recorder, after)).exit_code == 6
         await systemd.reset_failed(killed.name)
         await systemd.reset_failed(after.name)
-    finally:
-        await systemd.close()
-        await bus.close()
 
 
 async def test_systemd_reexec_is_followed(

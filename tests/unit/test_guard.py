@@ -38,6 +38,7 @@ from automd.store import jobs as rows
 from automd.store.db import Store
 from automd.system import SystemInfo
 from automd.systemd.bus import SystemdBus
+from automd.systemd.manager import Manager
 
 ROOT, ALICE, CAROL, DEPLOY, STRANGER = 0, 51001, 51002, 51003, 54321
 # Like the shipped rules and the per-job example of docs/polkit.md: alice may read, run and
@@ -126,7 +127,7 @@ async def stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterato
     authz = Authorizer(rules, AccessSettings())
     audit = AuditLog(store, retention_days=1)
     services = Services(
-        system=SystemInfo(store, SystemdBus()), jobs=JobRequests(jobs, registry, authz),
+        system=SystemInfo(store, Manager(SystemdBus())), jobs=JobRequests(jobs, registry, authz),
         queries=JobQueries(store), registry=registry,
         reload=lambda: ReloadResult(definitions=2, errors=[]), audit=audit,
         output=JobOutput(jobs, JobLogs()),

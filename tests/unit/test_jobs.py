@@ -28,6 +28,7 @@ from automd.jobs.queries import JobQueries
 from automd.jobs.service import Caller, JobService
 from automd.store import jobs as rows
 from automd.store.db import Store
+from automd.systemd.events import UnitEventStream, UnitFinished, UnitStarted
 from automd.systemd.units import UnitOutcome, UnitSpec
 
 CALLER = Caller(uid=1000, pid=4242)
@@ -50,6 +51,13 @@ class FakeSystemd:
         self.journal: dict[str, UnitOutcome] = {}
         self.unavailable = False
         self.changed = asyncio.Condition()
+        self.events = UnitEventStream()
+
+    def report_started(self, unit: str, invocation_id: str) -> None:
+        self.events.publish(UnitStarted(unit, invocation_id))
+
+    def report_finished(self, outcome: UnitOutcome) -> None:
+        self.events.publish(UnitFinished(outcome))
 
     async def start_unit(self, spec: UnitSpec) -> None:
         if self.unavailable:
@@ -65,7 +73,11 @@ class FakeSystemd:
         pass
 
     def following(self, name: str) -> bool:
-        return name in self.loaded or any(spec.name == name for spec in self.started)
+        return (
+            name in self.loaded
+            or any(spec.name == name for spec in self.started)
+            or self.events.holds(name)
+        )
 
     async def adopt(self) -> list[str]:
         if self.unavailable:
@@ -137,8 +149,8 @@ class Harness:
 
     def finish(self, spec: UnitSpec, result: str = "success", exit_code: int | None = 0,
                signal: int | None = None) -> None:  # fmt: skip
-        self.service.unit_started(spec.name, "ab" * 16)
-        self.service.unit_finished(outcome(spec.name, result, exit_code, signal))
+        self.systemd.report_started(spec.name, "ab" * 16)
+        self.systemd.report_finished(outcome(spec.name, result, exit_code, signal))
 
 
 @pytest.fixture
@@ -368,14 +380,14 @@ async def test_restart_readopts_running_units_and_resumes_retries(harness: Harne
     flaky, _ = await harness.service.submit("flaky", {}, None, CALLER)
     await harness.wait_started(2)
     by_name = {s.name: s for s in harness.systemd.started}
-    harness.service.unit_started(unit_name("echo", running.id, 1), "cd" * 16)
+    harness.systemd.report_started(unit_name("echo", running.id, 1), "cd" * 16)
     harness.finish(by_name[unit_name("flaky", flaky.id, 1)], "exit-code", 1)
     await harness.wait_for(running.id, JobState.RUNNING)
     await harness.wait_for(flaky.id, JobState.WAITING_RETRY)
 
-    service = await harness.restart_with_loaded([unit_name("echo", running.id, 1)])
+    await harness.restart_with_loaded([unit_name("echo", running.id, 1)])
     # The running unit is followed again; its outcome arrives from the new Systemd.
-    service.unit_finished(outcome(unit_name("echo", running.id, 1)))
+    harness.systemd.report_finished(outcome(unit_name("echo", running.id, 1)))
     await harness.wait_for(running.id, JobState.SUCCEEDED)
     # The persisted retry fires after the restart: attempt 2 starts exactly once.
     await harness.wait_started(1)
@@ -386,7 +398,7 @@ async def test_restart_takes_outcomes_from_the_journal(harness: Harness) -> None
     job, _ = await harness.service.submit("echo", {}, None, CALLER)
     await harness.wait_started(1)
     unit = harness.systemd.started[0].name
-    harness.service.unit_started(unit, "ef" * 16)
+    harness.systemd.report_started(unit, "ef" * 16)
     await harness.wait_for(job.id, JobState.RUNNING)
     await harness.service.stop()
     await harness.store.close()
@@ -414,7 +426,7 @@ async def test_restart_requeues_a_start_that_never_reached_systemd(harness: Harn
 async def test_restart_marks_a_vanished_running_job_unknown(harness: Harness) -> None:
     job, _ = await harness.service.submit("echo", {}, None, CALLER)
     await harness.wait_started(1)
-    harness.service.unit_started(harness.systemd.started[0].name, "12" * 16)
+    harness.systemd.report_started(harness.systemd.started[0].name, "12" * 16)
     await harness.wait_for(job.id, JobState.RUNNING)
     await harness.restart()
     assert (await harness.wait_for(job.id, JobState.UNKNOWN)).finished_at is not None
@@ -466,7 +478,7 @@ async def test_job_get_cache_is_dropped_by_every_write_of_the_job(harness: Harne
     job, _ = await harness.service.submit("echo", {}, None, CALLER)
     await reaches(job.id, JobState.STARTING)  # the dispatcher's write, not awaited by anyone
     await harness.wait_started(1)
-    harness.service.unit_started(harness.systemd.started[0].name, "ab" * 16)
+    harness.systemd.report_started(harness.systemd.started[0].name, "ab" * 16)
     await reaches(job.id, JobState.RUNNING)
     queued, _ = await harness.service.submit("echo", {}, None, CALLER)
     assert await check(queued.id) == JobState.QUEUED
@@ -521,11 +533,9 @@ class _AdoptDeliversWhileJournalWaits(FakeSystemd):
         self.finished = finished
         self.held_unit = held_unit
         self.job_id = job_id
-        self.service: JobService | None = None
 
     async def adopt(self) -> list[str]:
-        assert self.service is not None
-        self.service.unit_finished(self.finished)
+        self.report_finished(self.finished)
         return [self.finished.unit]
 
     async def outcome_from_journal(
@@ -558,7 +568,7 @@ async def test_restart_race_a_job_finished_during_reconcile_keeps_no_run_slot(
         flaky, _ = await h.service.submit("flaky", {}, None, CALLER)
         await h.wait_started(2)
         for spec in h.systemd.started:
-            h.service.unit_started(spec.name, "cd" * 16)
+            h.systemd.report_started(spec.name, "cd" * 16)
         await h.wait_for(earlier.id, JobState.RUNNING)
         await h.wait_for(flaky.id, JobState.RUNNING)
         await h.service.stop()
@@ -576,7 +586,6 @@ async def test_restart_race_a_job_finished_during_reconcile_keeps_no_run_slot(
         registry.reload()
         h.systemd = fake
         h.service = JobService(h.store, registry, fake, JobsSettings(max_running=1))  # type: ignore[arg-type]
-        fake.service = h.service
         await h.service.start()
         await asyncio.wait_for(h.service.reconciled.wait(), WAIT_SECONDS)
 
@@ -597,7 +606,7 @@ async def test_self_check_repairs_a_slot_held_with_nothing_following_the_unit(
     job, _ = await harness.service.submit("echo", {}, None, CALLER)
     await harness.wait_started(1)
     unit = harness.systemd.started[0].name
-    harness.service.unit_started(unit, "ab" * 16)
+    harness.systemd.report_started(unit, "ab" * 16)
     await harness.wait_for(job.id, JobState.RUNNING)
     # systemd lost track of it (no signal will come), and the journal has its outcome.
     harness.systemd.started.clear()
