@@ -12,7 +12,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from automd import log as automd_log
-from automd.api.methods import AuditEntryView, AuditListParams, AuditListResult, AuditNames
+from automd.api.audit import AuditEntryView, AuditListParams, AuditListResult
+from automd.api.model import AuditNames
 from automd.peer import PeerCredentials
 from automd.store import audit as rows
 from automd.store.db import Store

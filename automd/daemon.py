@@ -15,7 +15,8 @@ from pathlib import Path
 
 from automd import __version__, fdbudget
 from automd.api.codes import API_VERSION
-from automd.api.methods import METHODS, HealthCheck, ReloadResult
+from automd.api.methods import METHODS
+from automd.api.system import HealthCheck, ReloadResult
 from automd.audit import AuditLog
 from automd.authz import Authorizer, PolkitCheck
 from automd.config import DEFAULT_CONFIG_PATH, Config, load_config, reloaded

@@ -16,7 +16,7 @@ import os
 import resource
 from dataclasses import dataclass
 
-from automd.api.methods import HealthCheck
+from automd.api.system import HealthCheck
 from automd.config import ServerSettings
 
 log = logging.getLogger(__name__)

@@ -22,7 +22,8 @@ from typing import Any, TypeVar
 
 from systemd import journal
 
-from automd.api.methods import HealthCheck, LogEntryView
+from automd.api.jobs import LogEntryView
+from automd.api.system import HealthCheck
 from automd.errors import InvalidParams, ServerBusy
 
 log = logging.getLogger(__name__)

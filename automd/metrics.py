@@ -27,7 +27,8 @@ from prometheus_client.registry import Collector
 
 from automd import __version__
 from automd.api.codes import API_VERSION
-from automd.api.methods import FINISHED_STATES, METHODS, JobState
+from automd.api.jobs import FINISHED_STATES, JobState
+from automd.api.methods import METHODS
 from automd.store import jobs as jobs_rows
 from automd.store.db import Store
 

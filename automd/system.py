@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable, Mapping
 
 from automd import __version__
 from automd.api.codes import API_VERSION
-from automd.api.methods import HealthCheck, HealthResult, HealthStatus, VersionResult
+from automd.api.system import HealthCheck, HealthResult, HealthStatus, VersionResult
 from automd.errors import AutomdError
 from automd.store.db import Store
 from automd.systemd.manager import Manager

@@ -13,7 +13,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 
 # version-traceid-parentid-flags, lowercase hex; version ff is invalid. (job.submit's param is
-# stricter: api.methods.TRACEPARENT_PATTERN, version 00 only.)
+# stricter: api.jobs.TRACEPARENT_PATTERN, version 00 only.)
 _TRACEPARENT = re.compile(r"^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?$")
 _SAMPLED = "01"
 # Trace and span ids must be unique, not secret: a PRNG seeded from the OS is enough, and

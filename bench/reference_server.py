@@ -20,14 +20,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from automd.api.methods import (
-    JobGetResult,
-    JobIdParams,
-    JobState,
-    JobSubmitParams,
-    JobSubmitResult,
-    Result,
-)
+from automd.api.jobs import JobGetResult, JobIdParams, JobState, JobSubmitParams, JobSubmitResult
+from automd.api.model import Result
 from automd.definitions.loader import load_definitions
 from automd.definitions.render import InvalidJobParameter, validate_params
 from automd.jobs import views

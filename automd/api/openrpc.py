@@ -1,6 +1,6 @@
 """The OpenRPC (https://spec.open-rpc.org) document of the JSON-RPC API, built from METHODS.
 
-The pydantic models in methods.py stay the single source: this only arranges their JSON Schemas.
+The pydantic models METHODS names stay the single source: this only arranges their JSON Schemas.
 `python -m automd.api.openrpc` prints the document; `--update-lock` refreshes the snapshot that
 tests/unit/test_openrpc.py compares it with (run it after bumping API_VERSION).
 """

@@ -69,7 +69,7 @@ def _audit_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _list_arguments(parser: argparse.ArgumentParser) -> None:
-    # automd.api.methods.JobState's values, written out: importing it would load pydantic
+    # automd.api.jobs.JobState's values, written out: importing it would load pydantic
     # into every automctl command (test_completion checks the two agree).
     states = ["queued", "starting", "running", "waiting_retry", "succeeded", "failed",
               "timed_out", "cancelled", "unknown"]  # fmt: skip

@@ -1,7 +1,7 @@
 """What automd's listeners serve: the API socket POST /rpc (JSON-RPC) and GET /metrics, with
 admission (the connection caps); the optional TCP listener GET /metrics only; and what both
-share, the deadline sweeper and drain. HTTP framing, parser limits and deadlines are
-connection.py's; the accept loop is accept.py's, who may connect admission.py's.
+share, the deadline sweeper and drain. HTTP framing and deadlines are connection.py's, the
+parser limits request.py's; the accept loop is accept.py's, who may connect admission.py's.
 
 HTTP statuses describe the transport (413, 408, 415, 405, 503); any reply that holds a
 JSON-RPC body, including parse and validation errors, is HTTP 200 (204 when empty).
@@ -32,7 +32,9 @@ from automd.errors import (
 )
 from automd.http.accept import Acceptor
 from automd.http.admission import Connections, Limits, Refusal, Refusals
-from automd.http.connection import HttpConnection, Reply, Request, StreamedReply, plain_reply
+from automd.http.connection import HttpConnection
+from automd.http.reply import Reply, StreamedReply, plain_reply
+from automd.http.request import Request
 from automd.peer import PeerCredentials, process_name, read_peer_credentials
 from automd.rpc.context import CallContext
 from automd.rpc.protocol import Dispatcher, StreamReply, encode, error_reply

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncGenerator
 
-from automd.api.methods import JobLogsParams, JobLogsResult, JobState
+from automd.api.jobs import JobLogsParams, JobLogsResult, JobState
 from automd.joblog import FINISH_GRACE_SECONDS, JobLogs, LogPage, LogQuery
 from automd.jobs.service import JobService
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from automd.api.methods import JobState
+from automd.api.jobs import JobState
 from automd.definitions.model import RetryPolicy
 from automd.systemd.units import UnitOutcome
 

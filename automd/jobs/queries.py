@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from automd.api.methods import JobGetResult, JobListParams, JobListResult
+from automd.api.jobs import JobGetResult, JobListParams, JobListResult
 from automd.errors import InvalidParams, JobNotFound
 from automd.jobs import views
 from automd.store import jobs as rows

@@ -13,7 +13,8 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
-from automd.api.methods import JobResult, JobSubmitParams, JobSubmitResult, Permission
+from automd.api.jobs import JobResult, JobSubmitParams, JobSubmitResult
+from automd.api.methods import Permission
 from automd.audit import AuditNote, capped_params
 from automd.authz import Authorizer, polkit_details
 from automd.definitions.model import Definition

@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from automd.api.methods import HealthCheck
+from automd.api.system import HealthCheck
 from automd.config import JobsSettings
 from automd.definitions.model import Definition
 from automd.definitions.params import ParamValue

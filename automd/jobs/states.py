@@ -16,7 +16,7 @@ from collections import Counter
 from enum import StrEnum
 from typing import Any
 
-from automd.api.methods import FINISHED_STATES, UNFINISHED_STATES, JobState
+from automd.api.jobs import FINISHED_STATES, UNFINISHED_STATES, JobState
 from automd.store import jobs as rows
 from automd.store.jobs import JobRecord
 

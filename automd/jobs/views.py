@@ -4,15 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from automd.api.methods import (
-    AttemptView,
-    DefinitionErrorView,
-    DefinitionSummary,
-    DefinitionView,
-    JobEventView,
-    JobState,
-    JobView,
-)
+from automd.api.definitions import DefinitionErrorView, DefinitionSummary, DefinitionView
+from automd.api.jobs import AttemptView, JobEventView, JobState, JobView
 from automd.definitions.loader import DefinitionError
 from automd.definitions.model import Definition
 from automd.definitions.render import params_json_schema

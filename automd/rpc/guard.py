@@ -11,7 +11,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from automd.api.methods import MethodSpec, Params
+from automd.api.methods import MethodSpec
+from automd.api.model import Params
 from automd.audit import AuditLog, AuditNote
 from automd.authz import Authorizer
 from automd.errors import AutomdError, InternalError, InvalidParams, PermissionDenied

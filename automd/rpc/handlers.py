@@ -10,14 +10,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from automd.api.methods import (
-    AuditListParams,
-    AuditListResult,
-    DefinitionGetParams,
-    DefinitionListResult,
-    DefinitionView,
-    DiscoverResult,
-    HealthResult,
+from automd.api.audit import AuditListParams, AuditListResult
+from automd.api.definitions import DefinitionGetParams, DefinitionListResult, DefinitionView
+from automd.api.jobs import (
     JobGetResult,
     JobIdParams,
     JobListParams,
@@ -27,11 +22,10 @@ from automd.api.methods import (
     JobResult,
     JobSubmitParams,
     JobSubmitResult,
-    NoParams,
-    ReloadResult,
-    VersionResult,
 )
+from automd.api.model import NoParams
 from automd.api.openrpc import build_document
+from automd.api.system import DiscoverResult, HealthResult, ReloadResult, VersionResult
 from automd.audit import AuditLog, AuditNote
 from automd.definitions.registry import DefinitionRegistry
 from automd.errors import InvalidParams, UnknownDefinition

@@ -12,7 +12,8 @@ from typing import Any
 from pydantic import TypeAdapter, ValidationError
 
 from automd.api.codes import IDEMPOTENCY_KEY_HEADER
-from automd.api.methods import IdempotencyKey, MethodSpec
+from automd.api.jobs import IdempotencyKey
+from automd.api.methods import MethodSpec
 from automd.errors import InvalidParams
 
 PARAM = "idempotency_key"

@@ -17,7 +17,8 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel, ValidationError
 
-from automd.api.methods import MethodSpec, Params
+from automd.api.methods import MethodSpec
+from automd.api.model import Params
 from automd.errors import (
     AutomdError,
     BatchTooLarge,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from automd.api.methods import JobState
+from automd.api.jobs import JobState
 from automd.ctl.completion import SHELLS, completion_script
 from automd.ctl.main import build_parser
 

@@ -15,7 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from automd.http.connection import HttpConnection, Reply, Request, StreamedReply
+from automd.http.connection import HttpConnection
+from automd.http.reply import Reply, StreamedReply
+from automd.http.request import Request
 from tests.daemon.harness import HttpReply, read_reply
 
 

@@ -17,8 +17,10 @@ import pytest
 
 from automd import log as automd_log
 from automd.api.codes import ErrorCode
-from automd.api.methods import METHODS, JobState, ReloadResult
+from automd.api.jobs import JobState
+from automd.api.methods import METHODS
 from automd.api.openrpc import build_document
+from automd.api.system import ReloadResult
 from automd.audit import DETAIL_MAX, AuditLog
 from automd.authz import Authorizer
 from automd.config import AccessSettings, JobsSettings

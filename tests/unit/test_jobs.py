@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from automd.api.methods import JobState
+from automd.api.jobs import JobState
 from automd.config import JobsSettings
 from automd.definitions.model import RetryPolicy
 from automd.definitions.registry import DefinitionRegistry

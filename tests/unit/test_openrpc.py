@@ -23,7 +23,8 @@ from referencing import Registry
 from automd import errors
 from automd.api import openrpc
 from automd.api.codes import API_VERSION, ErrorCode
-from automd.api.methods import METHODS, MethodSpec, NoParams, Permission, Result
+from automd.api.methods import METHODS, MethodSpec, Permission
+from automd.api.model import NoParams, Result
 from automd.api.openrpc import build_document, lock_contents, schema_fingerprint
 
 HERE = Path(__file__).parent

@@ -13,7 +13,8 @@ from pydantic import BaseModel, Field, ValidationError
 
 from automd.api.codes import ErrorCode
 from automd.api.methods import METHODS as METHODS_OF_API
-from automd.api.methods import MethodSpec, NoParams, Params, Permission, Result
+from automd.api.methods import MethodSpec, Permission
+from automd.api.model import NoParams, Params, Result
 from automd.errors import AutomdError
 from automd.metrics import Metrics
 from automd.peer import PeerCredentials

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from automd.api.methods import TRACEPARENT_PATTERN
+from automd.api.jobs import TRACEPARENT_PATTERN
 from automd.trace import new_trace, parse_traceparent
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
