@@ -121,6 +121,34 @@ class Sandbox(_Frozen):
         return paths
 
 
+# A directory name under /var/lib, /var/cache or /var/log, as StateDirectory= takes it:
+# relative, no "." or ".." component, no empty component.
+_MANAGED_DIRECTORY = re.compile(
+    r"[A-Za-z0-9_@+-][A-Za-z0-9._@+-]*(/[A-Za-z0-9_@+-][A-Za-z0-9._@+-]*)*"
+)
+
+
+class Directories(_Frozen):
+    """Directories systemd creates for the job and hands to its user (a DynamicUser too),
+    writable under ProtectSystem=strict and kept between runs: StateDirectory=,
+    CacheDirectory=, LogsDirectory=. Names are relative: state = ["backups"] is
+    /var/lib/backups."""
+
+    state: tuple[str, ...] = Field((), description="under /var/lib (StateDirectory=)")
+    cache: tuple[str, ...] = Field((), description="under /var/cache (CacheDirectory=)")
+    logs: tuple[str, ...] = Field((), description="under /var/log (LogsDirectory=)")
+
+    @field_validator("state", "cache", "logs")
+    @classmethod
+    def _relative_names(cls, names: tuple[str, ...]) -> tuple[str, ...]:
+        for name in names:
+            if not _MANAGED_DIRECTORY.fullmatch(name) or ".." in name.split("/"):
+                raise ValueError(
+                    f'{name!r}: a relative directory name, e.g. "backups" (no leading /, no ..)'
+                )
+        return names
+
+
 class ConditionalArgs(_Frozen):
     """argv entries that appear only when a parameter is set (and, for booleans, true)."""
 
@@ -164,6 +192,7 @@ class Definition(_Frozen):
         None, ge=1, le=10_000, description="most runs at once of this definition"
     )
     sandbox: Sandbox = Sandbox()
+    directories: Directories = Directories()
     access: Access = Access()
 
     @field_validator("executable")

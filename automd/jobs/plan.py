@@ -57,6 +57,9 @@ def make_plan(definition: Definition, values: Mapping[str, ParamValue]) -> RunPl
         ),
         sandbox=sandbox,
         read_write_paths=box.read_write_paths,
+        state_directories=definition.directories.state,
+        cache_directories=definition.directories.cache,
+        logs_directories=definition.directories.logs,
         retry=definition.retry,
         concurrency=definition.concurrency,
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from automd.api.exit_status import setup_failure
 from automd.api.jobs import JobState
 from automd.definitions.model import RetryPolicy
 from automd.systemd.units import UnitOutcome
@@ -44,6 +45,9 @@ def _failure(outcome: UnitOutcome) -> str:
     if outcome.signal is not None:
         # Includes Result=success with a clean-kill signal sent by someone other than automd.
         return f"killed by signal {outcome.signal} ({outcome.result})"
+    setup = setup_failure(outcome.exit_code)
+    if setup is not None:
+        return setup
     if outcome.exit_code is not None:
         return f"exited with status {outcome.exit_code}"
     return f"failed: {outcome.result}"
@@ -52,6 +56,8 @@ def _failure(outcome: UnitOutcome) -> str:
 def should_retry(outcome: UnitOutcome, verdict: Verdict, policy: RetryPolicy, attempt: int) -> bool:
     if verdict.state not in (JobState.FAILED, JobState.TIMED_OUT) or attempt >= policy.max_attempts:
         return False
+    if outcome.result == "exit-code" and setup_failure(outcome.exit_code) is not None:
+        return False  # the same definition on the same host fails the same way again
     if outcome.result not in policy.on_results:
         return False
     if outcome.result == "exit-code" and policy.on_exit_codes is not None:

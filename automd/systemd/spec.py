@@ -39,6 +39,9 @@ _CORE_PROPERTIES = frozenset(
         "TasksMax",
         "RuntimeMaxUSec",
         "CollectMode",
+        "StateDirectory",
+        "CacheDirectory",
+        "LogsDirectory",
     }
 )
 
@@ -62,6 +65,11 @@ class UnitTemplate(BaseModel):
     sandbox: dict[str, bool | str] = Field(default_factory=lambda: dict(DEFAULT_SANDBOX))
     # Paths the job may write despite ProtectSystem=strict (ReadWritePaths=).
     read_write_paths: tuple[str, ...] = ()
+    # Directories systemd creates and chowns to the job's user, by kind (definitions'
+    # [directories]): relative names under /var/lib, /var/cache and /var/log.
+    state_directories: tuple[str, ...] = ()
+    cache_directories: tuple[str, ...] = ()
+    logs_directories: tuple[str, ...] = ()
 
     @model_validator(mode="after")
     def _check(self) -> Self:
@@ -77,6 +85,9 @@ class UnitTemplate(BaseModel):
         for path in self.read_write_paths:
             if not path.startswith("/") or "\0" in path:
                 raise ValueError(f"read_write_paths must be absolute: {path!r}")
+        for name in self.state_directories + self.cache_directories + self.logs_directories:
+            if name.startswith("/") or ".." in name.split("/") or "\0" in name or not name:
+                raise ValueError(f"managed directories are relative names: {name!r}")
         for limit in ("memory_max", "cpu_quota_per_sec_usec", "tasks_max", "runtime_max_usec"):
             value = getattr(self, limit)
             if value is not None and not 0 < value <= _UINT64_MAX:
@@ -153,6 +164,12 @@ def unit_properties(spec: UnitSpec) -> list[tuple[str, Variant]]:
     properties += [(name, Variant("t", value)) for name, value in limits if value is not None]
     if spec.read_write_paths:
         properties.append(("ReadWritePaths", Variant("as", list(spec.read_write_paths))))
+    directories = (
+        ("StateDirectory", spec.state_directories),
+        ("CacheDirectory", spec.cache_directories),
+        ("LogsDirectory", spec.logs_directories),
+    )
+    properties += [(name, Variant("as", list(dirs))) for name, dirs in directories if dirs]
     for name, value in spec.sandbox.items():
         # bool first: the sandbox's yes/no switches are "b"; enumerations are "s".
         properties.append(

@@ -196,8 +196,9 @@ async def test_injection_attempts_arrive_verbatim_as_one_argument(api: Api) -> N
         ("hold", {"text": "a\u0000b"}, "params.text", "NUL"),
         ("hold", {"text": "-rf"}, "params.text", "must not start with '-'"),
         ("backup", {"source": "/srv/../etc"}, "params.source", "must lie under /srv"),
-        ("backup", {"source": "/srv/x", "dest": "/var/backups/../../etc/x"}, "params.dest",
-         "must lie under /var/backups"),
+        ("backup", {"source": "/srv/x", "dest": "/var/lib/automd-backups/../../../etc/x"},
+         "params.dest",
+         "must lie under /var/lib/automd-backups"),
         ("hold", {"seconds": "1; reboot"}, "params.seconds", "must be an integer"),
         ("hold", {"bogus": 1}, "params.bogus", "unknown parameter"),
     ],
@@ -346,3 +347,26 @@ async def test_journalctl_finds_a_jobs_output_by_id(api: Api) -> None:
     ).stdout.decode()
     assert "Hello, journalctl!" in shown
     assert f"job {job['id']} succeeded (success)" in shown
+
+
+async def test_the_shipped_backup_example_runs_as_shipped(api: Api, container: Container) -> None:
+    """Issue 16.1: the README's flagship example on a stock host. Checked: fails on the code
+    before (the job's dynamic user could not write /var/backups: tar exited 2, three times)."""
+    container.run(["mkdir", "-p", "/srv/www"])
+    container.run(["sh", "-c", "echo hello > /srv/www/index.html"])
+    job = await api.submit("backup", source="/srv/www")
+    done = await api.wait(job["id"], "succeeded", "failed", "timed_out")
+    assert done["state"] == "succeeded", await api.call("job.get", id=job["id"])
+    listing = container.run(["tar", "-tzf", "/var/lib/automd-backups/backup.tar.gz"]).stdout
+    assert b"./index.html" in listing.split()
+
+
+async def test_a_sandbox_that_cannot_be_set_up_fails_once_and_says_why(api: Api) -> None:
+    """Issue 16.1: 226/NAMESPACE is systemd's failure, not the job's: named, not retried.
+    Checked: fails on the code before (three attempts, "exited with status 226")."""
+    job = await api.submit("setupfail")
+    done = await api.wait(job["id"], "failed", "succeeded")
+    assert (done["state"], done["exit_code"], done["attempts"]) == ("failed", 226, 1)
+    detail = await api.call("job.get", id=job["id"])
+    (final,) = [e for e in detail["events"] if e["state"] == "failed"]
+    assert "226/NAMESPACE" in final["detail"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -253,7 +254,7 @@ def test_shipped_examples_all_load() -> None:
     backup = result.definitions["backup"]
     argv = render_argv(backup, validate_params(backup, {"source": "/srv/www", "verbose": True}))
     assert argv == (
-        "/usr/bin/tar", "--create", "--gzip", "--file=/var/backups/backup.tar.gz",
+        "/usr/bin/tar", "--create", "--gzip", "--file=/var/lib/automd-backups/backup.tar.gz",
         "--directory=/srv/www", "--verbose", ".",
     )  # fmt: skip
 
@@ -297,3 +298,27 @@ def test_sandbox_overrides_reach_the_plan() -> None:
     assert plan.sandbox["MemoryDenyWriteExecute"] is False
     assert plan.sandbox["ProtectProc"] == "default"
     assert plan.sandbox["NoNewPrivileges"] is True  # the rest stays hardened
+
+
+@pytest.mark.parametrize("name", ["/var/lib/x", "..", "a/../b", "a//b", "", "a b", ".hidden"])
+def test_a_managed_directory_is_a_plain_relative_name(tmp_path: Path, name: str) -> None:
+    (tmp_path / "d.toml").write_text(
+        f'executable = "/bin/true"\n[directories]\nstate = [{json.dumps(name)}]\n'
+    )
+    result = load_definitions(tmp_path)
+    assert "d" not in result.definitions
+    (error,) = result.errors
+    assert "relative directory name" in str(error)
+
+
+def test_managed_directories_reach_the_plan(tmp_path: Path) -> None:
+    (tmp_path / "d.toml").write_text(
+        'executable = "/bin/true"\n[directories]\nstate = ["d"]\ncache = ["d/c"]\nlogs = ["d"]\n'
+    )
+    definition = load_definitions(tmp_path).definitions["d"]
+    plan = make_plan(definition, validate_params(definition, {}))
+    assert (plan.state_directories, plan.cache_directories, plan.logs_directories) == (
+        ("d",),
+        ("d/c",),
+        ("d",),
+    )

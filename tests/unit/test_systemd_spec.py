@@ -156,3 +156,20 @@ def test_read_write_paths_become_an_array_property() -> None:
     assert "ReadWritePaths" not in dict(unit_properties(UnitSpec.model_validate(changed)))
     with pytest.raises(ValueError, match="must be absolute"):
         UnitSpec.model_validate(spec.model_dump() | {"read_write_paths": ("relative",)})
+
+
+def test_managed_directories_become_their_properties() -> None:
+    spec = UnitSpec(
+        name="automd-x-1.service", description="d", argv=("/bin/true",), environment={},
+        log_extra_fields={}, state_directories=("backups",), logs_directories=("a/b",),
+    )  # fmt: skip
+    props = dict(unit_properties(spec))
+    assert (props["StateDirectory"].signature, props["StateDirectory"].value) == (
+        "as",
+        ["backups"],
+    )
+    assert props["LogsDirectory"].value == ["a/b"]
+    assert "CacheDirectory" not in props
+    for bad in ("/var/lib/x", "../x", "a/../b", ""):
+        with pytest.raises(ValueError, match="relative names"):
+            UnitSpec.model_validate(spec.model_dump() | {"state_directories": (bad,)})
