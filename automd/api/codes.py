@@ -4,7 +4,7 @@ from enum import IntEnum
 
 #: Version of the JSON-RPC API (methods, params, results, error codes). See docs/api.md for
 #: the compatibility policy: additions bump the minor version, removals or changes the major.
-API_VERSION = "0.4.0"
+API_VERSION = "0.5.0"
 
 #: Where the daemon listens when socket-activated by the shipped automd.socket.
 DEFAULT_SOCKET = "/run/automd.sock"

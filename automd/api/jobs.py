@@ -63,6 +63,11 @@ class JobView(Result):
     result: str | None = Field(description="systemd's Result of the last attempt")
     exit_code: int | None
     signal: int | None
+    outcome: str | None = Field(
+        None,
+        description="once finished, how the job ended in automd's words, e.g. \"exited with "
+        'status 3", "cancelled (stopped with SIGTERM)" (systemd reports a stop as success)',
+    )
     unit: str | None = Field(description="transient unit of the current or last attempt")
     idempotency_key: str | None
     traceparent: str | None = Field(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from dataclasses import dataclass
 
 from automd.api.exit_status import setup_failure
@@ -31,10 +32,30 @@ def judge(outcome: UnitOutcome, *, cancel_requested: bool) -> Verdict:
     if cancel_requested:
         if outcome.result == "success" and outcome.exit_code == 0:
             return Verdict(JobState.SUCCEEDED, "exited with status 0 before the cancel took")
-        return Verdict(JobState.CANCELLED, "cancelled")
+        return Verdict(JobState.CANCELLED, f"cancelled ({_how_it_stopped(outcome)})")
     if outcome.result == "success" and outcome.signal is None:
         return Verdict(JobState.SUCCEEDED, "exited successfully")
     return Verdict(_STATE_BY_RESULT.get(outcome.result, JobState.FAILED), _failure(outcome))
+
+
+def _how_it_stopped(outcome: UnitOutcome) -> str:
+    """systemd calls a unit that ended on its stop signal a success; after a cancel, say how."""
+    if outcome.signal == signal.SIGTERM or (outcome.result == "success" and outcome.signal is None):
+        return "stopped with SIGTERM"
+    if outcome.signal == signal.SIGKILL:
+        return "killed with SIGKILL: it outlived the stop timeout"
+    if outcome.signal is not None:
+        return f"ended by {_signal_name(outcome.signal)}"
+    if outcome.exit_code is not None:
+        return f"exited with status {outcome.exit_code} when stopped"
+    return f"stopped: {outcome.result}"
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
 
 
 def _failure(outcome: UnitOutcome) -> str:

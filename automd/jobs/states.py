@@ -86,5 +86,6 @@ def move(
         raise IllegalTransition(f"job {job.id}: {current} -> {to}")
     rows.insert_event(conn, job.id, now, to, attempt=attempt, detail=detail)
     if to in FINISHED_STATES:
-        changes.update(finished_at=now, next_attempt_at=None)
+        # The reason that finished it is the job's outcome, in words: one place writes both.
+        changes.update(finished_at=now, next_attempt_at=None, outcome=detail)
     return rows.update_job(conn, job.id, state=to, updated_at=now, **changes)

@@ -37,6 +37,7 @@ def job_view(job: JobRecord) -> JobView:
         result=job.result,
         exit_code=job.exit_code,
         signal=job.signal,
+        outcome=job.outcome,
         unit=unit_name(job.definition, job.id, job.attempts) if job.attempts else None,
         idempotency_key=job.idempotency_key,
         traceparent=job.traceparent,

@@ -38,6 +38,8 @@ class JobRecord:
     signal: int | None
     finished_at: float | None
     traceparent: str | None = None
+    #: How the job ended, in words (the verdict that finished it; None while unfinished).
+    outcome: str | None = None
 
 
 @dataclass(frozen=True)

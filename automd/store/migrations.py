@@ -116,6 +116,11 @@ MIGRATIONS: tuple[Migration, ...] = (
                 WHERE state IN ('queued', 'starting', 'running', 'waiting_retry')""",
         ),
     ),
+    Migration(
+        6,
+        "jobs.outcome: how a finished job ended, in automd's words (a cancel is not a success)",
+        ("ALTER TABLE jobs ADD COLUMN outcome TEXT",),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

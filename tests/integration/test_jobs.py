@@ -157,6 +157,9 @@ async def test_cancel_while_running_stops_the_unit(api: Api) -> None:
     assert cancelled["cancel_requested"] is True
     done = await api.wait(job["id"], "cancelled", "succeeded", "failed")
     assert (done["state"], done["signal"]) == ("cancelled", 15)
+    assert done["outcome"] == "cancelled (stopped with SIGTERM)"
+    listed = await api.call("job.list", state=["cancelled"], limit=500)
+    assert {j["id"]: j["outcome"] for j in listed["jobs"]}[job["id"]] == done["outcome"]
     assert api.show(running["unit"], "ActiveState")["ActiveState"] in ("inactive", "failed")
     error = await api.error("job.cancel", id=job["id"])
     assert error["code"] == 1003

@@ -173,6 +173,23 @@ def detail(
 
 
 @pytest.mark.parametrize(
+    ("result", "code", "sig", "reason"),
+    [
+        ("success", None, 15, "cancelled (stopped with SIGTERM)"),
+        ("success", None, None, "cancelled (stopped with SIGTERM)"),  # from the journal
+        ("signal", None, 9, "cancelled (killed with SIGKILL: it outlived the stop timeout)"),
+        ("signal", None, 2, "cancelled (ended by SIGINT)"),
+        ("exit-code", 1, None, "cancelled (exited with status 1 when stopped)"),
+    ],
+)
+def test_a_cancel_says_how_the_job_stopped(
+    result: str, code: int | None, sig: int | None, reason: str
+) -> None:
+    verdict = judge(outcome(result=result, exit_code=code, signal=sig), cancel_requested=True)
+    assert (verdict.state, verdict.reason) == (JobState.CANCELLED, reason)
+
+
+@pytest.mark.parametrize(
     ("result", "code", "sig", "cancel", "state"),
     [
         ("success", 0, None, False, JobState.SUCCEEDED),
@@ -354,7 +371,11 @@ async def test_cancel_queued_running_and_finished(harness: Harness) -> None:
     assert harness.systemd.stopped == [unit_name("echo", running.id, 1)]
     # systemd reports the stop as success with SIGTERM; automd knows it asked.
     harness.finish(harness.systemd.started[0], "success", None, 15)
-    assert (await harness.wait_for(running.id, JobState.CANCELLED)).signal == 15
+    stopped = await harness.wait_for(running.id, JobState.CANCELLED)
+    # Issue 16.4: it reads as a cancel, not as systemd's "success".
+    # Checked: fails on the code before (no outcome; the verdict said only "cancelled").
+    assert (stopped.signal, stopped.outcome) == (15, "cancelled (stopped with SIGTERM)")
+    assert (await harness.service.get(queued.id)).outcome == "cancelled before it ran"
     with pytest.raises(InvalidJobState):
         await harness.service.cancel(running.id)
     await asyncio.sleep(0.1)
