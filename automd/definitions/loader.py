@@ -12,6 +12,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from automd.definitions.model import NAME_PATTERN, Definition
+from automd.definitions.problems import problems
 
 log = logging.getLogger(__name__)
 
@@ -33,26 +34,12 @@ class DefinitionError:
 @dataclass(frozen=True)
 class LoadResult:
     definitions: dict[str, Definition]
+    #: Every problem of every file not loaded; a file may have several.
     errors: tuple[DefinitionError, ...]
 
-
-def _describe(exc: ValidationError) -> tuple[str | None, str]:
-    first = exc.errors(include_url=False)[0]
-    # Drop pydantic's union-branch tags ("string", "function-before[...]") from the location.
-    loc = [
-        str(part)
-        for part in first["loc"]
-        if not (isinstance(part, str) and ("[" in part or part in _UNION_TAGS))
-    ]
-    reason = "unknown key" if first["type"] == "extra_forbidden" else first["msg"]
-    reason = reason.removeprefix("Value error, ")
-    more = exc.error_count() - 1
-    if more:
-        reason += f" (and {more} more error{'s' if more > 1 else ''})"
-    return (".".join(loc) or None), reason
-
-
-_UNION_TAGS = {"str", "ConditionalArgs", "string", "integer", "boolean", "path"}
+    @property
+    def failed_files(self) -> int:
+        return len({error.file for error in self.errors})
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -67,22 +54,23 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ValueError(f"invalid TOML: {exc}") from None
 
 
-def load_file(path: Path) -> Definition | DefinitionError:
+def load_file(path: Path) -> Definition | list[DefinitionError]:
+    """The file's definition, or every problem found in it (each with its key)."""
     name = path.stem
     if not re.fullmatch(NAME_PATTERN, name):
         reason = f"file name {name!r} is not a valid job name ({NAME_PATTERN})"
-        return DefinitionError(str(path), None, reason)
+        return [DefinitionError(str(path), None, reason)]
     try:
         data = _read_toml(path)
     except ValueError as exc:
-        return DefinitionError(str(path), None, str(exc))
+        return [DefinitionError(str(path), None, str(exc))]
     if "name" in data:
-        return DefinitionError(str(path), "name", "the job's name is its file name; remove 'name'")
+        reason = "the job's name is its file name; remove 'name'"
+        return [DefinitionError(str(path), "name", reason)]
     try:
         return Definition.model_validate({**data, "name": name})
     except ValidationError as exc:
-        key, reason = _describe(exc)
-        return DefinitionError(str(path), key, reason)
+        return [DefinitionError(str(path), key, why) for key, why in problems(exc, Definition)]
 
 
 def load_definitions(directory: Path) -> LoadResult:
@@ -96,9 +84,10 @@ def load_definitions(directory: Path) -> LoadResult:
         paths = []
     for path in paths:
         loaded = load_file(path)
-        if isinstance(loaded, DefinitionError):
-            log.error("job definition not loaded: %s", loaded)
-            errors.append(loaded)
-        else:
+        if isinstance(loaded, Definition):
             definitions[loaded.name] = loaded
+            continue
+        for error in loaded:
+            log.error("job definition not loaded: %s", error)
+        errors.extend(loaded)
     return LoadResult(definitions, tuple(errors))

@@ -23,7 +23,7 @@ class DefinitionRegistry:
             "loaded %d job definitions from %s (%d files with errors)",
             len(self._loaded.definitions),
             self.directory,
-            len(self._loaded.errors),
+            self._loaded.failed_files,
         )
         return self._loaded
 

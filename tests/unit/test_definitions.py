@@ -269,7 +269,7 @@ def test_a_bad_file_is_reported_and_the_good_ones_load(tmp_path: Path) -> None:
     result = load_definitions(tmp_path)
     assert list(result.definitions) == ["good"]
     errors = {Path(e.file).name: (e.key, e.reason) for e in result.errors}
-    assert errors["typo.toml"] == ("limits.memroy_max", "unknown key")
+    assert errors["typo.toml"] == ("limits.memroy_max", "unknown key; did you mean 'memory_max'?")
     assert errors["broken.toml"][0] is None
     assert errors["broken.toml"][1].startswith("invalid TOML: ")
     assert "not a valid job name" in errors["Bad Name.toml"][1]
@@ -279,8 +279,9 @@ def test_a_bad_file_is_reported_and_the_good_ones_load(tmp_path: Path) -> None:
 def test_error_key_points_into_parameters(tmp_path: Path) -> None:
     path = tmp_path / "j.toml"
     path.write_text('executable = "/bin/true"\n[parameters.n]\ntype = "integer"\nminimum = "x"\n')
-    error = load_file(path)
-    assert not isinstance(error, Definition)
+    loaded = load_file(path)
+    assert not isinstance(loaded, Definition)
+    (error,) = loaded
     assert error.key == "parameters.n.minimum"
     assert str(error) == f"{path}: parameters.n.minimum: " + error.reason
 
@@ -322,3 +323,29 @@ def test_managed_directories_reach_the_plan(tmp_path: Path) -> None:
         ("d/c",),
         ("d",),
     )
+
+
+def test_every_problem_of_a_file_is_reported_in_its_own_terms(tmp_path: Path) -> None:
+    """Issue 16.9: a misspelt key was "executable: Field required (and 1 more error)", and a
+    bad parameter type read "Input tag 'int' found using 'type' does not match...".
+    Checked: fails on the code before (one error per file, pydantic's wording)."""
+    (tmp_path / "x.toml").write_text(
+        'exectuable = "/bin/true"\nargv = [1]\n'
+        '[parameters.n]\ntype = "int"\n'
+        '[parameters.m]\ntype = "integer"\nmaximun = 3\n'
+        "[limits]\nmemroy_max = 1\n"
+    )
+    result = load_definitions(tmp_path)
+    assert result.definitions == {}
+    assert result.failed_files == 1
+    found = {e.key: e.reason for e in result.errors}
+    assert found == {
+        "executable": "required, and missing",
+        "argv.0": 'an argument is a string, or { if = "param", args = [...] }',
+        "parameters.n": (
+            "type 'int' is not a parameter type (one of: string, integer, boolean, path)"
+        ),
+        "parameters.m.maximun": "unknown key; did you mean 'maximum'?",
+        "limits.memroy_max": "unknown key; did you mean 'memory_max'?",
+        "exectuable": "unknown key; did you mean 'executable'?",
+    }
