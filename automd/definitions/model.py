@@ -16,7 +16,7 @@ from pydantic import (
 )
 
 from automd.definitions.params import ParamSpec
-from automd.sandbox import DEFAULT_SANDBOX
+from automd.sandbox import DEFAULT_PROFILE, Profile, SandboxValue, check_property
 
 NAME_PATTERN = r"[a-z0-9][a-z0-9_-]{0,63}"
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -83,34 +83,46 @@ class Access(_Frozen):
 
 
 class Sandbox(_Frozen):
-    """Overrides of the hardened default sandbox of job units (automd.systemd.units)."""
+    """The job's sandbox: a named profile (automd/sandbox.py), then these changes to it.
+    An option left unset keeps the profile's value."""
 
+    profile: Profile = Field(
+        DEFAULT_PROFILE, description="strict, default or minimal (docs/systemd.md)"
+    )
     private_network: bool = False
     read_write_paths: tuple[str, ...] = Field(
         (), description="absolute paths the job may write despite ProtectSystem=strict"
     )
-    protect_system: Literal["strict", "full", "yes", "no"] = "strict"
-    protect_home: Literal["yes", "read-only", "tmpfs", "no"] = "yes"
-    private_tmp: bool = True
-    private_devices: bool = True
-    no_new_privileges: bool = True
+    protect_system: Literal["strict", "full", "yes", "no"] | None = None
+    protect_home: Literal["yes", "read-only", "tmpfs", "no"] | None = None
+    private_tmp: bool | None = None
+    private_devices: bool | None = None
+    no_new_privileges: bool | None = None
     overrides: dict[str, bool | str] = Field(
         {},
-        description="any other property of the default job sandbox, by its systemd name, "
-        "e.g. MemoryDenyWriteExecute = false for JIT runtimes",
+        description="any other sandbox property, by its systemd name and in unit-file syntax, "
+        "e.g. MemoryDenyWriteExecute = false for JIT runtimes, RestrictAddressFamilies = "
+        '"AF_UNIX AF_NETLINK" for ip(8)',
     )
 
     @field_validator("overrides")
     @classmethod
     def _known_sandbox_properties(cls, overrides: dict[str, bool | str]) -> dict[str, bool | str]:
         for name, value in overrides.items():
-            if name not in DEFAULT_SANDBOX:
-                known = ", ".join(sorted(DEFAULT_SANDBOX))
-                raise ValueError(f"{name!r} is not a sandbox property (one of: {known})")
-            if type(value) is not type(DEFAULT_SANDBOX[name]):
-                kind = "true or false" if isinstance(DEFAULT_SANDBOX[name], bool) else "a string"
-                raise ValueError(f"{name} must be {kind}")
+            check_property(name, value)
         return overrides
+
+    def changes(self) -> dict[str, SandboxValue]:
+        """The properties this definition sets on top of its profile."""
+        named = {
+            "NoNewPrivileges": self.no_new_privileges,
+            "ProtectSystem": self.protect_system,
+            "ProtectHome": self.protect_home,
+            "PrivateTmp": self.private_tmp,
+            "PrivateDevices": self.private_devices,
+        }
+        chosen: dict[str, SandboxValue] = {k: v for k, v in named.items() if v is not None}
+        return {**chosen, "PrivateNetwork": self.private_network, **self.overrides}
 
     @field_validator("read_write_paths")
     @classmethod

@@ -8,7 +8,7 @@ from typing import Any
 from automd.definitions.model import Definition, RetryPolicy
 from automd.definitions.params import ParamValue
 from automd.definitions.render import render_argv, render_environment
-from automd.sandbox import DEFAULT_SANDBOX
+from automd.sandbox import sandbox_for
 from automd.systemd.spec import UnitSpec, UnitTemplate
 from automd.trace import TraceContext
 
@@ -28,16 +28,8 @@ class RunPlan(UnitTemplate):
 def make_plan(definition: Definition, values: Mapping[str, ParamValue]) -> RunPlan:
     limits = definition.limits
     box = definition.sandbox
-    sandbox: dict[str, bool | str] = {
-        **DEFAULT_SANDBOX,
-        "NoNewPrivileges": box.no_new_privileges,
-        "ProtectSystem": box.protect_system,
-        "ProtectHome": box.protect_home,
-        "PrivateTmp": box.private_tmp,
-        "PrivateDevices": box.private_devices,
-        "PrivateNetwork": box.private_network,
-        **box.overrides,
-    }
+    runs_as_root = definition.user in ("root", "0")
+    sandbox = {**sandbox_for(box.profile, runs_as_root=runs_as_root), **box.changes()}
     return RunPlan(
         description=definition.description or f"automd job {definition.name}",
         argv=render_argv(definition, values),

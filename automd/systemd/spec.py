@@ -8,7 +8,7 @@ from typing import Self
 from dbus_fast import Variant
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from automd.sandbox import DEFAULT_SANDBOX
+from automd.sandbox import DEFAULT_SANDBOX, dbus_value
 
 UNIT_PATH_PREFIX = "/org/freedesktop/systemd1/unit/"
 
@@ -171,8 +171,5 @@ def unit_properties(spec: UnitSpec) -> list[tuple[str, Variant]]:
     )
     properties += [(name, Variant("as", list(dirs))) for name, dirs in directories if dirs]
     for name, value in spec.sandbox.items():
-        # bool first: the sandbox's yes/no switches are "b"; enumerations are "s".
-        properties.append(
-            (name, Variant("b", value) if isinstance(value, bool) else Variant("s", value))
-        )
+        properties.append((name, Variant(*dbus_value(name, value))))
     return properties

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TypeVar
 
@@ -282,3 +282,19 @@ def install_polkit_policy(c: Container) -> None:
     c.write_file(POLKIT_RULES, (checkout / "polkit" / "50-automd.rules").read_bytes())
     # polkit is bus-activated: if it already runs, make it read the new actions now.
     c.run(["systemctl", "try-restart", "polkit.service"])
+
+
+def shown_sandbox(sandbox: Mapping[str, bool | str]) -> dict[str, str]:
+    """How `systemctl show` prints each sandbox property automd sets (yes/no for booleans,
+    a umask with its leading zero, address families sorted, the rest as in a unit file)."""
+    shown = {}
+    for name, value in sandbox.items():
+        if isinstance(value, bool):
+            shown[name] = "yes" if value else "no"
+        elif name == "UMask":
+            shown[name] = value.zfill(4)
+        elif name == "RestrictAddressFamilies":  # printed sorted by name
+            shown[name] = " ".join(sorted(value.split()))
+        else:
+            shown[name] = value
+    return shown

@@ -17,7 +17,7 @@ from automd.sandbox import DEFAULT_SANDBOX
 from automd.systemd.bus import SystemdBus
 from automd.systemd.manager import Manager
 from automd.systemd.units import Systemd, UnitOutcome, UnitSpec
-from tests.integration.conftest import CHECKOUT, WAIT_SECONDS, Gate, wait_for
+from tests.integration.conftest import CHECKOUT, WAIT_SECONDS, Gate, shown_sandbox, wait_for
 from tests.integration.container import Container
 from tests.unit_events import Recorder
 
@@ -240,8 +240,7 @@ async def test_properties_read_back(
     assert props["TasksMax"] == "64"
     assert props["RuntimeMaxUSec"] == "1min"
     assert props["CollectMode"] == "inactive"
-    for name, value in DEFAULT_SANDBOX.items():
-        expected = ("yes" if value else "no") if isinstance(value, bool) else value
+    for name, expected in shown_sandbox(DEFAULT_SANDBOX).items():
         assert props[name] == expected, name
     slice_props = container.show("automd-jobs.slice", "LoadState", "ActiveState", "TasksMax")
     assert slice_props == {"LoadState": "loaded", "ActiveState": "active", "TasksMax": "4096"}

@@ -349,3 +349,27 @@ def test_every_problem_of_a_file_is_reported_in_its_own_terms(tmp_path: Path) ->
         "limits.memroy_max": "unknown key; did you mean 'memory_max'?",
         "exectuable": "unknown key; did you mean 'executable'?",
     }
+
+
+def test_a_definition_picks_a_profile_and_changes_single_options() -> None:
+    plan = make_plan(definition(sandbox={"profile": "minimal", "protect_system": "full"}), {})
+    assert plan.sandbox["ProtectSystem"] == "full"  # on top of a profile without it
+    assert "PrivateTmp" not in plan.sandbox
+    assert plan.sandbox["CapabilityBoundingSet"] == ""
+    default = make_plan(definition(), {})
+    assert default.sandbox["ProtectHome"] == "tmpfs"  # unset options keep the profile's value
+    assert "ProtectKernelTunables" not in default.sandbox
+
+
+def test_a_root_job_keeps_its_capabilities_and_gets_the_kernel_protections() -> None:
+    plan = make_plan(definition(user="root"), {})
+    assert "CapabilityBoundingSet" not in plan.sandbox
+    assert plan.sandbox["ProtectKernelTunables"] is True
+    assert plan.sandbox["ProtectControlGroups"] is True
+
+
+def test_sandbox_overrides_are_checked_in_unit_file_syntax() -> None:
+    d = definition(sandbox={"overrides": {"RestrictAddressFamilies": "AF_UNIX AF_NETLINK"}})
+    assert make_plan(d, {}).sandbox["RestrictAddressFamilies"] == "AF_UNIX AF_NETLINK"
+    with pytest.raises(ValueError, match="AF_"):
+        definition(sandbox={"overrides": {"RestrictAddressFamilies": "netlink"}})

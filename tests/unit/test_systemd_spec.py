@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from dbus_fast import Message, Variant
 
-from automd.sandbox import DEFAULT_SANDBOX
+from automd.sandbox import PROFILES, check_property, dbus_value
 from automd.systemd.spec import UnitSpec, unit_object_path, unit_properties
 
 PAYLOAD = "$HOME ${X} $$ `id` ; rm -rf / %n"
@@ -72,13 +72,56 @@ def test_limits_user_and_working_directory() -> None:
     assert props["RuntimeMaxUSec"] == ("t", 60_000_000)
 
 
-def test_sandbox_booleans_are_b_and_enumerations_are_s() -> None:
-    props = as_dict(unit_properties(spec()))
-    for name, value in DEFAULT_SANDBOX.items():
-        expected = "b" if isinstance(value, bool) else "s"
-        assert props[name] == (expected, value), name
+def test_sandbox_properties_take_their_dbus_types() -> None:
+    props = as_dict(unit_properties(spec(sandbox=dict(PROFILES["strict"]))))
     assert props["ProtectSystem"] == ("s", "strict")
     assert props["NoNewPrivileges"] == ("b", True)
+    assert props["UMask"] == ("u", 0o077)
+    assert props["CapabilityBoundingSet"] == ("t", 0)
+    assert props["SystemCallArchitectures"] == ("as", ["native"])
+    assert props["RestrictNamespaces"] == ("t", 0)
+    assert props["RestrictAddressFamilies"] == ("(bas)", [True, ["AF_UNIX", "AF_INET", "AF_INET6"]])
+    assert props["SystemCallFilter"] == ("(bas)", [True, ["@system-service"]])
+    for name, value in PROFILES["strict"].items():
+        if isinstance(value, bool) and name != "RestrictNamespaces":
+            assert props[name] == ("b", value), name
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "dbus"),
+    [
+        ("CapabilityBoundingSet", "CAP_NET_BIND_SERVICE CAP_CHOWN", ("t", (1 << 10) | 1)),
+        ("CapabilityBoundingSet", "~CAP_SYS_ADMIN", ("t", ((1 << 41) - 1) & ~(1 << 21))),
+        ("RestrictNamespaces", False, ("t", 0x7E020000)),
+        ("RestrictNamespaces", "net", ("t", 0x40000000)),
+        ("RestrictAddressFamilies", "~AF_PACKET", ("(bas)", [False, ["AF_PACKET"]])),
+        ("UMask", "022", ("u", 0o022)),
+    ],
+)
+def test_unit_file_syntax_becomes_the_dbus_value(
+    name: str, value: bool | str, dbus: object
+) -> None:
+    check_property(name, value)
+    assert dbus_value(name, value) == dbus
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("UMask", "99"),
+        ("CapabilityBoundingSet", "CAP_NOPE"),
+        ("RestrictNamespaces", "time"),
+        ("RestrictAddressFamilies", "unix"),
+        ("SystemCallFilter", "read,write"),
+        ("NoNewPrivileges", "yes"),
+        ("Bogus", True),
+    ],
+)
+def test_sandbox_values_systemd_would_refuse_are_refused_early(
+    name: str, value: bool | str
+) -> None:
+    with pytest.raises(ValueError):  # noqa: PT011 (each case has its own message)
+        check_property(name, value)
 
 
 def test_properties_marshal_into_a_start_transient_unit_call() -> None:
