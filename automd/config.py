@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import tomllib
 from enum import StrEnum
 from pathlib import Path
@@ -82,6 +83,12 @@ class JobsSettings(_Section):
     max_running: Annotated[int, Field(ge=1, le=10_000)] = Field(
         16, description="Most jobs starting or running at once, over all definitions."
     )
+    max_starting: Annotated[int, Field(ge=0, le=128)] = Field(
+        0,
+        json_schema_extra=RESTART_ONLY,
+        description="Most units being started at once (systemd setting up their sandbox); "
+        "0: twice the CPUs automd may run on, at least 2.",
+    )
     max_unfinished: Annotated[int, Field(ge=1, le=10_000_000)] = Field(
         100_000,
         description="Most jobs queued, running or waiting to retry; job.submit beyond it "
@@ -95,6 +102,16 @@ class JobsSettings(_Section):
         description="How often the jobs holding run slots are compared with the units automd "
         "follows, and drift repaired (automd_job_repairs_total).",
     )
+
+
+def starts_in_flight(settings: JobsSettings) -> int:
+    """How many units may be starting at once: jobs.max_starting, or twice the CPUs.
+
+    A unit's sandbox is set up by its forked child, on a CPU, before the job runs; more set-ups
+    at once than CPUs only make each slower (docs/systemd.md, "Sandbox profiles")."""
+    if settings.max_starting:
+        return settings.max_starting
+    return min(128, max(2, 2 * len(os.sched_getaffinity(0))))
 
 
 class AccessSettings(_Section):

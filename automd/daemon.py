@@ -19,7 +19,7 @@ from automd.api.methods import METHODS
 from automd.api.system import HealthCheck, ReloadResult
 from automd.audit import AuditLog
 from automd.authz import Authorizer, PolkitCheck
-from automd.config import DEFAULT_CONFIG_PATH, Config, load_config, reloaded
+from automd.config import DEFAULT_CONFIG_PATH, Config, load_config, reloaded, starts_in_flight
 from automd.definitions.registry import DefinitionRegistry
 from automd.errors import ConfigError, StoreError
 from automd.http.admission import Limits
@@ -182,7 +182,7 @@ class Daemon:
     def _build(self, store: Store) -> _Parts:
         bus = SystemdBus()
         manager = Manager(bus)
-        systemd = Systemd(manager)
+        systemd = Systemd(manager, max_outstanding_starts=starts_in_flight(self.config.jobs))
         jobs = self._jobs = JobService(store, self.registry, systemd, self.config.jobs)
         logs = JobLogs(max_followers=self.config.server.max_log_followers)
         self.authz = Authorizer(

@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
 import pytest
 
-from automd.config import Config, LogLevel, iter_settings, load_config, reloaded, restart_only
+from automd.config import (
+    Config,
+    JobsSettings,
+    LogLevel,
+    iter_settings,
+    load_config,
+    reloaded,
+    restart_only,
+    starts_in_flight,
+)
 from automd.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -143,3 +153,9 @@ def test_a_reload_applies_exactly_the_settings_declared_reloadable(tmp_path: Pat
     assert applied.server.idle_timeout_seconds == running.server.idle_timeout_seconds
     assert sorted(waiting) == ["access.polkit", "server.idle_timeout_seconds", "state.directory"]
     assert reloaded(applied, applied) == (applied, [])
+
+
+def test_starts_in_flight_follow_the_cpus_unless_set() -> None:
+    cpus = len(os.sched_getaffinity(0))
+    assert starts_in_flight(JobsSettings()) == min(128, max(2, 2 * cpus))
+    assert starts_in_flight(JobsSettings(max_starting=3)) == 3
