@@ -202,7 +202,7 @@ class JobDispatcher:
     async def _stop_if_cancelled(self, job_id: str, number: int, unit: str) -> None:
         """A cancel that came while the start was in flight stopped a unit that did not
         exist yet (a no-op): stop it now. A cancel after this read stops it itself."""
-        current = await rows.get_job(self._store, job_id)
+        current = rows.get_job(self._store, job_id)
         if current is not None and current.cancel_requested and current.attempts == number:
             log.info("job %s: cancelled while starting; stopping %s", job_id, unit)
             try:

@@ -202,7 +202,7 @@ class JobService:
         return record, replayed
 
     async def get(self, job_id: str) -> JobRecord:
-        job = await rows.get_job(self._store, job_id)
+        job = rows.get_job(self._store, job_id)
         if job is None:
             raise JobNotFound(data={"id": job_id})
         return job

@@ -259,9 +259,9 @@ def job_detail(
     return job, [_attempt(row) for row in attempts], [_event(row) for row in events]
 
 
-async def get_job(store: Store, job_id: str) -> JobRecord | None:
-    row = await store.fetch_one(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,))
-    return None if row is None else _job(row)
+def get_job(store: Store, job_id: str) -> JobRecord | None:
+    """One committed job by id: a primary-key read on the loop (Store.lookup), no thread hop."""
+    return store.lookup(lambda conn: load_job(conn, job_id))
 
 
 async def list_jobs(

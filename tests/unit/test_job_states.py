@@ -72,7 +72,7 @@ async def test_an_illegal_transition_raises_is_counted_and_changes_nothing(
         with pytest.raises(IllegalTransition):
             await store.write(lambda conn: move(conn, job, JobState.RUNNING, 2.0))
         assert states.illegal_transitions["queued->running"] == before + 1
-        stored = await rows.get_job(store, job.id)
+        stored = rows.get_job(store, job.id)
         assert stored is not None
         assert stored.state == JobState.QUEUED
         moved = await store.write(lambda conn: move(conn, job, JobState.CANCELLED, 3.0))

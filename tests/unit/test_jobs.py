@@ -565,7 +565,7 @@ class _AdoptDeliversWhileJournalWaits(FakeSystemd):
         if unit == self.held_unit:
             async with asyncio.timeout(WAIT_SECONDS):
                 while True:
-                    job = await rows.get_job(self.store, self.job_id)
+                    job = rows.get_job(self.store, self.job_id)
                     if job is not None and job.state == JobState.WAITING_RETRY:
                         break
                     await asyncio.sleep(0.01)
