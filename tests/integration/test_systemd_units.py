@@ -329,9 +329,12 @@ async def test_fifty_concurrent_units_finish_exactly_once(
         )
 
 
+@pytest.mark.parametrize("reload", [False, True], ids=["plain", "after-daemon-reload"])
 async def test_adopt_after_restart(
-    container: Container, jobs_slice: None, new_gate: Callable[[], Gate]
+    container: Container, jobs_slice: None, new_gate: Callable[[], Gate], reload: bool
 ) -> None:
+    """A restarted automd follows the units of running jobs and reports ended ones; also
+    after a daemon-reload, which leaves systemd 252's job units "bad-setting" (adopt())."""
     before = Recorder()
     bus = bus_for(container)
     previous = Systemd(bus, before, journal_path=journal_dir(container))
@@ -347,6 +350,10 @@ async def test_adopt_after_restart(
         # automd goes away: its tracking state and bus connection with it.
         await previous.close()
         await bus.close()
+    if reload:  # as a package upgrade does before it restarts automd
+        container.run(["systemctl", "daemon-reload"])
+        load_state = container.show(running.name, "LoadState")["LoadState"]
+        assert load_state in ("loaded", "bad-setting")
 
     after = Recorder()
     bus = bus_for(container)
