@@ -106,7 +106,7 @@ def _arguments(parser: argparse.ArgumentParser, *, skip: frozenset[str] = frozen
     for action in parser._actions:
         if action.help == argparse.SUPPRESS or isinstance(action, argparse._SubParsersAction):
             continue
-        if action.dest in skip or isinstance(action, argparse._HelpAction):
+        if action.dest in skip:
             continue
         lines += [".TP", _argument(action), escape(_help(parser, action))]
     return "\n".join(lines)
