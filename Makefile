@@ -52,7 +52,7 @@ clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
 
 # The Debian package automd_<version>_<arch>.deb, in the checkout, checked by lintian
-# (docs/install.md). Needs debhelper and lintian, and PyPI for the package's private venv.
+# (docs/packaging.md). Needs debhelper and lintian, and PyPI for the package's private venv.
 .PHONY: deb
 deb:
 	packaging/build-deb.sh
