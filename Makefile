@@ -50,3 +50,9 @@ $(VENV)/.installed: pyproject.toml
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
+
+# The Debian package automd_<version>_<arch>.deb, in the checkout, checked by lintian
+# (docs/packaging.md). Needs debhelper and lintian, and PyPI for the package's private venv.
+.PHONY: deb
+deb:
+	packaging/build-deb.sh

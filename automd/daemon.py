@@ -69,7 +69,8 @@ class Options:
     state_dir: Path | None
 
 
-def parse_args(argv: list[str] | None) -> Options:
+def build_parser() -> argparse.ArgumentParser:
+    """automd's command line; also the source of its man page (automd/manpage.py)."""
     parser = argparse.ArgumentParser(
         prog="automd",
         description="automd daemon: runs allowlisted jobs as transient systemd units.",
@@ -85,7 +86,11 @@ def parse_args(argv: list[str] | None) -> Options:
     )
     parser.add_argument("--state-dir", type=Path, help="override state.directory")
     parser.add_argument("--version", action="version", version=f"automd {__version__}")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv: list[str] | None) -> Options:
+    args = build_parser().parse_args(argv)
     return Options(config_path=args.config, listen=args.listen, state_dir=args.state_dir)
 
 

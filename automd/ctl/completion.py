@@ -70,7 +70,7 @@ _FUNCTION = """\
 """
 
 
-def _commands(parser: argparse.ArgumentParser) -> list[Command]:
+def parser_commands(parser: argparse.ArgumentParser) -> list[Command]:
     """The parser itself (named ""), then each verb's parser with its name and aliases."""
     verbs: dict[int, Command] = {}
     for action in parser._actions:
@@ -153,7 +153,7 @@ def _positionals(fn: str, commands: list[Command]) -> str:
 
 
 def _bash(parser: argparse.ArgumentParser, prog: str, fn: str) -> str:
-    commands = _commands(parser)
+    commands = parser_commands(parser)
     parts = [_options(fn, commands), _values(fn, commands), _positionals(fn, commands)]
     return "\n".join([*parts, _FUNCTION.format(fn=fn), f"complete -F {fn} {shlex.quote(prog)}\n"])
 

@@ -136,7 +136,7 @@ class Systemd:
         names: list[str] = []
         lookups: list[asyncio.Task[None]] = []
         for unit in units:
-            if unit.load_state != "loaded":
+            if not _present(unit.load_state, unit.active_state):
                 continue
             names.append(unit.name)
             if unit.name not in self._units:
@@ -272,7 +272,8 @@ class Systemd:
                 tracker.delivered = True
                 self._units.forget(tracker)
                 return
-            if unit_props.get("LoadState") == "loaded" and same_invocation:
+            present = _present(unit_props.get("LoadState"), unit_props.get("ActiveState"))
+            if present and same_invocation:
                 self._apply_snapshot(tracker, snapshot)
                 return
         await self._finish_from_journal(tracker)
@@ -339,3 +340,14 @@ class Systemd:
 
 async def _noop() -> None:
     return None
+
+
+def _present(load_state: object, active_state: object) -> bool:
+    """Whether systemd still holds an invocation of the unit to follow or read back.
+
+    Not only "loaded" units: systemd 252 writes a transient unit's ExecStartEx= into its unit
+    file under a key it cannot read back, so after any daemon-reload (every package
+    installation does one) a job's unit is "bad-setting" while it runs on. Running, stopping
+    or failed, it is still the job's; only an inactive stub is not.
+    """
+    return load_state == "loaded" or active_state not in (None, "inactive")

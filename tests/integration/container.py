@@ -73,9 +73,18 @@ class Container:
     """One systemd-nspawn container sharing the host's /usr, with the checkout at its own path."""
 
     def __init__(
-        self, checkout: Path, *, name: str | None = None, log_path: Path | None = None
+        self,
+        checkout: Path,
+        *,
+        name: str | None = None,
+        log_path: Path | None = None,
+        writable: Sequence[str] = (),
     ) -> None:
+        """`writable`: host directories (such as /usr) that the container sees with a throwaway
+        writable overlay on top, so that it can install packages there; nspawn keeps the
+        upper layer in a temporary directory and removes it with the container."""
         self.checkout = checkout.absolute()
+        self.writable = tuple(writable)
         self.name = name or f"automd-test-{os.getpid()}-{secrets.token_hex(3)}"
         self.log_path = log_path
         # Seconds from spawning systemd-nspawn to "running"/"degraded", and which of the two.
@@ -353,6 +362,8 @@ class Container:
             "--volatile=yes",
             "--overlay=/etc::/etc",
             *(f"--bind-ro={path}:{path}" for path in binds),
+            # An empty upper directory ("::"): a temporary one, deleted when nspawn exits.
+            *(f"--overlay={path}::{path}" for path in self.writable),
             # No machined and no host systemd to register with or to create a scope in.
             "--register=no",
             "--keep-unit",

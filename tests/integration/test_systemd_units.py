@@ -311,9 +311,12 @@ async def test_fifty_concurrent_units_finish_exactly_once(
         )
 
 
+@pytest.mark.parametrize("reload", [False, True], ids=["plain", "after-daemon-reload"])
 async def test_adopt_after_restart(
-    container: Container, jobs_slice: None, new_gate: Callable[[], Gate]
+    container: Container, jobs_slice: None, new_gate: Callable[[], Gate], reload: bool
 ) -> None:
+    """A restarted automd follows the units of running jobs and reports ended ones; also
+    after a daemon-reload, which leaves systemd 252's job units "bad-setting" (adopt())."""
     before = Recorder(WAIT_SECONDS)
     gate = new_gate()  # "running" runs until adopted, however long that takes
     running = job_spec("adopt-run", ("/bin/sh", "-c", f"{gate.shell()}; exit 4"))
@@ -324,6 +327,10 @@ async def test_adopt_after_restart(
         await previous.start_unit(ended)
         await before.wait_started(running.name)
         await before.outcome(ended.name)
+    if reload:  # as a package upgrade does before it restarts automd
+        container.run(["systemctl", "daemon-reload"])
+        load_state = container.show(running.name, "LoadState")["LoadState"]
+        assert load_state in ("loaded", "bad-setting")
 
     after = Recorder(WAIT_SECONDS)
     async with following(container, after) as current:

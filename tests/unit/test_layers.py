@@ -59,8 +59,9 @@ def importers_of(target: str) -> set[str]:
     [
         ("http", {"daemon"}),
         ("rpc", {"daemon", "http"}),
-        ("ctl", set()),
-        ("daemon", set()),
+        # manpage.py renders both command lines' parsers into man pages at package build time.
+        ("ctl", {"manpage"}),
+        ("daemon", {"manpage"}),
         ("ext:dbus_fast", {"systemd"}),
         ("ext:aiosqlite", {"store"}),
         ("ext:prometheus_client", {"metrics"}),
