@@ -28,7 +28,6 @@ from dbus_fast.annotations import (
     DBusObjectPath,
     DBusSignature,
     DBusStr,
-    DBusUInt32,
 )
 from dbus_fast.errors import DBusError
 from dbus_fast.service import ServiceInterface, dbus_method, dbus_property, dbus_signal
@@ -149,7 +148,8 @@ class _Manager(ServiceInterface):
     async def StartTransientUnit(
         self, name: DBusStr, mode: DBusStr, properties: Properties, aux: AuxUnits
     ) -> DBusObjectPath:
-        return await self._fake.start_transient_unit(name, mode, properties)
+        # The unit was loaded when the call arrived (FakeSystemd._observe); this is the reply.
+        return await self._fake.answer_start(name)
 
     @dbus_method()
     def StopUnit(self, name: DBusStr, mode: DBusStr) -> DBusObjectPath:
@@ -190,64 +190,45 @@ class _Manager(ServiceInterface):
         return [unit, path]
 
 
-class _Unit(ServiceInterface):
-    """org.freedesktop.systemd1.Unit of one FakeUnit."""
+class _UnitObject(ServiceInterface):
+    """One interface of a unit's object, reading its properties from the FakeUnit."""
+
+    interface: str
 
     def __init__(self, unit: FakeUnit) -> None:
-        super().__init__("org.freedesktop.systemd1.Unit")
+        super().__init__(self.interface)
         self.unit = unit
 
-    @dbus_property(access=PropertyAccess.READ)
-    def Id(self) -> DBusStr:
-        return self.unit.name
 
-    @dbus_property(access=PropertyAccess.READ)
-    def LoadState(self) -> DBusStr:
-        return self.unit.load_state
+def _read_only(name: str, signature: str, value: Callable[[FakeUnit], Any]) -> property:
+    """A read-only D-Bus property of a unit object: `name`, D-Bus `signature`, and its value."""
 
-    @dbus_property(access=PropertyAccess.READ)
-    def ActiveState(self) -> DBusStr:
-        return self.unit.active_state
+    def getter(interface: _UnitObject) -> Any:
+        return value(interface.unit)
 
-    @dbus_property(access=PropertyAccess.READ)
-    def SubState(self) -> DBusStr:
-        return self.unit.sub_state
-
-    @dbus_property(access=PropertyAccess.READ)
-    def InvocationID(self) -> Bytes:
-        return self.unit.invocation_id
-
-    @dbus_property(access=PropertyAccess.READ)
-    def Job(self) -> JobRef:
-        return list(self.unit.job)
+    # dbus-fast reads the signature from the annotation, and calls the getter by its name.
+    getter.__annotations__ = {"return": signature}
+    getter.__name__ = name
+    return dbus_property(access=PropertyAccess.READ, name=name)(getter)
 
 
-class _Service(ServiceInterface):
-    """org.freedesktop.systemd1.Service of one FakeUnit."""
+class _Unit(_UnitObject):
+    interface = "org.freedesktop.systemd1.Unit"
 
-    def __init__(self, unit: FakeUnit) -> None:
-        super().__init__("org.freedesktop.systemd1.Service")
-        self.unit = unit
+    LoadState = _read_only("LoadState", "s", lambda unit: unit.load_state)
+    ActiveState = _read_only("ActiveState", "s", lambda unit: unit.active_state)
+    SubState = _read_only("SubState", "s", lambda unit: unit.sub_state)
+    InvocationID = _read_only("InvocationID", "ay", lambda unit: unit.invocation_id)
+    Job = _read_only("Job", "(uo)", lambda unit: list(unit.job))
 
-    @dbus_property(access=PropertyAccess.READ)
-    def Result(self) -> DBusStr:
-        return self.unit.result
 
-    @dbus_property(access=PropertyAccess.READ)
-    def ExecMainCode(self) -> DBusInt32:
-        return self.unit.exec_main_code
+class _Service(_UnitObject):
+    interface = "org.freedesktop.systemd1.Service"
 
-    @dbus_property(access=PropertyAccess.READ)
-    def ExecMainStatus(self) -> DBusInt32:
-        return self.unit.exec_main_status
-
-    @dbus_property(access=PropertyAccess.READ)
-    def ExecMainPID(self) -> DBusUInt32:
-        return self.unit.main_pid
-
-    @dbus_property(access=PropertyAccess.READ)
-    def MainPID(self) -> DBusUInt32:
-        return self.unit.main_pid
+    Result = _read_only("Result", "s", lambda unit: unit.result)
+    ExecMainCode = _read_only("ExecMainCode", "i", lambda unit: unit.exec_main_code)
+    ExecMainStatus = _read_only("ExecMainStatus", "i", lambda unit: unit.exec_main_status)
+    ExecMainPID = _read_only("ExecMainPID", "u", lambda unit: unit.main_pid)
 
 
 StartHook = Callable[[FakeUnit], Awaitable[None]]
@@ -264,6 +245,7 @@ class FakeSystemd:
         self._jobs = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self.units: dict[str, FakeUnit] = {}
+        self._starting: dict[str, FakeUnit] = {}  # loaded, not yet answered
         # The hex InvocationID of every unit ever loaded, by name (kept after removal).
         self.invocations: dict[str, str | None] = {}
         # Unique names of the clients subscribed to this incarnation.
@@ -273,6 +255,10 @@ class FakeSystemd:
         self.calls: list[tuple[str, list[Any]]] = []
         # Run inside StartTransientUnit after the unit is loaded, before the reply is sent.
         self.before_start_reply: StartHook | None = None
+        # The next StartTransientUnit loads its unit and runs the hook but is never answered
+        # (for a systemd that drops off the bus first: don't drop off inside a method, whose
+        # reply dbus-fast would then write to the closed connection's file descriptor).
+        self.leave_next_start_unanswered = False
         # The next StartTransientUnit fails with this (error name, text).
         self.refuse_next_start: tuple[str, str] | None = None
         # The next unit loads with this InvocationID (b"": none, as when systemd refuses to
@@ -400,7 +386,14 @@ class FakeSystemd:
 
     # -- the Manager's methods ---------------------------------------------------------------
 
-    async def start_transient_unit(self, name: str, mode: str, properties: list[Any]) -> str:
+    async def answer_start(self, name: str) -> str:
+        unit = self._starting.pop(name)
+        if self.before_start_reply is not None:
+            await self.before_start_reply(unit)
+        return unit.job[1]
+
+    def _load(self, name: str, mode: str, properties: list[Any]) -> FakeUnit:
+        """StartTransientUnit's work: check the request, load the unit, queue its start job."""
         refused, self.refuse_next_start = self.refuse_next_start, None
         if refused is not None:
             raise DBusError(*refused)
@@ -424,9 +417,7 @@ class FakeSystemd:
         self._export(unit)
         # The load-time change: "inactive", already with the InvocationID (watch.py).
         self._emit_unit_change(unit)
-        if self.before_start_reply is not None:
-            await self.before_start_reply(unit)
-        return unit.job[1]
+        return unit
 
     def stop_unit(self, name: str) -> str:
         unit = self.unit(name)
@@ -465,8 +456,9 @@ class FakeSystemd:
 
     # -- plumbing ----------------------------------------------------------------------------
 
-    def _observe(self, message: Message) -> None:
-        """Every message this fake receives: logs method calls, tracks subscribers."""
+    def _observe(self, message: Message) -> bool:
+        """Every message this fake receives: logs method calls, tracks subscribers. True for
+        a call it took over from the exported interfaces (so that nothing replies)."""
         if message.message_type == MessageType.METHOD_CALL and message.member:
             self.calls.append((message.member, list(message.body)))
             step = self.after_reply.pop(message.member, None)
@@ -475,10 +467,22 @@ class FakeSystemd:
             if message.member == "Subscribe" and message.sender:
                 self.subscribers.add(message.sender)
                 self._after_reply(self._notify_subscribed())
+            if message.member == "StartTransientUnit":
+                # Loaded now, in the order of the calls, as systemd would: dbus-fast runs an
+                # async method later, after calls that arrived behind this one.
+                unit = self._load(*message.body[:3])
+                if not self.leave_next_start_unanswered:
+                    self._starting[unit.name] = unit
+                    return False  # _Manager.StartTransientUnit replies
+                self.leave_next_start_unanswered = False
+                if self.before_start_reply is not None:
+                    self._after_reply(self.before_start_reply(unit))
+                return True
         elif message.member == "NameOwnerChanged" and message.sender == DBUS:
             name, _old, new = message.body
             if not new:
                 self.subscribers.discard(name)
+        return False
 
     async def _notify_subscribed(self) -> None:
         async with self.subscribed:
@@ -515,7 +519,6 @@ class FakeSystemd:
             "Result": unit.result,
             "ExecMainCode": unit.exec_main_code,
             "ExecMainStatus": unit.exec_main_status,
-            "MainPID": unit.main_pid,
             "ExecMainPID": unit.main_pid,
         }
         self._emit(lambda _: self._exported[unit.name][1].emit_properties_changed(changed))
