@@ -212,23 +212,31 @@ def _read_only(name: str, signature: str, value: Callable[[FakeUnit], Any]) -> p
     return dbus_property(access=PropertyAccess.READ, name=name)(getter)
 
 
-class _Unit(_UnitObject):
-    interface = "org.freedesktop.systemd1.Unit"
+# What a unit object reports, by interface (org.freedesktop.systemd1.*): the properties
+# automd reads, with systemd's D-Bus signatures (systemd-facts.md §1, §2).
+_UNIT_PROPERTIES: list[tuple[str, str, str, Callable[[FakeUnit], Any]]] = [
+    ("Unit", "LoadState", "s", lambda unit: unit.load_state),
+    ("Unit", "ActiveState", "s", lambda unit: unit.active_state),
+    ("Unit", "SubState", "s", lambda unit: unit.sub_state),
+    ("Unit", "InvocationID", "ay", lambda unit: unit.invocation_id),
+    ("Unit", "Job", "(uo)", lambda unit: list(unit.job)),
+    ("Service", "Result", "s", lambda unit: unit.result),
+    ("Service", "ExecMainCode", "i", lambda unit: unit.exec_main_code),
+    ("Service", "ExecMainStatus", "i", lambda unit: unit.exec_main_status),
+    ("Service", "ExecMainPID", "u", lambda unit: unit.main_pid),
+]
 
-    LoadState = _read_only("LoadState", "s", lambda unit: unit.load_state)
-    ActiveState = _read_only("ActiveState", "s", lambda unit: unit.active_state)
-    SubState = _read_only("SubState", "s", lambda unit: unit.sub_state)
-    InvocationID = _read_only("InvocationID", "ay", lambda unit: unit.invocation_id)
-    Job = _read_only("Job", "(uo)", lambda unit: list(unit.job))
+
+def _unit_interface(interface: str) -> type[_UnitObject]:
+    namespace: dict[str, Any] = {"interface": f"org.freedesktop.systemd1.{interface}"}
+    for owner, name, signature, value in _UNIT_PROPERTIES:
+        if owner == interface:
+            namespace[name] = _read_only(name, signature, value)
+    return type(f"_{interface}", (_UnitObject,), namespace)
 
 
-class _Service(_UnitObject):
-    interface = "org.freedesktop.systemd1.Service"
-
-    Result = _read_only("Result", "s", lambda unit: unit.result)
-    ExecMainCode = _read_only("ExecMainCode", "i", lambda unit: unit.exec_main_code)
-    ExecMainStatus = _read_only("ExecMainStatus", "i", lambda unit: unit.exec_main_status)
-    ExecMainPID = _read_only("ExecMainPID", "u", lambda unit: unit.main_pid)
+_Unit = _unit_interface("Unit")
+_Service = _unit_interface("Service")
 
 
 StartHook = Callable[[FakeUnit], Awaitable[None]]
@@ -241,7 +249,7 @@ class FakeSystemd:
         self._address = address
         self._bus: MessageBus | None = None
         self._manager: _Manager | None = None
-        self._exported: dict[str, tuple[_Unit, _Service]] = {}
+        self._exported: dict[str, dict[str, _UnitObject]] = {}
         self._jobs = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self.units: dict[str, FakeUnit] = {}
@@ -353,7 +361,7 @@ class FakeSystemd:
             unit.exec_main_code, unit.exec_main_status = CLD_EXITED, status or 0
             unit.result = result or ("success" if not status else "exit-code")
         unit.main_pid = 0
-        self._emit_service_change(unit)
+        self._emit_change(unit, "Service")
         if unit.result == "success":
             self._set_unit_state(unit, "inactive", "dead")
         else:
@@ -365,7 +373,7 @@ class FakeSystemd:
         unit = self.unit(name)
         if result is not None:
             unit.result = result
-            self._emit_service_change(unit)
+            self._emit_change(unit, "Service")
         self._set_unit_state(unit, "failed", "failed")
         await self.flush()
 
@@ -416,7 +424,7 @@ class FakeSystemd:
         self.invocations[name] = unit.invocation_id.hex() or None
         self._export(unit)
         # The load-time change: "inactive", already with the InvocationID (watch.py).
-        self._emit_unit_change(unit)
+        self._emit_change(unit, "Unit")
         return unit
 
     def stop_unit(self, name: str) -> str:
@@ -490,8 +498,8 @@ class FakeSystemd:
 
     def _export(self, unit: FakeUnit) -> None:
         assert self._bus is not None
-        interfaces = (_Unit(unit), _Service(unit))
-        for interface in interfaces:
+        interfaces = {"Unit": _Unit(unit), "Service": _Service(unit)}
+        for interface in interfaces.values():
             self._bus.export(unit.path, interface)
         self._exported[unit.name] = interfaces
 
@@ -501,27 +509,14 @@ class FakeSystemd:
 
     def _set_unit_state(self, unit: FakeUnit, active: str, sub: str) -> None:
         unit.active_state, unit.sub_state = active, sub
-        self._emit_unit_change(unit)
+        self._emit_change(unit, "Unit")
 
-    def _emit_unit_change(self, unit: FakeUnit) -> None:
+    def _emit_change(self, unit: FakeUnit, interface: str) -> None:
         # systemd sends every change-emitting property of the interface in one signal.
         changed = {
-            "ActiveState": unit.active_state,
-            "SubState": unit.sub_state,
-            "LoadState": unit.load_state,
-            "InvocationID": unit.invocation_id,
-            "Job": list(unit.job),
+            name: value(unit) for owner, name, _, value in _UNIT_PROPERTIES if owner == interface
         }
-        self._emit(lambda _: self._exported[unit.name][0].emit_properties_changed(changed))
-
-    def _emit_service_change(self, unit: FakeUnit) -> None:
-        changed = {
-            "Result": unit.result,
-            "ExecMainCode": unit.exec_main_code,
-            "ExecMainStatus": unit.exec_main_status,
-            "ExecMainPID": unit.main_pid,
-        }
-        self._emit(lambda _: self._exported[unit.name][1].emit_properties_changed(changed))
+        self._emit(lambda _: self._exported[unit.name][interface].emit_properties_changed(changed))
 
     def _emit(self, send: Callable[[_Manager], object]) -> None:
         # Signals sent while nobody is subscribed, or while off the bus, are lost for good.
