@@ -100,8 +100,18 @@ class PrivateBus:
         self._process = process
         assert printed.startswith(b"unix:"), printed
 
+    def freeze(self) -> None:
+        """SIGSTOP the daemon: connections to it are accepted by the kernel and then hang."""
+        assert self._process is not None
+        self._process.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        assert self._process is not None
+        self._process.send_signal(signal.SIGCONT)
+
     def stop(self) -> None:
         if self._process is not None:
+            self.thaw()
             self._process.terminate()
             self._process.wait(timeout=10)
             self._process = None
