@@ -1,12 +1,21 @@
 """A fake systemd Manager on a private dbus-daemon, moved step by step by a test.
 
-It is a model of units plus explicit steps, not a systemd: `StartTransientUnit` loads a unit
-(and runs an optional hook before it replies), and the test then says what happens to it —
-`run`, `end_start_job`, `exit`, `remove` — each step sending the signals systemd 252 sends
-(docs: systemd-facts.md §1, §2). `StopUnit`, `KillUnit` and `ResetFailedUnit` play their usual
-consequences by themselves, after their reply. Like systemd, it sends its unit and job signals
-only while some client is subscribed, and forgets subscribers that leave the bus or that an
-earlier incarnation had (`reregister`).
+It is a model of units plus explicit steps, not a systemd. StartTransientUnit loads a unit when
+the call arrives (systemd handles calls in order) and replies; the test then says what happens
+to the unit (`run`, `end_start_job`, `exit`, `fail`, `remove`), each step sending the signals
+systemd 252 sends (systemd-facts.md §1, §2) and returning once the bus daemon routed them.
+StopUnit, KillUnit and ResetFailedUnit play their usual consequences by themselves, after their
+reply. Like systemd, it sends unit and job signals only while some client is subscribed, and
+forgets subscribers that leave the bus, or all of them when it leaves (`drop_off`,
+`reregister`: back under a new unique name).
+
+Scripting the order of events:
+- `before_start_reply`: steps run once a start's unit is loaded, before the reply is sent;
+- `leave_next_start_unanswered`: the reply never comes (systemd drops off the bus first);
+- `refuse_next_start`, or a bad ProtectSystem=/ProtectHome=/KillMode=: the start fails;
+- `next_invocation_id`: b"" for a unit systemd never gave one (start-limit-hit);
+- `after_reply[member]`: a step right after the reply to that call;
+- `PrivateBus.stop`/`start`: the bus daemon restarts; `freeze`/`thaw`: it hangs.
 """
 
 from __future__ import annotations
