@@ -186,12 +186,23 @@ async def lookups_done(systemd: Systemd) -> None:
             await asyncio.wait(pending)
 
 
+Summary = tuple[str, int | None, int | None, str]  # result, exit code, signal, source
+
+
 async def reported_once(
-    client: Automd, fake: FakeSystemd, unit: str, *, started: bool = True
+    client: Automd,
+    fake: FakeSystemd,
+    unit: str,
+    *,
+    expect: Summary | None = None,
+    started: bool = True,
 ) -> UnitOutcome:
-    """The unit's one outcome, once it is reported; checks there is exactly one start (or
-    none) and one end, that the start named the same invocation, and that Systemd let go."""
+    """The unit's one outcome, once it is reported; checks it is as expected, that there is
+    exactly one start (or none) and one end, that the start named the same invocation, and
+    that Systemd let go of the unit."""
     outcome = await client.recorder.wait_finished(unit)
+    if expect is not None:
+        assert summary(outcome) == expect
     await settle(client, fake)
     assert len(client.recorder.finished[unit]) == 1, client.recorder.finished[unit]
     if started:
@@ -202,7 +213,7 @@ async def reported_once(
     return outcome
 
 
-def summary(outcome: UnitOutcome) -> tuple[str, int | None, int | None, str]:
+def summary(outcome: UnitOutcome) -> Summary:
     return (outcome.result, outcome.exit_code, outcome.signal, outcome.source)
 
 
@@ -224,8 +235,7 @@ async def test_signals_before_the_start_reply_are_not_lost(
 
     fake.before_start_reply = whole_life
     await client.systemd.start_unit(spec)
-    outcome = await reported_once(client, fake, spec.name)
-    assert summary(outcome) == ("success", 0, None, "dbus")
+    outcome = await reported_once(client, fake, spec.name, expect=("success", 0, None, "dbus"))
     assert outcome.invocation_id == fake.invocations[spec.name]
     members = [member for member, _ in fake.calls]
     assert members.index("Subscribe") < members.index("StartTransientUnit")
@@ -233,7 +243,7 @@ async def test_signals_before_the_start_reply_are_not_lost(
 
 # A unit's life as systemd signals it: a normal run, and a fast failing exit whose end
 # arrives before the start job's removal (then "failed"; systemd-facts.md §2, "exit 3").
-LIVES: dict[str, tuple[list[str], tuple[str, int | None, int | None, str]]] = {
+LIVES: dict[str, tuple[list[str], Summary]] = {
     "runs-then-exits-0": (["run", "job-done", "exit-0", "remove"], ("success", 0, None, "dbus")),
     "exits-3-before-job-end": (["exit-3", "job-failed"], ("exit-code", 3, None, "dbus")),
     "runs-exits-3-then-job": (["run", "exit-3", "job-done"], ("exit-code", 3, None, "dbus")),
@@ -271,8 +281,7 @@ async def test_start_reply_anywhere_in_the_units_life(
     await client.systemd.start_unit(spec)
     for what in steps[replied_after:]:
         await step(fake, spec.name, what)
-    outcome = await reported_once(client, fake, spec.name)
-    assert summary(outcome) == expected
+    outcome = await reported_once(client, fake, spec.name, expect=expected)
     assert outcome.invocation_id == fake.invocations[spec.name]
 
 
@@ -294,8 +303,9 @@ async def test_start_job_fails_without_the_unit_running(
     await client.systemd.start_unit(spec)
     if not before_reply:
         await refuse(fake.units[spec.name])
-    outcome = await reported_once(client, fake, spec.name, started=False)
-    assert summary(outcome) == ("start-limit-hit", None, None, "dbus")
+    outcome = await reported_once(
+        client, fake, spec.name, started=False, expect=("start-limit-hit", None, None, "dbus")
+    )
     assert outcome.invocation_id is None
 
 
@@ -317,8 +327,9 @@ async def test_start_job_fails_with_an_invocation_but_no_process(
     await client.systemd.start_unit(spec)
     await fake.fail(spec.name, result="resources")
     await fake.end_start_job(spec.name, "failed")
-    outcome = await reported_once(client, fake, spec.name, started=False)
-    assert summary(outcome) == ("resources", None, None, "dbus")
+    await reported_once(
+        client, fake, spec.name, started=False, expect=("resources", None, None, "dbus")
+    )
 
 
 async def test_start_reply_lost_after_the_unit_started(client: Automd, fake: FakeSystemd) -> None:
@@ -338,8 +349,7 @@ async def test_start_reply_lost_after_the_unit_started(client: Automd, fake: Fak
     await fake.connect()
     await fake.wait_subscribed()
     await fake.exit(spec.name, status=0)
-    outcome = await reported_once(client, fake, spec.name)
-    assert summary(outcome) == ("success", 0, None, "dbus")
+    await reported_once(client, fake, spec.name, expect=("success", 0, None, "dbus"))
 
 
 async def test_rejected_start_is_a_refusal_and_leaves_nothing_tracked(
@@ -385,8 +395,7 @@ async def test_adopt_a_running_unit_then_its_end_by_signal(
         assert await current.recorder.wait_started(spec.name) == invocation_id
         assert spec.name not in current.recorder.finished
         await current.systemd.kill_unit(spec.name, signal.SIGKILL)
-        outcome = await reported_once(current, fake, spec.name)
-        assert summary(outcome) == ("signal", None, 9, "dbus")
+        outcome = await reported_once(current, fake, spec.name, expect=("signal", None, 9, "dbus"))
         assert outcome.invocation_id == invocation_id
         await current.systemd.reset_failed(spec.name)
         assert spec.name not in fake.units
@@ -449,8 +458,9 @@ async def test_adopt_a_unit_collected_between_the_listing_and_its_lookup(
     async with automd(private_bus.address) as current:
         assert spec.name in await current.systemd.adopt()
         if logged:
-            outcome = await reported_once(current, fake, spec.name)
-            assert summary(outcome) == ("success", 0, None, "journal")
+            outcome = await reported_once(
+                current, fake, spec.name, expect=("success", 0, None, "journal")
+            )
             assert outcome.invocation_id == invocation_id
         else:
             await settle(current, fake)
@@ -467,9 +477,8 @@ async def test_adopt_a_unit_collected_between_the_listing_and_its_lookup(
 async def test_stop_is_success_by_sigterm(client: Automd, fake: FakeSystemd) -> None:
     spec = await start_running(client, fake, "stop")
     await client.systemd.stop_unit(spec.name)
-    outcome = await reported_once(client, fake, spec.name)
     # systemd calls a SIGTERM end a success (systemd-facts.md §2).
-    assert summary(outcome) == ("success", None, 15, "dbus")
+    await reported_once(client, fake, spec.name, expect=("success", None, 15, "dbus"))
     assert spec.name not in fake.units
 
 
@@ -489,8 +498,7 @@ async def test_systemd_reregistering_while_a_unit_runs(
     await fake.wait_subscribed()
     if not ends_while_away:
         await fake.exit(spec.name, status=7)
-    outcome = await reported_once(client, fake, spec.name)
-    assert summary(outcome) == ("exit-code", 7, None, "dbus")
+    await reported_once(client, fake, spec.name, expect=("exit-code", 7, None, "dbus"))
 
 
 async def test_bus_restart_while_a_unit_runs(
@@ -505,8 +513,7 @@ async def test_bus_restart_while_a_unit_runs(
     private_bus.start()
     await fake.connect()
     await fake.wait_subscribed()
-    outcome = await reported_once(client, fake, spec.name)
-    assert summary(outcome) == ("signal", None, 9, "dbus")
+    await reported_once(client, fake, spec.name, expect=("signal", None, 9, "dbus"))
     assert client.bus.reconnects >= 1
 
 
@@ -521,8 +528,7 @@ async def test_automds_connection_dropped_while_a_unit_runs(
     assert connection is not None
     connection.disconnect()
     await fake.exit(spec.name, status=4)
-    outcome = await reported_once(client, fake, spec.name)
-    assert summary(outcome) == ("exit-code", 4, None, "dbus")
+    await reported_once(client, fake, spec.name, expect=("exit-code", 4, None, "dbus"))
     assert client.bus.reconnects == 1
 
 
@@ -594,8 +600,7 @@ async def test_resync_racing_a_start_waiting_for_the_reconnect(
     await fake.run(spec.name)
     await fake.end_start_job(spec.name)
     await fake.exit(spec.name, status=0)
-    outcome = await reported_once(client, fake, spec.name)
-    assert summary(outcome) == ("success", 0, None, "dbus")
+    await reported_once(client, fake, spec.name, expect=("success", 0, None, "dbus"))
 
 
 async def test_signals_from_others_than_systemd_are_ignored(
@@ -614,8 +619,7 @@ async def test_signals_from_others_than_systemd_are_ignored(
     finally:
         impostor.disconnect()
     await fake.exit(spec.name, status=0)
-    outcome = await reported_once(client, fake, spec.name)
-    assert summary(outcome) == ("success", 0, None, "dbus")
+    await reported_once(client, fake, spec.name, expect=("success", 0, None, "dbus"))
 
 
 def impostor_signals(destination: str, unit: FakeUnit) -> list[Message]:
