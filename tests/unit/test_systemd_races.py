@@ -24,44 +24,14 @@ from dbus_fast.aio import MessageBus
 from automd.errors import SystemdUnavailable, UnitStartRejected
 from automd.systemd import units
 from automd.systemd.bus import SystemdBus
+from automd.systemd.manager import Manager
 from automd.systemd.units import Systemd, UnitOutcome, UnitSpec
 from tests.fakesystemd import FakeSystemd, FakeUnit, PrivateBus, call_bus_daemon
+from tests.unit_events import Recorder
 
 WAIT_SECONDS = 10.0
 
 _names = itertools.count()
-
-
-class Recorder:
-    """Everything Systemd reports, and a way to wait for it: the one place that knows how
-    Systemd reports (today: an events object with unit_started/unit_finished)."""
-
-    def __init__(self) -> None:
-        self.started: dict[str, list[str]] = {}
-        self.finished: dict[str, list[UnitOutcome]] = {}
-        self._reported: dict[tuple[str, str], asyncio.Event] = {}
-
-    def unit_started(self, unit: str, invocation_id: str) -> None:
-        assert unit not in self.finished, f"{unit} started after it finished"
-        self.started.setdefault(unit, []).append(invocation_id)
-        self._event("started", unit).set()
-
-    def unit_finished(self, outcome: UnitOutcome) -> None:
-        self.finished.setdefault(outcome.unit, []).append(outcome)
-        self._event("finished", outcome.unit).set()
-
-    async def wait_started(self, unit: str) -> str:
-        async with asyncio.timeout(WAIT_SECONDS):
-            await self._event("started", unit).wait()
-        return self.started[unit][0]
-
-    async def wait_finished(self, unit: str) -> UnitOutcome:
-        async with asyncio.timeout(WAIT_SECONDS):
-            await self._event("finished", unit).wait()
-        return self.finished[unit][0]
-
-    def _event(self, what: str, unit: str) -> asyncio.Event:
-        return self._reported.setdefault((what, unit), asyncio.Event())
 
 
 @dataclass
@@ -80,10 +50,11 @@ async def automd(address: str) -> AsyncIterator[Automd]:
     One start slot: a unit whose start job is never seen to end blocks the next start.
     """
     bus = SystemdBus(bus_address=address, call_timeout=WAIT_SECONDS)
-    recorder = Recorder()
-    systemd = Systemd(bus, recorder, max_outstanding_starts=1)
+    recorder = Recorder(WAIT_SECONDS)
+    systemd = Systemd(Manager(bus), max_outstanding_starts=1)
     try:
-        yield Automd(bus, systemd, recorder)
+        async with recorder.reading(systemd.events):
+            yield Automd(bus, systemd, recorder)
     finally:
         await systemd.close()
         await bus.close()
@@ -175,7 +146,7 @@ async def settle(client: Automd, fake: FakeSystemd) -> None:
     await fake.end_start_job(spec.name)
     await fake.exit(spec.name, status=0)
     await fake.remove(spec.name)
-    await client.recorder.wait_finished(spec.name)
+    await client.recorder.outcome(spec.name)
     await lookups_done(client.systemd)
 
 
@@ -200,7 +171,7 @@ async def reported_once(
     """The unit's one outcome, once it is reported; checks it is as expected, that there is
     exactly one start (or none) and one end, that the start named the same invocation, and
     that Systemd let go of the unit."""
-    outcome = await client.recorder.wait_finished(unit)
+    outcome = await client.recorder.outcome(unit)
     if expect is not None:
         assert summary(outcome) == expect
     await settle(client, fake)
@@ -408,6 +379,7 @@ async def test_adopt_a_unit_that_already_failed(private_bus: PrivateBus, fake: F
     async with automd(private_bus.address) as current:
         assert spec.name in await current.systemd.adopt()
         # Reported from its properties within adopt() itself.
+        await current.recorder.settled()
         assert summary(current.recorder.finished[spec.name][0]) == ("exit-code", 5, None, "dbus")
         await current.systemd.adopt()  # still loaded (failed): not reported again
         outcome = await reported_once(current, fake, spec.name)
