@@ -86,6 +86,7 @@ class Systemd:
         properties = unit_properties(spec)
         await self._listen()
         tracker = await self._units.track_start(spec.name, unit_object_path(spec.name))
+        tracker.start_pending = True
         try:
             job = await self._manager.start_transient_unit(spec.name, JobMode.FAIL, properties)
         except SystemdRejected as exc:
@@ -101,6 +102,8 @@ class Systemd:
         except BaseException:
             self._units.forget(tracker)
             raise
+        finally:
+            tracker.start_pending = False
         if tracker.start_job is None and not tracker.start_job_done:
             tracker.start_job = job
 
@@ -213,7 +216,7 @@ class Systemd:
             else:
                 self._request_lookup(tracker)
 
-    def _deliver(self, tracker: UnitTracker, outcome: UnitOutcome) -> None:
+    def _deliver(self, tracker: UnitTracker, outcome: UnitOutcome, *, ran: bool = True) -> None:
         if tracker.delivered:
             return
         tracker.delivered = True
@@ -225,7 +228,7 @@ class Systemd:
         self._delivered[key] = None
         if len(self._delivered) > _DELIVERED_MEMORY:
             self._delivered.popitem(last=False)
-        if not tracker.started_reported and outcome.invocation_id is not None:
+        if ran and not tracker.started_reported and outcome.invocation_id is not None:
             tracker.started_reported = True
             self.events.publish(UnitStarted(outcome.unit, outcome.invocation_id))
         self.events.publish(UnitFinished(outcome))
@@ -276,10 +279,15 @@ class Systemd:
             if present and same_invocation:
                 self._apply_snapshot(tracker, snapshot)
                 return
+        if tracker.start_pending:
+            # A lookup (a resync) overtook the start call: systemd has not made the unit yet.
+            # The call's answer decides; its signals follow on this connection.
+            return
         await self._finish_from_journal(tracker)
 
     def _apply_snapshot(self, tracker: UnitTracker, snapshot: UnitSnapshot) -> None:
         unit_props, service_props = snapshot.unit, snapshot.service
+        ran = True
         job_id, _job_path = unit_props.get("Job", (0, "/"))
         if job_id == 0 and not tracker.start_job_done:
             self._units.start_job_done(tracker)
@@ -293,10 +301,12 @@ class Systemd:
                 and not tracker.ran
                 and tracker.active_state in TERMINAL_STATES
             )
+            ran = not never_ran
             if not tracker.finished and not never_ran:
                 return  # still running (or not yet started): its signals will finish it
-            # never_ran: the start job ended without the unit running (e.g. start-limit-hit):
-            # still an end the job service must hear about, with no invocation id.
+            # never_ran: the start job ended without the unit running (e.g. start-limit-hit,
+            # or a cgroup that could not be made): still an end the job service must hear
+            # about, but not a start, even when systemd had given it an invocation id.
         self._deliver(
             tracker,
             classify(
@@ -307,6 +317,7 @@ class Systemd:
                 exec_main_status=int(service_props.get("ExecMainStatus", 0)),
                 source="dbus",
             ),
+            ran=ran,
         )
 
     async def _finish_from_journal(self, tracker: UnitTracker) -> None:

@@ -41,6 +41,8 @@ class UnitTracker:
     exec_main_status: int = 0
     start_job: str | None = None
     start_job_done: bool = False
+    # StartTransientUnit sent (or waiting to be) and not answered: "not loaded" means nothing.
+    start_pending: bool = False
     started_reported: bool = False
     finished: bool = False
     delivered: bool = False

@@ -280,20 +280,12 @@ async def test_start_job_fails_without_the_unit_running(
     assert outcome.invocation_id is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "bug: a unit whose start job failed before any process ran, but which already has an "
-        "InvocationID, is reported as started: Systemd._apply_snapshot delivers the never-ran "
-        "end with tracker.invocation_id (its comment says 'with no invocation id'), and "
-        "_deliver then calls unit_started because the outcome carries one"
-    ),
-)
 async def test_start_job_fails_with_an_invocation_but_no_process(
     client: Automd, fake: FakeSystemd
 ) -> None:
     """systemd began the start (the unit got an InvocationID) but no process ran (e.g. its
-    cgroup could not be made: Result=resources, ExecMainCode 0): one end, and no start."""
+    cgroup could not be made: Result=resources, ExecMainCode 0): one end, and no start.
+    Found by this fake; failed on the code before the fix (a start was reported)."""
     spec = job_spec("resources")
     await client.systemd.start_unit(spec)
     await fake.fail(spec.name, result="resources")
@@ -529,23 +521,12 @@ async def yield_until(ready: Callable[[], bool]) -> None:
             await asyncio.sleep(0)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "bug: a resync lookup can overtake the StartTransientUnit it races with: start_unit "
-        "tracks the unit, then waits in SystemdBus.call for the connect lock held by the "
-        "background reconnect; the reconnect's resync spawns a lookup for the tracked unit, "
-        "whose GetUnit is sent before the start (it takes the connected fast path first), "
-        "gets NoSuchUnit, finds no journal entry and forgets the unit as never started; the "
-        "start then succeeds and the unit runs, but its signals are ignored and its end is "
-        "never reported"
-    ),
-)
 async def test_resync_racing_a_start_waiting_for_the_reconnect(
     client: Automd, fake: FakeSystemd, private_bus: PrivateBus, pid1_journal: Pid1Journal
 ) -> None:
     """A start that waited for its start slot finds automd reconnecting: the unit it starts
-    must still be followed to its end."""
+    must still be followed to its end. Found by this fake; failed on the code before the fix
+    (the resync's lookup overtook the start, found no unit, and forgot it)."""
     holder = job_spec("holder")
     await client.systemd.start_unit(holder)  # its start job never ends: it holds the slot
     spec = job_spec("waiting")
