@@ -110,7 +110,7 @@ async def test_a_job_runs_as_a_configured_transient_unit(
     assert "AUTOMD_DEFINITION=gated" in props["LogExtraFields"]
     assert f"AUTOMD_JOB_ID={job['id']}" in props["Environment"]
     assert (props["DynamicUser"], props["NoNewPrivileges"]) == ("yes", "yes")
-    assert (props["ProtectSystem"], props["ProtectHome"]) == ("strict", "yes")
+    assert (props["ProtectSystem"], props["ProtectHome"]) == ("strict", "tmpfs")
     assert (props["PrivateTmp"], props["PrivateDevices"]) == ("yes", "yes")
 
     gate.open()
