@@ -363,12 +363,16 @@ def running_job(socket_path: Path) -> Iterator[tuple[Path, threading.Event, thre
     end.set()
 
 
+# Without PYTHONUNBUFFERED (set in some shells): stdout block-buffered, as in a CI pipe.
+ENV = {name: value for name, value in os.environ.items() if name != "PYTHONUNBUFFERED"}
+
+
 def automctl(socket_path: Path, *args: str) -> subprocess.Popen[bytes]:
     """automctl as its own process, stdout a pipe with stderr on it too (2>&1 | cat)."""
     return subprocess.Popen(
         [sys.executable, "-m", "automd.ctl.main", *args],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-        env={**os.environ, "AUTOMD_SOCKET": str(socket_path)}, cwd=ROOT,
+        env=ENV | {"AUTOMD_SOCKET": str(socket_path)}, cwd=ROOT,
     )  # fmt: skip
 
 
