@@ -276,7 +276,7 @@ def cmd_list(ctx: Context, args: argparse.Namespace) -> int:
     for job in result["jobs"]:
         outcome = job["result"] or ""
         if job["exit_code"] not in (None, 0):
-            outcome += f" ({job['exit_code']})"
+            outcome += f" ({exit_status_name(job['exit_code'])})"
         if job["signal"] is not None:
             outcome += f" (signal {job['signal']})"
         state = ctx.out.paint(job["state"], _STATE_COLOURS.get(job["state"], "bold"))

@@ -19,9 +19,15 @@ from typing import Any
 import pytest
 
 from automd.api.codes import ErrorCode
-from automd.ctl.client import RemoteError
+from automd.ctl.client import (
+    ClientError,
+    ConnectPermissionDenied,
+    DaemonUnreachable,
+    NoAnswer,
+    RemoteError,
+)
 from automd.ctl.context import UsageError
-from automd.ctl.exits import Exit, job_exit_status
+from automd.ctl.exits import Exit, exit_for, job_exit_status
 from automd.ctl.main import build_parser, main
 from automd.ctl.messages import describe
 from automd.ctl.sdexit import exit_status_name
@@ -80,6 +86,28 @@ def test_exit_status_passes_the_jobs_through(finished: dict[str, Any], status: i
 def test_automctls_own_statuses_cannot_be_a_jobs_0_to_63() -> None:
     own = {s for s in Exit if s not in (Exit.OK, Exit.FAILURE, Exit.KILLED, Exit.INTERRUPTED)}
     assert all(64 <= s <= 78 for s in own), own  # sysexits.h's range
+
+
+@pytest.mark.parametrize(
+    ("error", "status"),
+    [
+        (RemoteError(int(ErrorCode.JOB_NOT_FOUND), ""), Exit.NOT_FOUND),
+        (RemoteError(int(ErrorCode.UNKNOWN_DEFINITION), ""), Exit.NOT_FOUND),
+        (RemoteError(int(ErrorCode.INVALID_PARAMS), ""), Exit.USAGE),
+        (RemoteError(int(ErrorCode.INVALID_JOB_STATE), ""), Exit.REFUSED),
+        (RemoteError(int(ErrorCode.QUEUE_FULL), ""), Exit.TEMPFAIL),
+        (RemoteError(int(ErrorCode.PERMISSION_DENIED), ""), Exit.NOPERM),
+        (RemoteError(int(ErrorCode.INTERNAL_ERROR), ""), Exit.SOFTWARE),
+        (RemoteError(int(ErrorCode.METHOD_NOT_FOUND), ""), Exit.PROTOCOL),
+        (RemoteError(4242, ""), Exit.PROTOCOL),
+        (NoAnswer("slow"), Exit.TEMPFAIL),
+        (DaemonUnreachable("gone"), Exit.UNAVAILABLE),
+        (ConnectPermissionDenied("no"), Exit.NOPERM),
+    ],
+    ids=lambda v: type(v).__name__ if isinstance(v, Exception) else str(v),
+)
+def test_automctls_failures_map_to_their_status(error: ClientError, status: Exit) -> None:
+    assert exit_for(error) == status
 
 
 def test_systemd_exit_statuses_are_named() -> None:
@@ -332,6 +360,17 @@ def test_follow_json_is_one_object_per_line_to_the_end(
     objects = [json.loads(line) for line in lines]
     assert [o.get("message") for o in objects] == ["hi", "hi", None]
     assert objects[-1]["job"]["exit_code"] == 1
+
+
+def test_list_names_systemds_exit_statuses(
+    socket_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    methods: dict[str, Method] = {
+        "job.list": lambda p: {"jobs": [finished(exit_code=217)], "next_cursor": None}
+    }
+    with fake_automd(socket_path, methods):
+        assert main(["list"]) == Exit.OK
+    assert capsys.readouterr().out.splitlines()[1].endswith("exit-code (217/USER)")
 
 
 def test_since_takes_an_age(socket_path: Path) -> None:
