@@ -90,7 +90,8 @@ def wait_for(client: RpcClient, job_id: str, ctx: Context) -> dict[str, Any]:
                 return job
             if live:
                 elapsed = format_duration(time.monotonic() - started)
-                ctx.err.stream.write(f"\r\x1b[K{job['state']} ({elapsed}) {job['unit'] or ''}")
+                unit = job["unit"] if job["state"] in _UNIT_EXISTS else ""
+                ctx.err.stream.write(f"\r\x1b[K{job['state']} ({elapsed}) {unit or ''}")
                 ctx.err.stream.flush()
                 drawn = True
             time.sleep(delay)
@@ -98,7 +99,7 @@ def wait_for(client: RpcClient, job_id: str, ctx: Context) -> dict[str, Any]:
     except KeyboardInterrupt:
         if drawn:  # end the status line, so what follows starts on a line of its own
             ctx.err.stream.write("\n")
-        raise JobStillRunning(job_id) from None
+        raise
 
 
 def _runtime(job: dict[str, Any]) -> str:
@@ -140,10 +141,10 @@ def cmd_run(ctx: Context, args: argparse.Namespace) -> int:
         if ctx.json:
             ctx.out.json(submitted)
         return int(Exit.OK)
-    if args.follow:
-        with _interrupted_is_still_running(job["id"]):
+    with _interrupted_is_still_running(job["id"]):
+        if args.follow:
             follow_logs(ctx, {"id": job["id"]}, LogPrinter(ctx))
-    job = wait_for(ctx.client, job["id"], ctx)
+        job = wait_for(ctx.client, job["id"], ctx)
     if ctx.json:
         # After --follow's entries (one object a line) the summary is one line too: NDJSON.
         ctx.out.json({"job": job, "replayed": submitted["replayed"]}, compact=args.follow)
@@ -329,7 +330,10 @@ def cmd_retry(ctx: Context, args: argparse.Namespace) -> int:
 
 def cmd_wait(ctx: Context, args: argparse.Namespace) -> int:
     """Wait for jobs to finish; with --success, exit non-zero if any did not succeed."""
-    finished = [wait_for(ctx.client, job_id, ctx) for job_id in args.ids]  # Ctrl-C: main
+    finished = []
+    for job_id in args.ids:
+        with _interrupted_is_still_running(job_id):
+            finished.append(wait_for(ctx.client, job_id, ctx))
     if ctx.json:
         ctx.out.json({"jobs": finished})
     else:
