@@ -111,6 +111,7 @@ ERRORS = [
     (["--timeout", "1e400", "list"], 64, "argument --timeout: '1e400'", False),
     (["list", "-n", "0"], 64, "argument -n/--limit: '0'", False),
     (["cancel", ""], 64, "'' is not a job id", False),
+    (["run", "hello", "name=\udcff"], 64, "is not valid UTF-8", False),
 ]  # fmt: skip
 
 
