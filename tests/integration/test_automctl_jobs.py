@@ -31,8 +31,16 @@ def test_run_wait_prints_a_summary_and_exits_0(container: Container) -> None:
 
 
 def test_a_failing_jobs_exit_status_passes_through(container: Container) -> None:
-    code, _out, err = automctl(container, "run", "fail", "code=7", "--wait", "-q")
+    code, _out, err = automctl(container, "run", "fail", "code=7", "--wait")
     assert code == 7, err
+    assert "Finished with result: exit-code (failed) after 2 attempts\n" in err  # fail retries
+    assert "Main process terminated with: exit status 7\n" in err
+
+
+def test_systemds_own_exit_status_is_named(container: Container) -> None:
+    code, _out, err = automctl(container, "run", "missing", "--wait")
+    assert code == 203, err
+    assert "Main process terminated with: exit status 203/EXEC\n" in err
 
 
 def test_run_json_and_status(container: Container) -> None:
