@@ -333,13 +333,13 @@ def cmd_wait(ctx: Context, args: argparse.Namespace) -> int:
     finished = []
     for job_id in args.ids:
         with _interrupted_is_still_running(job_id):
-            finished.append(wait_for(ctx.client, job_id, ctx))
-    if ctx.json:
-        ctx.out.json({"jobs": finished})
-    else:
-        for job in finished:
+            job = wait_for(ctx.client, job_id, ctx)
+        finished.append(job)
+        if not ctx.json:  # each job as it is seen finished: progress, in a log too
             state = ctx.out.paint(job["state"], _STATE_COLOURS.get(job["state"], "bold"))
             ctx.out.line(f"Job {job['id']}: {state}")
+    if ctx.json:
+        ctx.out.json({"jobs": finished})
     if args.success and any(job["state"] != "succeeded" for job in finished):
         failed = next(job for job in finished if job["state"] != "succeeded")
         return job_exit_status(failed)

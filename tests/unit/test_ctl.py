@@ -434,12 +434,14 @@ def test_under_a_pipe_the_queued_line_comes_while_the_job_runs(
     assert rest.decode().startswith("Finished with result:")
 
 
+@pytest.mark.parametrize("verb", [["run", "hello", "--wait"], ["wait", JOB]], ids=str)
 def test_ctrl_c_while_waiting_says_the_job_runs_on(
-    running_job: tuple[Path, threading.Event, threading.Event],
+    running_job: tuple[Path, threading.Event, threading.Event], verb: list[str]
 ) -> None:
     path, _end, asked = running_job
-    with automctl(path, "run", "hello", "--wait") as proc:
-        first_line(proc)
+    with automctl(path, *verb) as proc:
+        if verb[0] == "run":
+            first_line(proc)
         assert asked.wait(30)  # polling the running job
         proc.send_signal(signal.SIGINT)
         rest, _ = proc.communicate(timeout=60)
