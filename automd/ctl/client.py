@@ -22,6 +22,10 @@ class DaemonUnreachable(ClientError):
     pass
 
 
+class NoAnswer(DaemonUnreachable):
+    """Connected, but no answer within --timeout: automd may be busy, so worth a retry."""
+
+
 class ConnectPermissionDenied(ClientError):
     pass
 
@@ -37,6 +41,9 @@ class RemoteError(ClientError):
         self.code = code
         self.message = message
         self.data = data
+        #: The call that failed (set by RpcClient): messages.py words the error with it.
+        self.method = ""
+        self.params: dict[str, Any] = {}
         super().__init__(f"{message} ({code})" + (f": {_describe(data)}" if data else ""))
 
     def to_json(self) -> dict[str, Any]:
@@ -157,7 +164,10 @@ class RpcClient:
                 f"{path}: permission denied (are you root or in group automd?)"
             ) from None
         except TimeoutError:
-            raise DaemonUnreachable(f"{path}: no answer within {self._timeout:g}s") from None
+            raise NoAnswer(f"{path}: no answer within {self._timeout:g}s") from None
+        except RemoteError as error:
+            error.method, error.params = method, params or {}
+            raise
         except (http.client.HTTPException, OSError) as exc:
             raise DaemonUnreachable(f"{path}: {exc}") from None
         finally:

@@ -1,4 +1,4 @@
-"""automctl's entry point: the command table, argument parsing, exit statuses."""
+"""automctl's entry point: the command table, argument parsing, reporting failures."""
 
 from __future__ import annotations
 
@@ -10,17 +10,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from automd import __version__
-from automd.api.codes import DEFAULT_SOCKET, ErrorCode
-from automd.ctl import verbs
-from automd.ctl.client import (
-    ClientError,
-    ConnectPermissionDenied,
-    DaemonUnreachable,
-    RemoteError,
-    RpcClient,
-)
+from automd.api.codes import DEFAULT_SOCKET
+from automd.ctl import arguments, verbs
+from automd.ctl.client import ClientError, RemoteError, RpcClient
 from automd.ctl.completion import SHELLS, completion_script
-from automd.ctl.context import Context, Exit, UsageError
+from automd.ctl.context import Context, JobStillRunning, UsageError
+from automd.ctl.exits import Exit, exit_for
+from automd.ctl.messages import describe
 from automd.ctl.render import Output
 
 SOCKET_ENV = "AUTOMD_SOCKET"
@@ -29,7 +25,9 @@ SOCKET_ENV = "AUTOMD_SOCKET"
 def _run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("definition", help="job definition name")
     parser.add_argument("params", nargs="*", metavar="key=value", help="job parameters")
-    parser.add_argument("--idempotency-key", help="submit at most once per key (per user)")
+    parser.add_argument(
+        "--idempotency-key", type=arguments.nonempty, help="submit at most once per key (per user)"
+    )
     parser.add_argument(
         "--wait", action="store_true", help="wait for the job; exit with its exit status"
     )
@@ -40,32 +38,33 @@ def _run_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _logs_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("id", help="job id")
+    _one_id(parser)
     parser.add_argument(
         "-f", "--follow", action="store_true", help="keep printing new output until the job ends"
     )
+    # The bounds are the API's (automd/api/jobs.py), written out to keep pydantic out.
     parser.add_argument(
-        "-n", "--lines", type=_positive, metavar="N", help="start with the last N lines"
+        "-n", "--lines", type=arguments.count(10_000), metavar="N",
+        help="start with the last N lines",
+    )  # fmt: skip
+    parser.add_argument(
+        "--attempt", type=arguments.count(2**31 - 1), metavar="N", help="only this attempt"
     )
-    parser.add_argument("--attempt", type=_positive, metavar="N", help="only this attempt")
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number")
-    return value
+_SINCE_HELP = "a time (2026-11-22T08:00, yesterday) or an age (30m, 1h, 2d)"
 
 
 def _audit_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--since", help="entries at or after this time (RFC 3339)")
-    parser.add_argument("--uid", type=int, help="only this caller")
-    parser.add_argument("--method", help="only this method, e.g. job.submit")
+    parser.add_argument("--since", type=arguments.time, help=f"entries since {_SINCE_HELP}")
+    parser.add_argument("--uid", type=arguments.uid, help="only this caller")
+    parser.add_argument(
+        "--method", type=arguments.nonempty, help="only this method, e.g. job.submit"
+    )
     parser.add_argument("--outcome", choices=["ok", "denied", "error"])
-    parser.add_argument("-n", "--limit", type=int, default=50, help="entries (default 50)")
+    parser.add_argument(
+        "-n", "--limit", type=arguments.count(1000), default=50, help="entries (default 50)"
+    )
 
 
 def _list_arguments(parser: argparse.ArgumentParser) -> None:
@@ -74,9 +73,11 @@ def _list_arguments(parser: argparse.ArgumentParser) -> None:
     states = ["queued", "starting", "running", "waiting_retry", "succeeded", "failed",
               "timed_out", "cancelled", "unknown"]  # fmt: skip
     parser.add_argument("--state", action="append", choices=states, help="repeatable")
-    parser.add_argument("--definition", help="only this definition")
-    parser.add_argument("--since", help="created at or after (RFC 3339 or a date)")
-    parser.add_argument("-n", "--limit", type=int, default=20, help="jobs (default 20)")
+    parser.add_argument("--definition", type=arguments.nonempty, help="only this definition")
+    parser.add_argument("--since", type=arguments.time, help=f"created since {_SINCE_HELP}")
+    parser.add_argument(
+        "-n", "--limit", type=arguments.count(500), default=20, help="jobs (default 20)"
+    )
 
 
 def _defs_arguments(parser: argparse.ArgumentParser) -> None:
@@ -84,18 +85,18 @@ def _defs_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _wait_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("ids", nargs="+", metavar="id", help="job ids")
+    _ids(parser)
     parser.add_argument(
         "--success", action="store_true", help="exit non-zero unless every job succeeded"
     )
 
 
 def _one_id(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("id", help="job id")
+    parser.add_argument("id", type=arguments.job_id, help="job id")
 
 
 def _ids(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("ids", nargs="+", metavar="id", help="job ids")
+    parser.add_argument("ids", nargs="+", type=arguments.job_id, metavar="id", help="job ids")
 
 
 def _completion_arguments(parser: argparse.ArgumentParser) -> None:
@@ -147,6 +148,7 @@ def _global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
     default: Any = argparse.SUPPRESS if suppress else None
     parser.add_argument(
         "--socket",
+        type=arguments.nonempty,
         default=default,
         help=f"automd's socket (default ${SOCKET_ENV} or {DEFAULT_SOCKET})",
     )
@@ -164,7 +166,7 @@ def _global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
     )
     parser.add_argument(
         "--timeout",
-        type=float,
+        type=arguments.seconds,
         default=argparse.SUPPRESS if suppress else 30.0,
         help="seconds to wait for each answer from the daemon (default 30)",
     )
@@ -178,7 +180,7 @@ def _global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = arguments.Parser(
         prog="automctl", description="Control automd: run and inspect allowlisted jobs."
     )
     parser.add_argument("--version", action="version", version=f"automctl {__version__}")
@@ -195,53 +197,46 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-# Daemon error codes that have an exit status of their own.
-_EXIT_BY_CODE = {
-    ErrorCode.UNKNOWN_DEFINITION: Exit.NOT_FOUND,
-    ErrorCode.JOB_NOT_FOUND: Exit.NOT_FOUND,
-    ErrorCode.INVALID_PARAMS: Exit.USAGE,
-    ErrorCode.PERMISSION_DENIED: Exit.PERMISSION_DENIED,
-}
-
-
-def _exit_for(error: ClientError) -> Exit:
-    if isinstance(error, DaemonUnreachable):
-        return Exit.UNREACHABLE
-    if isinstance(error, ConnectPermissionDenied):
-        return Exit.PERMISSION_DENIED
-    if isinstance(error, RemoteError):
-        known = {int(code): status for code, status in _EXIT_BY_CODE.items()}
-        return known.get(error.code, Exit.FAILURE)
-    return Exit.FAILURE
-
-
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    socket_path = args.socket or os.environ.get(SOCKET_ENV) or DEFAULT_SOCKET
-    colour = False if args.no_color else None
-    out = Output(sys.stdout, colour=colour)
-    err = Output(sys.stderr, colour=colour)
-    client = RpcClient(
-        socket_path, timeout=args.timeout, trace=sys.stderr if args.verbose else None
-    )
-    ctx = Context(client=client, out=out, err=err, json=args.json)
+    argv = sys.argv[1:] if argv is None else argv
+    # Looked at before parsing, so that a usage error too is {"error": ...} under --json.
+    json_wanted = "--json" in argv
+    out = Output(sys.stdout, colour=False if "--no-color" in argv else None)
+    err = Output(sys.stderr, colour=False if "--no-color" in argv else None)
     try:
+        arguments.check_utf8(argv)
+        args = build_parser().parse_args(argv)
+        socket_path = args.socket or os.environ.get(SOCKET_ENV) or DEFAULT_SOCKET
+        client = RpcClient(
+            socket_path, timeout=args.timeout, trace=sys.stderr if args.verbose else None
+        )
+        ctx = Context(client=client, out=out, err=err, json=args.json)
         return int(args.run(ctx, args))
     except UsageError as error:
-        print(f"automctl: {error}", file=sys.stderr)
-        return int(Exit.USAGE)
+        return _fail(out, json_wanted, str(error), Exit.USAGE)
     except ClientError as error:
-        if args.json and isinstance(error, RemoteError):
-            out.json({"error": error.to_json()})
-        print(f"automctl: {error}", file=sys.stderr)
-        return int(_exit_for(error))
+        detail = error.to_json() if isinstance(error, RemoteError) else None
+        return _fail(out, json_wanted, describe(error), exit_for(error), detail)
+    except JobStillRunning as running:
+        # The job runs on in its unit: say so, and how to stop it (stderr: not the output).
+        job = running.job_id
+        err.line(f"automctl: job {job} is still running; automctl cancel {job} stops it")
+        return int(Exit.INTERRUPTED)
     except KeyboardInterrupt:
-        return 130
+        return int(Exit.INTERRUPTED)
     except BrokenPipeError:
         # The reader went away (automctl logs ID | head): stop quietly, like journalctl. Point
         # stdout at /dev/null so the flush at exit does not fail a second time.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return int(Exit.OK)
+
+
+def _fail(out: Output, json_wanted: bool, message: str, status: Exit, detail: Any = None) -> int:
+    """One line on stderr; under --json also the error as one JSON line on stdout."""
+    if json_wanted:
+        out.json({"error": detail or {"message": message}}, compact=True)
+    print(f"automctl: {message}", file=sys.stderr, flush=True)
+    return int(status)
 
 
 if __name__ == "__main__":

@@ -20,11 +20,19 @@ class Output:
     def paint(self, text: str, colour: str) -> str:
         return f"\x1b[{_COLOURS[colour]}m{text}\x1b[0m" if self.colour else text
 
+    # Each line is flushed as it is written: under a pipe stdout is block-buffered, and a CI
+    # log would otherwise show "Job ID queued" only after the job's end (issue 16).
     def line(self, text: str = "") -> None:
-        print(text, file=self.stream)
+        print(text, file=self.stream, flush=True)
 
-    def json(self, value: Any) -> None:
-        print(json.dumps(value, indent=2, sort_keys=True), file=self.stream)
+    def json(self, value: Any, *, compact: bool = False) -> None:
+        """Pretty by default; `compact`: one line (NDJSON, where other lines are objects too)."""
+        text = (
+            json.dumps(value, sort_keys=True)
+            if compact
+            else json.dumps(value, indent=2, sort_keys=True)
+        )
+        print(text, file=self.stream, flush=True)
 
     def table(self, rows: list[list[str]], *, indent: str = "") -> None:
         """Left-aligned columns; the last column is not padded. Cells may hold colour codes."""

@@ -5,16 +5,23 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
 from automd import __version__
-from automd.ctl.client import RpcClient
-from automd.ctl.context import Context, Exit, UsageError
+from automd.api.codes import ErrorCode
+from automd.ctl.client import RemoteError, RpcClient
+from automd.ctl.context import Context, JobStillRunning, UsageError
+from automd.ctl.exits import Exit, job_exit_status
 from automd.ctl.logs import LogPrinter, follow_logs, print_logs
 from automd.ctl.render import format_duration
+from automd.ctl.sdexit import exit_status_name
 
 _FINISHED = {"succeeded", "failed", "timed_out", "cancelled", "unknown"}
+# A job's transient unit exists only while an attempt runs; after that systemd drops it.
+_UNIT_EXISTS = {"starting", "running"}
 _STATE_COLOURS = {
     "succeeded": "green",
     "failed": "red",
@@ -23,43 +30,49 @@ _STATE_COLOURS = {
     "cancelled": "yellow",
     "waiting_retry": "yellow",
 }
-# systemd-run --wait reports a job killed by a signal as 255; automctl does the same.
-EXIT_KILLED = 255
+
+
+def split_assignments(pairs: list[str]) -> list[tuple[str, str]]:
+    """key=value words -> (key, value); checked before automctl asks the daemon anything."""
+    split = []
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep or not key:
+            raise UsageError(
+                f"{pair[:40]!r} is not key=value (automctl defs DEFINITION lists keys)"
+            )
+        split.append((key, text))
+    return split
 
 
 def parse_assignments(pairs: list[str], schema: dict[str, Any]) -> dict[str, str | int | bool]:
     """key=value words -> params, typed by the definition's JSON Schema."""
     properties: dict[str, Any] = schema.get("properties", {})
     params: dict[str, str | int | bool] = {}
-    for pair in pairs:
-        key, sep, text = pair.partition("=")
-        if not sep or not key:
-            raise UsageError(f"expected key=value, got {pair!r}")
+    for key, text in split_assignments(pairs):
         kind = properties.get(key, {}).get("type")
         if kind == "integer":
             try:
                 params[key] = int(text)
             except ValueError:
-                raise UsageError(f"{key}: {text!r} is not an integer") from None
+                raise UsageError(f"{key}: {text[:40]!r} is not an integer") from None
         elif kind == "boolean":
             lowered = text.lower()
             if lowered not in ("true", "false", "yes", "no", "1", "0"):
-                raise UsageError(f"{key}: {text!r} is not true or false")
+                raise UsageError(f"{key}: {text[:40]!r} is not true or false")
             params[key] = lowered in ("true", "yes", "1")
         else:
             params[key] = text  # unknown keys go through: the daemon names them in its error
     return params
 
 
-def exit_status(job: dict[str, Any]) -> int:
-    """A finished job's status for the shell, like systemd-run --wait."""
-    if job["state"] == "succeeded":
-        return 0
-    if job["signal"] is not None:
-        return EXIT_KILLED
-    if job["exit_code"]:
-        return int(job["exit_code"])
-    return int(Exit.JOB_FAILED)
+@contextmanager
+def _interrupted_is_still_running(job_id: str) -> Iterator[None]:
+    """Ctrl-C stops automctl waiting, not the job: JobStillRunning lets main say so."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        raise JobStillRunning(job_id) from None
 
 
 def wait_for(client: RpcClient, job_id: str, ctx: Context) -> dict[str, Any]:
@@ -67,18 +80,26 @@ def wait_for(client: RpcClient, job_id: str, ctx: Context) -> dict[str, Any]:
     delay = 0.1
     live = ctx.err.stream.isatty() and not ctx.json
     started = time.monotonic()
-    while True:
-        job: dict[str, Any] = client.call("job.get", {"id": job_id})["job"]
-        if job["state"] in _FINISHED:
+    drawn = False
+    try:
+        while True:
+            job: dict[str, Any] = client.call("job.get", {"id": job_id})["job"]
+            if job["state"] in _FINISHED:
+                if drawn:
+                    ctx.err.stream.write("\r\x1b[K")
+                return job
             if live:
-                ctx.err.stream.write("\r\x1b[K")
-            return job
-        if live:
-            elapsed = format_duration(time.monotonic() - started)
-            ctx.err.stream.write(f"\r\x1b[K{job['state']} ({elapsed}) {job['unit'] or ''}")
-            ctx.err.stream.flush()
-        time.sleep(delay)
-        delay = min(delay * 1.5, 1.0)
+                elapsed = format_duration(time.monotonic() - started)
+                unit = job["unit"] if job["state"] in _UNIT_EXISTS else ""
+                ctx.err.stream.write(f"\r\x1b[K{job['state']} ({elapsed}) {unit or ''}")
+                ctx.err.stream.flush()
+                drawn = True
+            time.sleep(delay)
+            delay = min(delay * 1.5, 1.0)
+    except KeyboardInterrupt:
+        if drawn:  # end the status line, so what follows starts on a line of its own
+            ctx.err.stream.write("\n")
+        raise
 
 
 def _runtime(job: dict[str, Any]) -> str:
@@ -91,15 +112,19 @@ def _runtime(job: dict[str, Any]) -> str:
 
 def _summary(ctx: Context, job: dict[str, Any]) -> None:
     state = ctx.err.paint(job["state"], _STATE_COLOURS.get(job["state"], "bold"))
-    ctx.err.line(f"Finished with result: {job['result'] or '-'} ({state})")
+    tries = f" after {job['attempts']} attempts" if job["attempts"] > 1 else ""
+    ctx.err.line(f"Finished with result: {job['result'] or '-'} ({state}){tries}")
     if job["signal"] is not None:
         ctx.err.line(f"Main process terminated with: signal {job['signal']}")
     elif job["exit_code"] is not None:
-        ctx.err.line(f"Main process terminated with: exit status {job['exit_code']}")
-    ctx.err.line(f"Job runtime: {_runtime(job)}  (journalctl AUTOMD_JOB_ID={job['id']})")
+        status = exit_status_name(job["exit_code"])
+        ctx.err.line(f"Main process terminated with: exit status {status}")
+    # automctl logs works for whoever may see the job; journalctl needs journal access.
+    ctx.err.line(f"Job runtime: {_runtime(job)}  (output: automctl logs {job['id']})")
 
 
 def cmd_run(ctx: Context, args: argparse.Namespace) -> int:
+    split_assignments(args.params)  # a malformed word fails before the daemon is asked
     definition = ctx.client.call("definition.get", {"name": args.definition})
     params = parse_assignments(args.params, definition["params_schema"])
     request: dict[str, Any] = {"definition": args.definition, "params": params}
@@ -116,14 +141,16 @@ def cmd_run(ctx: Context, args: argparse.Namespace) -> int:
         if ctx.json:
             ctx.out.json(submitted)
         return int(Exit.OK)
-    if args.follow:
-        follow_logs(ctx, {"id": job["id"]}, LogPrinter(ctx))
-    job = wait_for(ctx.client, job["id"], ctx)
+    with _interrupted_is_still_running(job["id"]):
+        if args.follow:
+            follow_logs(ctx, {"id": job["id"]}, LogPrinter(ctx))
+        job = wait_for(ctx.client, job["id"], ctx)
     if ctx.json:
-        ctx.out.json({"job": job, "replayed": submitted["replayed"]})
+        # After --follow's entries (one object a line) the summary is one line too: NDJSON.
+        ctx.out.json({"job": job, "replayed": submitted["replayed"]}, compact=args.follow)
     elif not args.print_id:
         _summary(ctx, job)
-    return exit_status(job)
+    return job_exit_status(job)
 
 
 def cmd_logs(ctx: Context, args: argparse.Namespace) -> int:
@@ -157,15 +184,16 @@ def cmd_status(ctx: Context, args: argparse.Namespace) -> int:
     if job["result"]:
         outcome = job["result"]
         if job["exit_code"] is not None:
-            outcome += f", exit status {job['exit_code']}"
+            outcome += f", exit status {exit_status_name(job['exit_code'])}"
         if job["signal"] is not None:
             outcome += f", signal {job['signal']}"
         rows.append(["Result:", outcome])
     if job["finished_at"]:
         rows.append(["Finished:", f"{job['finished_at']} (ran {_runtime(job)})"])
     if job["unit"]:
-        rows.append(["Unit:", job["unit"]])
-    rows.append(["Logs:", f"journalctl AUTOMD_JOB_ID={job['id']}"])
+        gone = "" if job["state"] in _UNIT_EXISTS else " (gone: systemd removes it once it ends)"
+        rows.append(["Unit:", job["unit"] + gone])
+    rows.append(["Logs:", f"automctl logs {job['id']}"])
     ctx.out.table(rows)
     for attempt in detail["attempts"]:
         line = f"  attempt {attempt['number']}: {attempt['state']}"
@@ -177,17 +205,26 @@ def cmd_status(ctx: Context, args: argparse.Namespace) -> int:
     return int(Exit.OK)
 
 
+def _cancel(ctx: Context, job_id: str) -> tuple[dict[str, Any], str]:
+    """Cancel one job: the job and a note. A finished job is left as it is, not an error,
+    as `systemctl stop` of a stopped unit succeeds."""
+    try:
+        job: dict[str, Any] = ctx.client.call("job.cancel", {"id": job_id})["job"]
+    except RemoteError as error:
+        if error.code != ErrorCode.INVALID_JOB_STATE:
+            raise
+        job = ctx.client.call("job.get", {"id": job_id})["job"]
+        return job, f"already {job['state']}, nothing to cancel"
+    stopping = job["cancel_requested"] and job["state"] != "cancelled"
+    return job, "stopping" if stopping else job["state"]
+
+
 def cmd_cancel(ctx: Context, args: argparse.Namespace) -> int:
-    results = [ctx.client.call("job.cancel", {"id": job_id})["job"] for job_id in args.ids]
+    results = [_cancel(ctx, job_id) for job_id in args.ids]
     if ctx.json:
-        ctx.out.json({"jobs": results})
+        ctx.out.json({"jobs": [job for job, _note in results]})
     else:
-        for job in results:
-            note = (
-                "stopping"
-                if job["cancel_requested"] and job["state"] != "cancelled"
-                else job["state"]
-            )
+        for job, note in results:
             ctx.out.line(f"Job {job['id']}: {note}")
     return int(Exit.OK)
 
@@ -240,7 +277,7 @@ def cmd_list(ctx: Context, args: argparse.Namespace) -> int:
     for job in result["jobs"]:
         outcome = job["result"] or ""
         if job["exit_code"] not in (None, 0):
-            outcome += f" ({job['exit_code']})"
+            outcome += f" ({exit_status_name(job['exit_code'])})"
         if job["signal"] is not None:
             outcome += f" (signal {job['signal']})"
         state = ctx.out.paint(job["state"], _STATE_COLOURS.get(job["state"], "bold"))
@@ -293,16 +330,19 @@ def cmd_retry(ctx: Context, args: argparse.Namespace) -> int:
 
 def cmd_wait(ctx: Context, args: argparse.Namespace) -> int:
     """Wait for jobs to finish; with --success, exit non-zero if any did not succeed."""
-    finished = [wait_for(ctx.client, job_id, ctx) for job_id in args.ids]
-    if ctx.json:
-        ctx.out.json({"jobs": finished})
-    else:
-        for job in finished:
+    finished = []
+    for job_id in args.ids:
+        with _interrupted_is_still_running(job_id):
+            job = wait_for(ctx.client, job_id, ctx)
+        finished.append(job)
+        if not ctx.json:  # each job as it is seen finished: progress, in a log too
             state = ctx.out.paint(job["state"], _STATE_COLOURS.get(job["state"], "bold"))
             ctx.out.line(f"Job {job['id']}: {state}")
+    if ctx.json:
+        ctx.out.json({"jobs": finished})
     if args.success and any(job["state"] != "succeeded" for job in finished):
         failed = next(job for job in finished if job["state"] != "succeeded")
-        return exit_status(failed)
+        return job_exit_status(failed)
     return int(Exit.OK)
 
 

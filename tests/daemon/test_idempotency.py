@@ -186,8 +186,8 @@ async def test_automctl_run_with_an_idempotency_key_replays_the_same_job(
     submitted = json.loads(out)
     assert (submitted["replayed"], submitted["job"]["id"]) == (True, first.strip())
     assert submitted["job"]["idempotency_key"] == "ctl-nightly"
-    # Other params under the same key: the daemon's conflict, exit status 1.
+    # Other params under the same key: the daemon's conflict, exit status 65 (REFUSED).
     code, _, err = await automctl(daemon, "run", "echo", "text=other", "--idempotency-key",
                                   "ctl-nightly")  # fmt: skip
-    assert code == 1
-    assert "1004" in err
+    assert code == 65
+    assert f'idempotency key "ctl-nightly" was used for job {first.strip()}' in err

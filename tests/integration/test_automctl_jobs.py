@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import re
+import select
+import subprocess
+from collections.abc import Callable
 
-from tests.integration.conftest import CHECKOUT, TEST_USER
+from tests.integration.conftest import CHECKOUT, TEST_USER, WAIT_SECONDS, Gate, wait_for
 from tests.integration.container import Container
 
 AUTOMCTL = str(CHECKOUT / ".venv" / "bin" / "automctl")
@@ -22,14 +25,22 @@ def test_run_wait_prints_a_summary_and_exits_0(container: Container) -> None:
     job_id = re.fullmatch(r"Job (\w{26}) queued\n", out)
     assert job_id, out
     assert "Finished with result: success (succeeded)" in err
-    assert f"journalctl AUTOMD_JOB_ID={job_id.group(1)}" in err
+    assert f"(output: automctl logs {job_id.group(1)})" in err  # works without journal access
     logs = container.journal(f"AUTOMD_JOB_ID={job_id.group(1)}", "_TRANSPORT=stdout")
     assert [e["MESSAGE"] for e in logs] == ["Hello, Ada Lovelace!"]
 
 
 def test_a_failing_jobs_exit_status_passes_through(container: Container) -> None:
-    code, _out, err = automctl(container, "run", "fail", "code=7", "--wait", "-q")
+    code, _out, err = automctl(container, "run", "fail", "code=7", "--wait")
     assert code == 7, err
+    assert "Finished with result: exit-code (failed) after 2 attempts\n" in err  # fail retries
+    assert "Main process terminated with: exit status 7\n" in err
+
+
+def test_systemds_own_exit_status_is_named(container: Container) -> None:
+    code, _out, err = automctl(container, "run", "missing", "--wait")
+    assert code == 203, err
+    assert "Main process terminated with: exit status 203/EXEC\n" in err
 
 
 def test_run_json_and_status(container: Container) -> None:
@@ -56,14 +67,14 @@ def test_cancel_a_running_job(container: Container) -> None:
 
 def test_error_exit_statuses(container: Container) -> None:
     code, _out, err = automctl(container, "run", "nope")
-    assert (code, err.startswith("automctl: No such job definition (1001)")) == (3, True)
+    assert (code, err) == (66, 'automctl: no definition "nope"; automctl defs lists them\n')
     code, _out, err = automctl(container, "run", "fail", "code=999")
-    assert code == 2
-    assert "params.code: must be between 0 and 255" in err
+    assert code == 64
+    assert "code: must be between 0 and 255" in err
     code, _out, err = automctl(container, "run", "fail", "code=abc")
-    assert (code, err.strip()) == (2, "automctl: code: 'abc' is not an integer")
+    assert (code, err.strip()) == (64, "automctl: code: 'abc' is not an integer")
     code, _out, err = automctl(container, "status", "0" * 26)
-    assert (code, "No such job (1002)" in err) == (3, True)
+    assert (code, "no job 00000000000000000000000000" in err) == (66, True)
 
 
 def test_audit_for_root_and_not_for_a_member(container: Container) -> None:
@@ -76,8 +87,8 @@ def test_audit_for_root_and_not_for_a_member(container: Container) -> None:
     alice_uid = container.run(["id", "-u", TEST_USER]).stdout.decode().strip()
     assert newest.split()[2:] == [alice_uid, "automctl", "job.submit", "ok", job_id]
     code, _out, err = automctl(container, "audit")
-    assert code == 4
-    assert "Permission denied (1007)" in err
+    assert code == 77
+    assert err.startswith("automctl: permission denied")
 
 
 def test_list_defs_retry_and_wait(container: Container) -> None:
@@ -101,7 +112,7 @@ def test_list_defs_retry_and_wait(container: Container) -> None:
     code, out, _err = automctl(container, "retry", job_id)
     assert (code, out.strip()) == (0, f"Job {job_id} queued (attempt 3 next)")
     code, _out, err = automctl(container, "retry", "0" * 26)
-    assert (code, "No such job (1002)" in err) == (3, True)
+    assert (code, "no job 00000000000000000000000000" in err) == (66, True)
 
     code, out, _err = automctl(container, "defs")
     assert code == 0
@@ -109,3 +120,76 @@ def test_list_defs_retry_and_wait(container: Container) -> None:
     code, out, _err = automctl(container, "defs", "backup")
     assert re.search(r"^source\s+string\s+\(required\)\s+Directory to archive$", out, re.M)
     assert json.loads(automctl(container, "defs", "hello", "--json")[1])["name"] == "hello"
+
+
+def _line_while_running(proc: subprocess.Popen[bytes]) -> bytes:
+    """The next line of proc's stdout, which must come while the gated job still waits."""
+    assert proc.stdout is not None
+    ready, _, _ = select.select([proc.stdout], [], [], WAIT_SECONDS)
+    assert ready, "no line while the job runs"
+    return proc.stdout.readline()
+
+
+def _state(c: Container, job_id: str) -> str:
+    out = automctl(c, "status", job_id, "--json")[1]
+    return str(json.loads(out)["job"]["state"])
+
+
+def _run_gated(c: Container, gate: Gate, script: str) -> subprocess.Popen[bytes]:
+    """`automctl run gated --wait` as TEST_USER, inside a sh `script` ({} is the command)."""
+    command = f"{AUTOMCTL} run gated gate={gate.name} --wait"
+    return c.popen(["sh", "-c", script.format(command)], user=TEST_USER)
+
+
+def _queued(proc: subprocess.Popen[bytes]) -> str:
+    line = _line_while_running(proc).decode()
+    queued = re.fullmatch(r"Job (\w{26}) queued\n", line)
+    assert queued, line
+    return queued.group(1)
+
+
+def test_under_a_pipe_the_job_id_comes_while_the_job_runs(
+    container: Container, new_gate: Callable[[], Gate]
+) -> None:
+    # `automctl run ... --wait 2>&1 | cat` in a CI log: stdout is a pipe, stderr on it too.
+    gate = new_gate()
+    with _run_gated(container, gate, "exec {} 2>&1 | cat") as proc:
+        job_id = _queued(proc)
+        assert _state(container, job_id) not in ("succeeded", "failed")
+        gate.open_all()
+        rest, _ = proc.communicate(timeout=WAIT_SECONDS)
+    assert rest.decode().startswith("Finished with result: success (succeeded)")
+
+
+def test_ctrl_c_while_waiting_leaves_the_job_running_and_says_so(
+    container: Container, new_gate: Callable[[], Gate]
+) -> None:
+    # The shell prints its pid (the container's view), then becomes automctl.
+    with _run_gated(container, new_gate(), "echo $$; exec {}") as proc:
+        pid = _line_while_running(proc).decode().strip()
+        job_id = _queued(proc)
+        wait_for("the job runs", lambda: _state(container, job_id), lambda s: s == "running")
+        container.run(["kill", "-INT", pid])
+        _out, err = proc.communicate(timeout=WAIT_SECONDS)
+    assert proc.returncode == 130
+    assert err.decode() == (
+        f"automctl: job {job_id} is still running; automctl cancel {job_id} stops it\n"
+    )
+    assert _state(container, job_id) == "running"
+    code, out, _ = automctl(container, "cancel", job_id)
+    assert (code, out) == (0, f"Job {job_id}: stopping\n")
+
+
+def test_run_follow_json_is_ndjson_to_the_end(container: Container) -> None:
+    code, out, err = automctl(container, "run", "hello", "name=nd", "--follow", "--json")
+    assert code == 0, err
+    *entries, summary = [json.loads(line) for line in out.splitlines()]
+    assert [e["message"] for e in entries] == ["Hello, nd!"]
+    assert summary["job"]["state"] == "succeeded"
+
+
+def test_a_finished_jobs_status_says_its_unit_is_gone(container: Container) -> None:
+    job_id = automctl(container, "run", "hello", "--wait", "-q")[1].strip()
+    out = automctl(container, "status", job_id)[1]
+    assert re.search(r"^Unit:\s+\S+\.service \(gone", out, re.M), out
+    assert re.search(rf"^Logs:\s+automctl logs {job_id}$", out, re.M), out

@@ -156,8 +156,8 @@ async def test_logs_of_another_users_job_read_as_not_found(container: Container)
     api = Api(container)
     job = await api.submit("hello")  # root's job
     proc = container.run([AUTOMCTL, "logs", job["id"]], user=TEST_USER, check=False)
-    assert proc.returncode == 3
-    assert b"No such job (1002)" in proc.stderr
+    assert proc.returncode == 66  # NOT_FOUND
+    assert f"no job {job['id']} (or it is not yours)".encode() in proc.stderr
 
 
 def _following(health: dict[str, Any]) -> int:

@@ -1,19 +1,45 @@
-"""automctl's pure parts: key=value typing and exit statuses."""
+"""automctl against its own parsing and a fake automd (tests/unit/fake_automd.py): typing of
+key=value words, exit statuses, messages, hostile option values, output order and Ctrl-C."""
 
 from __future__ import annotations
 
+import json
+import os
+import re
+import select
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from automd.ctl.context import Exit, UsageError
-from automd.ctl.main import build_parser
-from automd.ctl.verbs import EXIT_KILLED, exit_status, parse_assignments, relative_time
+from automd.api.codes import ErrorCode
+from automd.ctl.client import (
+    ClientError,
+    ConnectPermissionDenied,
+    DaemonUnreachable,
+    NoAnswer,
+    RemoteError,
+)
+from automd.ctl.context import UsageError
+from automd.ctl.exits import Exit, exit_for, job_exit_status
+from automd.ctl.main import build_parser, main
+from automd.ctl.messages import describe
+from automd.ctl.sdexit import exit_status_name
+from automd.ctl.times import parse_time
+from automd.ctl.verbs import parse_assignments, relative_time
+from tests.unit.fake_automd import Method, Refuse, fake_automd, job_view
 
 SCHEMA = {
     "properties": {"n": {"type": "integer"}, "b": {"type": "boolean"}, "s": {"type": "string"}}
 }
+JOB = "0" * 26
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_assignments_are_typed_by_the_schema() -> None:
@@ -26,7 +52,7 @@ def test_assignments_are_typed_by_the_schema() -> None:
     [
         ("n=x", "not an integer"),
         ("b=maybe", "true or false"),
-        ("novalue", "expected key=value"),
+        ("novalue", "is not key=value"),
         ("=v", "key=value"),
     ],
 )
@@ -45,22 +71,56 @@ def job(state: str, exit_code: int | None = None, signal: int | None = None) -> 
         (job("succeeded", 0), 0),
         (job("succeeded", None), 0),
         (job("failed", 3), 3),
-        (job("failed", None, 9), EXIT_KILLED),
-        (job("timed_out", None, 15), EXIT_KILLED),
-        (job("cancelled", None, 15), EXIT_KILLED),
-        (job("failed", None, None), int(Exit.JOB_FAILED)),
-        (job("unknown"), int(Exit.JOB_FAILED)),
+        (job("failed", 203), 203),
+        (job("failed", None, 9), Exit.KILLED),
+        (job("timed_out", None, 15), Exit.KILLED),
+        (job("cancelled", None, 15), Exit.KILLED),
+        (job("failed", None, None), Exit.FAILURE),
+        (job("unknown"), Exit.FAILURE),
     ],
 )
 def test_exit_status_passes_the_jobs_through(finished: dict[str, Any], status: int) -> None:
-    assert exit_status(finished) == status
+    assert job_exit_status(finished) == status
+
+
+def test_automctls_own_statuses_cannot_be_a_jobs_0_to_63() -> None:
+    own = {s for s in Exit if s not in (Exit.OK, Exit.FAILURE, Exit.KILLED, Exit.INTERRUPTED)}
+    assert all(64 <= s <= 78 for s in own), own  # sysexits.h's range
+
+
+@pytest.mark.parametrize(
+    ("error", "status"),
+    [
+        (RemoteError(int(ErrorCode.JOB_NOT_FOUND), ""), Exit.NOT_FOUND),
+        (RemoteError(int(ErrorCode.UNKNOWN_DEFINITION), ""), Exit.NOT_FOUND),
+        (RemoteError(int(ErrorCode.INVALID_PARAMS), ""), Exit.USAGE),
+        (RemoteError(int(ErrorCode.INVALID_JOB_STATE), ""), Exit.REFUSED),
+        (RemoteError(int(ErrorCode.QUEUE_FULL), ""), Exit.TEMPFAIL),
+        (RemoteError(int(ErrorCode.PERMISSION_DENIED), ""), Exit.NOPERM),
+        (RemoteError(int(ErrorCode.INTERNAL_ERROR), ""), Exit.SOFTWARE),
+        (RemoteError(int(ErrorCode.METHOD_NOT_FOUND), ""), Exit.PROTOCOL),
+        (RemoteError(4242, ""), Exit.PROTOCOL),
+        (NoAnswer("slow"), Exit.TEMPFAIL),
+        (DaemonUnreachable("gone"), Exit.UNAVAILABLE),
+        (ConnectPermissionDenied("no"), Exit.NOPERM),
+    ],
+    ids=lambda v: type(v).__name__ if isinstance(v, Exception) else str(v),
+)
+def test_automctls_failures_map_to_their_status(error: ClientError, status: Exit) -> None:
+    assert exit_for(error) == status
+
+
+def test_systemd_exit_statuses_are_named() -> None:
+    assert [exit_status_name(s) for s in (203, 217, 226, 3)] == [
+        "203/EXEC", "217/USER", "226/NAMESPACE", "3"
+    ]  # fmt: skip
 
 
 def test_global_options_before_or_after_the_verb() -> None:
     parser = build_parser()
-    assert parser.parse_args(["--json", "status", "x"]).json is True
-    assert parser.parse_args(["status", "x", "--json"]).json is True
-    assert parser.parse_args(["show", "x"]).id == "x"
+    assert parser.parse_args(["--json", "status", JOB]).json is True
+    assert parser.parse_args(["status", JOB, "--json"]).json is True
+    assert parser.parse_args(["show", JOB]).id == JOB
 
 
 def test_relative_time() -> None:
@@ -68,3 +128,324 @@ def test_relative_time() -> None:
     assert relative_time("2026-11-22T11:57:00Z", now) == "3min ago"
     assert relative_time("2026-11-22T12:00:30Z", now) == "30s from now"
     assert relative_time(None, now) == "-"
+
+
+@pytest.mark.parametrize(
+    ("typed", "sent"),
+    [
+        ("1h", "2026-11-22T11:00:00Z"),
+        ("30m", "2026-11-22T11:30:00Z"),
+        ("2d", "2026-11-20T12:00:00Z"),
+        ("1h 30min ago", "2026-11-22T10:30:00Z"),
+        ("2026-11-01T08:00:00+01:00", "2026-11-01T07:00:00Z"),
+        ("2026-11-01T08:00:00Z", "2026-11-01T08:00:00Z"),
+    ],
+)
+def test_times_as_people_type_them(typed: str, sent: str) -> None:
+    assert parse_time(typed, datetime(2026, 11, 22, 12, 0, 0, tzinfo=UTC)) == sent
+
+
+def test_yesterday_is_the_start_of_the_local_day_before() -> None:
+    now = datetime(2026, 11, 22, 12, 0, 0, tzinfo=UTC)
+    midnight = datetime.fromisoformat(parse_time("yesterday", now)).astimezone()
+    assert (midnight.hour, midnight.minute, midnight.date()) == (0, 0, (now.astimezone().date()
+            .fromordinal(now.astimezone().date().toordinal() - 1)))  # fmt: skip
+
+
+# --- the one place that words automd's errors -----------------------------------------------
+
+
+def remote(code: ErrorCode, data: Any, method: str = "", **params: Any) -> RemoteError:
+    error = RemoteError(int(code), "raw message", data)
+    error.method, error.params = method, params
+    return error
+
+
+@pytest.mark.parametrize(
+    ("error", "sentence"),
+    [
+        (remote(ErrorCode.UNKNOWN_DEFINITION, {"definition": "nope"}),
+         'no definition "nope"; automctl defs lists them'),
+        (remote(ErrorCode.JOB_NOT_FOUND, {"id": JOB}),
+         f"no job {JOB} (or it is not yours); automctl list shows your jobs"),
+        (remote(ErrorCode.INVALID_JOB_STATE, {"id": JOB, "state": "running", "operation": "retry"}),
+         f"job {JOB} is running: only a finished job can be retried; automctl wait {JOB}"),
+        (remote(ErrorCode.INVALID_PARAMS, {"field": "name", "reason": "String should match"},
+                "definition.get", name="Hello"),
+         "'Hello' is not a definition name; automctl defs lists them"),
+        (remote(ErrorCode.INVALID_PARAMS, {"field": "params.colour", "reason": "unknown parameter"},
+                "job.submit", definition="hello"),
+         'hello has no parameter "colour"; automctl defs hello lists them'),
+        (remote(ErrorCode.INVALID_PARAMS, {"field": "params.code", "reason": "must be 0-255"},
+                "job.submit", definition="fail"),
+         "code: must be 0-255; automctl defs fail describes its parameters"),
+        (remote(ErrorCode.INVALID_PARAMS, {"field": "since", "reason": "input is too short"}),
+         "--since: input is too short"),
+        (remote(ErrorCode.PERMISSION_DENIED, {"action": "org.automd.audit", "reason": "admin"}),
+         "permission denied: admin; an administrator can grant org.automd.audit"
+         " (docs/polkit.md)"),
+    ],
+)  # fmt: skip
+def test_errors_become_a_sentence_naming_what_to_do(error: RemoteError, sentence: str) -> None:
+    assert describe(error) == sentence
+
+
+@pytest.mark.parametrize("code", list(ErrorCode), ids=lambda c: c.name)
+@pytest.mark.parametrize("data", [None, {}, "text", {"field": None, "reason": None}])
+def test_every_error_code_is_one_line_whatever_its_data(code: ErrorCode, data: Any) -> None:
+    sentence = describe(remote(code, data))
+    assert sentence
+    assert "\n" not in sentence
+
+
+# --- hostile option values: one line, a documented status, never a traceback ----------------
+
+HOSTILE = ["-1", "0", "nan", "inf", "-inf", "1e400", "", "\udcff\udcfe", "9" * 5000,
+           "x" * 100_000, "1_0e", "-x"]  # fmt: skip
+# (argv with {} where the hostile value goes, whether every hostile value is a usage error)
+FORMS = [
+    (["--timeout", "{}", "list"], True),
+    (["list", "-n", "{}"], True),
+    (["list", "--since", "{}"], True),
+    (["list", "--definition", "{}"], False),
+    (["list", "--state", "{}"], True),
+    (["audit", "-n", "{}"], True),
+    (["audit", "--uid", "{}"], False),  # 0 is root's
+    (["audit", "--since", "{}"], True),
+    (["audit", "--method", "{}"], False),
+    (["audit", "--outcome", "{}"], True),
+    (["logs", JOB, "-n", "{}"], True),
+    (["logs", JOB, "--attempt", "{}"], True),
+    (["status", "{}"], True),
+    (["show", "{}"], True),
+    (["logs", "{}"], True),
+    (["cancel", JOB, "{}"], True),
+    (["retry", "{}"], True),
+    (["wait", "{}"], True),
+    (["run", "{}"], False),
+    (["run", "hello", "{}"], False),
+    (["run", "hello", "--idempotency-key", "{}"], False),
+    (["defs", "{}"], False),
+    (["completion", "{}"], True),
+    (["--socket", "{}", "version"], False),
+    (["health", "{}"], True),
+]
+
+
+@pytest.fixture
+def no_daemon(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    path = tmp_path / "automd.sock"
+    monkeypatch.setenv("AUTOMD_SOCKET", str(path))
+    return path
+
+
+@pytest.mark.parametrize("value", HOSTILE, ids=lambda v: repr(v)[:12])
+@pytest.mark.parametrize(
+    ("form", "always_usage"), [pytest.param(*f, id=" ".join(f[0])) for f in FORMS]
+)
+def test_hostile_values_end_in_one_line_and_a_documented_status(
+    no_daemon: Path,
+    capsys: pytest.CaptureFixture[str],
+    form: list[str],
+    always_usage: bool,
+    value: str,
+) -> None:
+    argv = [value if word == "{}" else word for word in form]
+    status = main(argv)
+    out, err = capsys.readouterr()
+    assert "Traceback" not in out + err
+    assert len(err.splitlines()) == 1, err[:500]
+    assert err.startswith("automctl: ")
+    # Anything not refused at once is sent, and there is no daemon (or `run hello x`).
+    assert status in ((Exit.USAGE,) if always_usage else (Exit.USAGE, Exit.UNAVAILABLE))
+
+
+def test_a_usage_mistake_is_one_line_pointing_at_help(
+    no_daemon: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["list", "--frob"]) == Exit.USAGE
+    out, err = capsys.readouterr()
+    assert (out, err) == ("", "automctl: unrecognized arguments: --frob (see automctl --help)\n")
+    assert main(["--json", "list", "-n", "0"]) == Exit.USAGE
+    out, err = capsys.readouterr()
+    assert json.loads(out)["error"]["message"] in err
+
+
+def test_a_malformed_key_value_fails_before_the_daemon_is_asked(
+    no_daemon: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["run", "hello", "nonsense", "--json"]) == Exit.USAGE
+    out, err = capsys.readouterr()
+    assert "is not key=value" in json.loads(out)["error"]["message"]
+    assert len(err.splitlines()) == 1
+
+
+def test_unreachable_under_json_is_an_error_object(
+    no_daemon: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["--json", "status", JOB]) == Exit.UNAVAILABLE
+    out, _err = capsys.readouterr()
+    assert "no such socket" in json.loads(out)["error"]["message"]
+
+
+# --- against a fake automd --------------------------------------------------------------------
+
+
+@pytest.fixture
+def socket_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    # AF_UNIX paths are short (108 bytes): pytest's tmp_path may be longer.
+    path = Path(f"/tmp/automctl-test-{os.getpid()}-{id(tmp_path)}.sock")
+    monkeypatch.setenv("AUTOMD_SOCKET", str(path))
+    yield path
+    path.unlink(missing_ok=True)
+
+
+HELLO = {"name": "hello", "description": "Print a greeting", "params_schema": {"properties": {}}}
+
+
+def finished(**fields: Any) -> dict[str, Any]:
+    return job_view(state="failed", result="exit-code", finished_at="2026-11-22T12:00:03+00:00",
+                    unit="automd-hello-x.service", **fields)  # fmt: skip
+
+
+def test_cancelling_a_finished_job_succeeds_like_systemctl_stop(
+    socket_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def cancel(params: dict[str, Any]) -> Any:
+        raise Refuse(1003, "The job's state does not allow this",
+                     {"id": params["id"], "state": "succeeded", "operation": "cancel"})  # fmt: skip
+
+    methods = {"job.cancel": cancel, "job.get": lambda p: {"job": job_view(state="succeeded")}}
+    with fake_automd(socket_path, methods):
+        assert main(["cancel", JOB]) == Exit.OK
+    assert capsys.readouterr().out == f"Job {JOB}: already succeeded, nothing to cancel\n"
+
+
+def test_summary_names_systemds_status_retries_and_a_log_command_that_works(
+    socket_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    done = finished(exit_code=203, attempts=3, max_attempts=3)
+    methods = {
+        "definition.get": lambda p: HELLO,
+        "job.submit": lambda p: {"job": job_view(), "replayed": False},
+        "job.get": lambda p: {"job": done, "attempts": [], "events": []},
+    }
+    with fake_automd(socket_path, methods):
+        assert main(["run", "hello", "--wait"]) == 203
+        _out, err = capsys.readouterr()
+        assert "Finished with result: exit-code (failed) after 3 attempts\n" in err
+        assert "Main process terminated with: exit status 203/EXEC\n" in err
+        assert f"(output: automctl logs {JOB})" in err
+        assert "journalctl" not in err
+        assert main(["status", JOB]) == Exit.OK
+        out, _err = capsys.readouterr()
+        assert re.search(r"^Unit: +automd-hello-x.service \(gone", out, re.M), out
+        assert re.search(rf"^Logs: +automctl logs {JOB}$", out, re.M), out
+
+
+def test_follow_json_is_one_object_per_line_to_the_end(
+    socket_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    entry = {"message": "hi", "priority": 6, "cursor": "c1"}
+    logs = {"entries": [entry, entry], "cursor": "c1", "finished": True, "more": False}
+    methods = {
+        "definition.get": lambda p: HELLO,
+        "job.submit": lambda p: {"job": job_view(), "replayed": False},
+        "job.logs": lambda p: logs,
+        "job.get": lambda p: {"job": finished(exit_code=1), "attempts": [], "events": []},
+    }
+    with fake_automd(socket_path, methods):
+        assert main(["run", "hello", "--follow", "--json"]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    objects = [json.loads(line) for line in lines]
+    assert [o.get("message") for o in objects] == ["hi", "hi", None]
+    assert objects[-1]["job"]["exit_code"] == 1
+
+
+def test_list_names_systemds_exit_statuses(
+    socket_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    methods: dict[str, Method] = {
+        "job.list": lambda p: {"jobs": [finished(exit_code=217)], "next_cursor": None}
+    }
+    with fake_automd(socket_path, methods):
+        assert main(["list"]) == Exit.OK
+    assert capsys.readouterr().out.splitlines()[1].endswith("exit-code (217/USER)")
+
+
+def test_since_takes_an_age(socket_path: Path) -> None:
+    methods: dict[str, Method] = {"job.list": lambda p: {"jobs": [], "next_cursor": None}}
+    with fake_automd(socket_path, methods) as calls:
+        assert main(["list", "--since", "1h"]) == Exit.OK
+    sent = datetime.fromisoformat(calls[0][1]["since"])
+    assert 3590 < (datetime.now(UTC) - sent).total_seconds() < 3700
+
+
+@pytest.fixture
+def running_job(socket_path: Path) -> Iterator[tuple[Path, threading.Event, threading.Event]]:
+    """A fake whose job runs until `end` is set; `asked` is set once automctl polls it."""
+    end, asked = threading.Event(), threading.Event()
+
+    def get(params: dict[str, Any]) -> Any:
+        asked.set()
+        state = finished(exit_code=0) | {"state": "succeeded"} if end.is_set() else job_view(
+            state="running", unit="automd-hello-x.service")  # fmt: skip
+        return {"job": state, "attempts": [], "events": []}
+
+    methods: dict[str, Method] = {
+        "definition.get": lambda p: HELLO,
+        "job.submit": lambda p: {"job": job_view(), "replayed": False},
+        "job.get": get,
+    }
+    with fake_automd(socket_path, methods):
+        yield socket_path, end, asked
+    end.set()
+
+
+# Without PYTHONUNBUFFERED (set in some shells): stdout block-buffered, as in a CI pipe.
+ENV = {name: value for name, value in os.environ.items() if name != "PYTHONUNBUFFERED"}
+
+
+def automctl(socket_path: Path, *args: str) -> subprocess.Popen[bytes]:
+    """automctl as its own process, stdout a pipe with stderr on it too (2>&1 | cat)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "automd.ctl.main", *args],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        env=ENV | {"AUTOMD_SOCKET": str(socket_path)}, cwd=ROOT,
+    )  # fmt: skip
+
+
+def first_line(proc: subprocess.Popen[bytes], within: float = 30.0) -> bytes:
+    assert proc.stdout is not None
+    ready, _, _ = select.select([proc.stdout], [], [], within)
+    assert ready, f"no line within {within:g}s while the job runs"
+    return proc.stdout.readline()
+
+
+def test_under_a_pipe_the_queued_line_comes_while_the_job_runs(
+    running_job: tuple[Path, threading.Event, threading.Event],
+) -> None:
+    path, end, _asked = running_job
+    with automctl(path, "run", "hello", "--wait") as proc:
+        assert first_line(proc) == f"Job {JOB} queued\n".encode()
+        end.set()
+        rest, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0
+    assert rest.decode().startswith("Finished with result:")
+
+
+@pytest.mark.parametrize("verb", [["run", "hello", "--wait"], ["wait", JOB]], ids=str)
+def test_ctrl_c_while_waiting_says_the_job_runs_on(
+    running_job: tuple[Path, threading.Event, threading.Event], verb: list[str]
+) -> None:
+    path, _end, asked = running_job
+    with automctl(path, *verb) as proc:
+        if verb[0] == "run":
+            first_line(proc)
+        assert asked.wait(30)  # polling the running job
+        proc.send_signal(signal.SIGINT)
+        rest, _ = proc.communicate(timeout=60)
+    assert proc.returncode == Exit.INTERRUPTED
+    assert rest.decode() == (
+        f"automctl: job {JOB} is still running; automctl cancel {JOB} stops it\n"
+    )

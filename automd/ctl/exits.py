@@ -1,0 +1,77 @@
+"""automctl's exit statuses, in one place (docs/automctl.md's table; a test keeps them equal).
+
+The job's own status passes through `run --wait` and `wait --success`, as with systemd-run
+--wait, so automctl's own failures use sysexits.h's range (64-78): a job exiting 3 is not
+"not found". Statuses 1 and 255 keep systemd-run's meanings.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+from typing import Any
+
+from automd.api.codes import ErrorCode
+from automd.ctl.client import (
+    ClientError,
+    ConnectPermissionDenied,
+    DaemonUnreachable,
+    NoAnswer,
+    RemoteError,
+)
+
+
+class Exit(IntEnum):
+    OK = 0
+    FAILURE = 1  # a waited-for job failed without a status of its own; health is degraded
+    USAGE = 64  # EX_USAGE: invalid arguments or job parameters
+    REFUSED = 65  # EX_DATAERR: the job's state or an earlier request does not allow it
+    NOT_FOUND = 66  # EX_NOINPUT: no such job or definition
+    UNAVAILABLE = 69  # EX_UNAVAILABLE: automd (or systemd behind it) cannot be reached
+    SOFTWARE = 70  # EX_SOFTWARE: automd failed unexpectedly
+    TEMPFAIL = 75  # EX_TEMPFAIL: busy, queue full or no answer in time; try again later
+    PROTOCOL = 76  # EX_PROTOCOL: an answer automctl does not understand
+    NOPERM = 77  # EX_NOPERM: the socket or automd refused the caller
+    INTERRUPTED = 130  # Ctrl-C, as a shell reports SIGINT (128 + 2)
+    KILLED = 255  # the job was ended by a signal, as systemd-run --wait reports it
+
+
+_BY_CODE = {
+    ErrorCode.INVALID_PARAMS: Exit.USAGE,
+    ErrorCode.UNKNOWN_DEFINITION: Exit.NOT_FOUND,
+    ErrorCode.JOB_NOT_FOUND: Exit.NOT_FOUND,
+    ErrorCode.INVALID_JOB_STATE: Exit.REFUSED,
+    ErrorCode.IDEMPOTENCY_CONFLICT: Exit.REFUSED,
+    ErrorCode.QUEUE_FULL: Exit.TEMPFAIL,
+    ErrorCode.SERVER_BUSY: Exit.TEMPFAIL,
+    ErrorCode.REQUEST_TIMEOUT: Exit.TEMPFAIL,
+    ErrorCode.SYSTEMD_UNAVAILABLE: Exit.UNAVAILABLE,
+    ErrorCode.PERMISSION_DENIED: Exit.NOPERM,
+    ErrorCode.REQUEST_TOO_LARGE: Exit.USAGE,
+    ErrorCode.INTERNAL_ERROR: Exit.SOFTWARE,
+}
+
+
+def exit_for(error: ClientError) -> Exit:
+    """The status of a failure of automctl's own (never a job's)."""
+    if isinstance(error, NoAnswer):
+        return Exit.TEMPFAIL
+    if isinstance(error, DaemonUnreachable):
+        return Exit.UNAVAILABLE
+    if isinstance(error, ConnectPermissionDenied):
+        return Exit.NOPERM
+    if isinstance(error, RemoteError):
+        return {int(code): status for code, status in _BY_CODE.items()}.get(
+            error.code, Exit.PROTOCOL
+        )
+    return Exit.PROTOCOL
+
+
+def job_exit_status(job: dict[str, Any]) -> int:
+    """A finished job's status for the shell, as systemd-run --wait computes it."""
+    if job["state"] == "succeeded":
+        return int(Exit.OK)
+    if job["signal"] is not None:
+        return int(Exit.KILLED)
+    if job["exit_code"]:
+        return int(job["exit_code"])
+    return int(Exit.FAILURE)
