@@ -21,7 +21,7 @@ from automd import __version__, daemon
 from automd.api.codes import DEFAULT_SOCKET
 from automd.ctl import main as ctl
 from automd.ctl.completion import parser_commands
-from automd.ctl.context import Exit
+from automd.ctl.exits import MEANINGS
 
 
 @dataclass(frozen=True)
@@ -33,16 +33,6 @@ class Page:
     exit_status: tuple[tuple[str, str], ...] = ()
     see_also: tuple[str, ...] = ()
 
-
-_EXIT_MEANING = {
-    Exit.OK: "success",
-    Exit.FAILURE: "the daemon reported an error, or health is degraded",
-    Exit.USAGE: "invalid arguments",
-    Exit.NOT_FOUND: "no such job or definition",
-    Exit.PERMISSION_DENIED: "the socket or polkit refused the caller",
-    Exit.UNREACHABLE: "no daemon at the socket, or it did not answer",
-    Exit.JOB_FAILED: "a waited-for job failed without an exit status of its own",
-}
 
 PAGES = {
     "automd": Page(
@@ -71,8 +61,8 @@ PAGES = {
         parser=ctl.build_parser,
         files=((DEFAULT_SOCKET, f"automd's socket, unless --socket or ${ctl.SOCKET_ENV}"),),
         exit_status=(
-            *((str(int(code)), meaning) for code, meaning in _EXIT_MEANING.items()),
-            ("", "run --wait and wait pass a finished job's own exit status through."),
+            *((str(int(status)), text.replace("`", "")) for status, text in MEANINGS.items()),
+            ("", "run --wait and wait --success pass a finished job's own exit status through."),
         ),
         see_also=("automd(8)",),
     ),

@@ -41,6 +41,12 @@ def systemd_exit_status(code: int | None) -> str | None:
     return f"{code}/{SYSTEMD_EXIT_STATUSES[code]}"
 
 
+def exit_status_name(status: int) -> str:
+    """`203/EXEC` for systemd's own statuses, as `systemctl status` shows them; a job's own
+    status (3) as it is."""
+    return systemd_exit_status(status) or str(status)
+
+
 def setup_failure(code: int | None) -> str | None:
     """A sentence for an exit status systemd itself produced before the job's program ran."""
     name = systemd_exit_status(code)

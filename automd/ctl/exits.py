@@ -35,6 +35,47 @@ class Exit(IntEnum):
     KILLED = 255  # the job was ended by a signal, as systemd-run --wait reports it
 
 
+#: What each status means: docs/automctl.md's table and the man page show exactly these.
+MEANINGS: dict[Exit, str] = {
+    Exit.OK: "success (for `run --wait`: the job succeeded)",
+    Exit.FAILURE: (
+        "a waited-for job failed without an exit status of its own (as systemd-run); "
+        "`health`: degraded"
+    ),
+    Exit.USAGE: (
+        "invalid arguments (sysexits EX_USAGE): an option's value, a `key=value` word, or job"
+        " parameters automd refused (-32602), or a request too large (-32001)"
+    ),
+    Exit.REFUSED: (
+        "the job's state or an earlier request does not allow it (EX_DATAERR): `retry` of an "
+        "unfinished job (1003), an idempotency key used with other parameters (1004)"
+    ),
+    Exit.NOT_FOUND: "no such job or definition (EX_NOINPUT; 1001, 1002)",
+    Exit.UNAVAILABLE: (
+        "automd cannot be reached: no socket, connection refused (EX_UNAVAILABLE); or automd "
+        "cannot reach systemd (1006)"
+    ),
+    Exit.SOFTWARE: "automd failed unexpectedly (EX_SOFTWARE; -32603): its journal says why",
+    Exit.TEMPFAIL: (
+        "try again later (EX_TEMPFAIL): no answer within `--timeout`, automd busy (-32000, "
+        "-32002), or too many unfinished jobs (1005)"
+    ),
+    Exit.PROTOCOL: (
+        "an answer automctl does not understand, or a protocol error between the two "
+        "(EX_PROTOCOL): e.g. -32601 from an automd older than automctl, or an error code "
+        "automctl does not know"
+    ),
+    Exit.NOPERM: (
+        "permission denied (EX_NOPERM): the socket refused the connection (not root and not "
+        "in group `automd`), or automd denied the call (1007)"
+    ),
+    Exit.INTERRUPTED: (
+        "Ctrl-C (128 + SIGINT); a job being waited for runs on, and automctl says how to cancel it"
+    ),
+    Exit.KILLED: "`run --wait`, `wait --success`: a signal ended the job",
+}
+
+
 _BY_CODE = {
     ErrorCode.INVALID_PARAMS: Exit.USAGE,
     ErrorCode.UNKNOWN_DEFINITION: Exit.NOT_FOUND,

@@ -12,12 +12,12 @@ from typing import Any
 
 from automd import __version__
 from automd.api.codes import ErrorCode
+from automd.api.exit_status import exit_status_name
 from automd.ctl.client import RemoteError, RpcClient
 from automd.ctl.context import Context, JobStillRunning, UsageError
 from automd.ctl.exits import Exit, job_exit_status
 from automd.ctl.logs import LogPrinter, follow_logs, print_logs
 from automd.ctl.render import format_duration
-from automd.ctl.sdexit import exit_status_name
 
 _FINISHED = {"succeeded", "failed", "timed_out", "cancelled", "unknown"}
 # A job's transient unit exists only while an attempt runs; after that systemd drops it.

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from automd.api.codes import ErrorCode
+from automd.api.exit_status import exit_status_name
 from automd.ctl.client import (
     ClientError,
     ConnectPermissionDenied,
@@ -30,7 +31,6 @@ from automd.ctl.context import UsageError
 from automd.ctl.exits import Exit, exit_for, job_exit_status
 from automd.ctl.main import build_parser, main
 from automd.ctl.messages import describe
-from automd.ctl.sdexit import exit_status_name
 from automd.ctl.times import parse_time
 from automd.ctl.verbs import parse_assignments, relative_time
 from tests.unit.fake_automd import Method, Refuse, fake_automd, job_view

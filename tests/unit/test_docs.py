@@ -9,7 +9,7 @@ import pytest
 
 from automd.api.codes import API_VERSION, ErrorCode
 from automd.api.methods import METHODS
-from automd.ctl.exits import Exit
+from automd.ctl.exits import MEANINGS, Exit
 from automd.ctl.main import VERBS
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
@@ -49,8 +49,10 @@ def test_the_documented_exit_statuses_are_automctls() -> None:
     # docs/automctl.md's table, row by row: `| 66 | `NOT_FOUND` | ... |` is Exit.NOT_FOUND.
     docs = (DOCS / "automctl.md").read_text()
     table = docs[docs.index("## Exit status") :].split("\n## ", 1)[0]
-    rows = re.findall(r"^\| (\d+) \| `([A-Z_]+)` \|", table, re.M)
-    assert [(int(status), name) for status, name in rows] == [(s.value, s.name) for s in Exit]
+    rows = re.findall(r"^\| (\d+) \| `([A-Z_]+)` \| (.+) \|$", table, re.M)
+    assert [(int(status), name) for status, name, _ in rows] == [(s.value, s.name) for s in Exit]
+    # ...and says what exits.MEANINGS says (the man page prints those).
+    assert {Exit[name]: meaning for _, name, meaning in rows} == MEANINGS
 
 
 def test_the_per_job_rule_in_the_docs_is_the_one_the_tests_install() -> None:

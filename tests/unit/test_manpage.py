@@ -9,7 +9,7 @@ import pytest
 
 from automd import manpage
 from automd.ctl.completion import parser_commands
-from automd.ctl.context import Exit
+from automd.ctl.exits import Exit
 from automd.ctl.main import VERBS
 
 
