@@ -35,7 +35,8 @@ CHECKOUT = Path(__file__).resolve().parents[2]
 README = CHECKOUT / "README.md"
 #: The fenced block after this comment in README.md holds the two commands.
 MARKER = "<!-- the two commands -->"
-#: Outside the checkout, kept between runs: the debootstrapped root (bookworm-YYYYMMDD).
+#: Outside the checkout, kept between runs: the debootstrapped root (bookworm-YYYYMMDD, the
+#: newest one is used; delete the directory to make a new one). AUTOMD_TEST_CACHE moves it.
 CACHE_DIR = Path(os.environ.get("AUTOMD_TEST_CACHE", "/var/cache/automd-tests"))
 SUITE = "bookworm"
 #: Where the checkout goes in the root: a user's clone in root's home.
