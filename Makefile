@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 # Debian's interpreter: it lives under /usr, which the test container shares with the host.
 PYTHON ?= /usr/bin/python3
 
-.PHONY: test unit daemon-tests no-root lint venv demo bench clean
+.PHONY: test unit daemon-tests no-root lint venv apt-packages demo bench clean
 
 test: lint
 	$(BIN)/pytest
@@ -31,6 +31,13 @@ bench: venv
 	$(BIN)/python -m bench.run
 
 # automctl's wall time per command against a real automd (bench/README.md); about 15 seconds.
+# The README's two commands (make demo, make test), verbatim, in a pristine Debian 12 root with
+# a clone of this checkout (tests/readme/pristine.py; root). Not part of `make test`, which it
+# runs inside; .ci/run runs it after `make test`.
+.PHONY: readme-test
+readme-test: venv
+	$(BIN)/pytest tests/readme
+
 .PHONY: bench-automctl
 bench-automctl: venv
 	$(BIN)/python -m bench.automctl
@@ -42,7 +49,14 @@ lint: venv
 
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+# The Debian packages of packaging/apt-packages.txt (libsystemd-dev to build systemd-python,
+# systemd-container for the test containers, ...): checked every time with dpkg-query, which is
+# cheap, so a package removed since is noticed; only missing ones are installed (root), and
+# without root make fails naming them. Order-only: it runs first, without rebuilding the venv.
+apt-packages:
+	packaging/ensure-apt-packages
+
+$(VENV)/.installed: pyproject.toml | apt-packages
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'

@@ -54,8 +54,9 @@ from automd.watchdog import start_watchdog
 
 log = logging.getLogger("automd")
 
-# Exit statuses (sysexits.h); automd.service lists them in RestartPreventExitStatus= because
-# restarting cannot fix a bad config or an unusable socket.
+# Exit statuses (sysexits.h). automd.service restarts after every failure, these included,
+# every RestartSec=: once an administrator has fixed the config or the state directory,
+# automd comes back by itself (docs/systemd.md, "Restarts and the start limit").
 EXIT_USAGE = 64
 EXIT_SOFTWARE = 70
 EXIT_CANTCREAT = 73

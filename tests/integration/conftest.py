@@ -206,6 +206,12 @@ def new_gate(container: Container) -> Iterator[Callable[[], Gate]]:
         gate.open_all()
 
 
+def checkout_in_a_home(checkout: Path) -> bool:
+    """Whether the checkout is under /root or /home, which automd.service's ProtectHome=yes
+    hides: the test drop-in then relaxes it to ProtectHome=tmpfs (install_automd)."""
+    return any(checkout.is_relative_to(home) for home in (Path("/root"), Path("/home")))
+
+
 def install_automd(c: Container) -> None:
     """Install automd's group, units and test users inside; leave only the socket started."""
     checkout = c.checkout
@@ -245,7 +251,7 @@ def install_automd(c: Container) -> None:
         f"ExecStart={venv_automd}",
         f"BindReadOnlyPaths={checkout}",
     ]
-    if any(checkout.is_relative_to(home) for home in (Path("/root"), Path("/home"))):
+    if checkout_in_a_home(checkout):
         dropin.append("ProtectHome=tmpfs")
     c.write_file("/etc/systemd/system/automd.service.d/10-test.conf", "\n".join(dropin) + "\n")
 

@@ -278,11 +278,13 @@ class Container:
         """What every test that starts, stops or restarts a unit on purpose goes through.
 
         systemd counts each start of a unit, socket activations and Restart= included, and
-        refuses the sixth within 10 s (StartLimitBurst=, "start-limit-hit"); a failed automd
-        then fails every later test in the shared container. reset-failed forgets the count,
-        so no test's deliberate restarts spend the budget of the next; the units keep the
-        limits users get. It comes first, so what a stop leaves (Result=, NRestarts=) can
-        still be checked. It fails for a unit not loaded (nothing to forget): ignored.
+        by default refuses the sixth within 10 s (StartLimitBurst=, "start-limit-hit"); a
+        failed unit then fails every later test in the shared container. automd.service has
+        no start limit any more (docs/systemd.md), but automd.socket and polkit.service keep
+        systemd's. reset-failed forgets the count, so no test's deliberate restarts spend the
+        budget of the next; the units keep the limits users get. It comes first, so what a
+        stop leaves (Result=, NRestarts=) can still be checked. It fails for a unit not
+        loaded (nothing to forget): ignored.
         """
         self.run(["systemctl", "reset-failed", *units], check=False)
         self.run(["systemctl", verb, *units])

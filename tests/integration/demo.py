@@ -6,6 +6,7 @@ Works on a machine without systemd as PID 1 (like CI); needs root for systemd-ns
 from __future__ import annotations
 
 import re
+import shlex
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -21,7 +22,8 @@ def run_demo(c: Container, say: Callable[[str], None]) -> str:
 
     def show(cmd: list[str], *, user: str | None = None) -> str:
         prompt = f"{user or 'root'}@container$"
-        say(f"\n{prompt} {' '.join(cmd)}")
+        # Quoted as a user would type it: shlex.split() of the line gives cmd back.
+        say(f"\n{prompt} {shlex.join(cmd)}")
         result = c.run(cmd, user=user, check=False, timeout=120)
         text = (result.stdout + result.stderr).decode(errors="replace").rstrip()
         say(text)
