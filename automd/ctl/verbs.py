@@ -110,10 +110,19 @@ def _runtime(job: dict[str, Any]) -> str:
     return format_duration((finished - created).total_seconds())
 
 
+def _cancel_outcome(job: dict[str, Any]) -> str | None:
+    """How a cancelled job ended, in automd's words ("cancelled (stopped with SIGTERM)"):
+    systemd calls a unit stopped by a cancel a success, so its result must not be shown."""
+    if job["state"] != "cancelled":
+        return None
+    return str(job.get("outcome") or "cancelled")
+
+
 def _summary(ctx: Context, job: dict[str, Any]) -> None:
     state = ctx.err.paint(job["state"], _STATE_COLOURS.get(job["state"], "bold"))
     tries = f" after {job['attempts']} attempts" if job["attempts"] > 1 else ""
-    ctx.err.line(f"Finished with result: {job['result'] or '-'} ({state}){tries}")
+    result = _cancel_outcome(job) or f"{job['result'] or '-'} ({state})"
+    ctx.err.line(f"Finished with result: {result}{tries}")
     if job["signal"] is not None:
         ctx.err.line(f"Main process terminated with: signal {job['signal']}")
     elif job["exit_code"] is not None:
@@ -182,7 +191,7 @@ def cmd_status(ctx: Context, args: argparse.Namespace) -> int:
     if job["next_attempt_at"]:
         rows.append(["Next attempt:", job["next_attempt_at"]])
     if job["result"]:
-        outcome = job["result"]
+        outcome = _cancel_outcome(job) or job["result"]
         if job["exit_code"] is not None:
             outcome += f", exit status {exit_status_name(job['exit_code'])}"
         if job["signal"] is not None:
@@ -199,6 +208,8 @@ def cmd_status(ctx: Context, args: argparse.Namespace) -> int:
         line = f"  attempt {attempt['number']}: {attempt['state']}"
         if attempt["result"]:
             line += f", {attempt['result']}"
+            if attempt["number"] == job["attempts"] and job["state"] == "cancelled":
+                line += " (stopped by the cancel)"
         if attempt["retry_reason"]:
             line += f" — {attempt['retry_reason']}"
         ctx.out.line(line)
@@ -275,11 +286,7 @@ def cmd_list(ctx: Context, args: argparse.Namespace) -> int:
         return int(Exit.OK)
     rows = [["ID", "DEFINITION", "STATE", "CREATED", "RESULT"]]
     for job in result["jobs"]:
-        outcome = job["result"] or ""
-        if job["exit_code"] not in (None, 0):
-            outcome += f" ({exit_status_name(job['exit_code'])})"
-        if job["signal"] is not None:
-            outcome += f" (signal {job['signal']})"
+        outcome = _cancel_outcome(job) or _result_with_status(job)
         state = ctx.out.paint(job["state"], _STATE_COLOURS.get(job["state"], "bold"))
         rows.append(
             [job["id"], job["definition"], state, relative_time(job["created_at"]), outcome]
@@ -288,6 +295,15 @@ def cmd_list(ctx: Context, args: argparse.Namespace) -> int:
     if result["next_cursor"]:
         ctx.err.line(f"(more: -n {args.limit * 2}, or the API's cursor {result['next_cursor']})")
     return int(Exit.OK)
+
+
+def _result_with_status(job: dict[str, Any]) -> str:
+    outcome = str(job["result"] or "")
+    if job["exit_code"] not in (None, 0):
+        outcome += f" ({exit_status_name(job['exit_code'])})"
+    if job["signal"] is not None:
+        outcome += f" (signal {job['signal']})"
+    return outcome
 
 
 def cmd_defs(ctx: Context, args: argparse.Namespace) -> int:
@@ -337,7 +353,10 @@ def cmd_wait(ctx: Context, args: argparse.Namespace) -> int:
         finished.append(job)
         if not ctx.json:  # each job as it is seen finished: progress, in a log too
             state = ctx.out.paint(job["state"], _STATE_COLOURS.get(job["state"], "bold"))
-            ctx.out.line(f"Job {job['id']}: {state}")
+            how = _cancel_outcome(job)
+            ctx.out.line(
+                f"Job {job['id']}: {state}" + (how.removeprefix("cancelled") if how else "")
+            )
     if ctx.json:
         ctx.out.json({"jobs": finished})
     if args.success and any(job["state"] != "succeeded" for job in finished):

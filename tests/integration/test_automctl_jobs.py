@@ -63,6 +63,12 @@ def test_cancel_a_running_job(container: Container) -> None:
     code, out, _ = automctl(container, "cancel", job_id)
     assert code == 0
     assert out.strip() in (f"Job {job_id}: stopping", f"Job {job_id}: cancelled")
+    # Issue 16.4: once ended it reads as a cancel, never as systemd's "success".
+    code, out, err = automctl(container, "wait", job_id, "--success")
+    assert code == 255, err  # a signal ended it, as systemd-run --wait says
+    assert out == f"Job {job_id}: cancelled (stopped with SIGTERM)\n"
+    code, out, _ = automctl(container, "status", job_id)
+    assert "Result:      cancelled (stopped with SIGTERM), signal 15" in out
 
 
 def test_error_exit_statuses(container: Container) -> None:

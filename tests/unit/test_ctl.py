@@ -449,3 +449,25 @@ def test_ctrl_c_while_waiting_says_the_job_runs_on(
     assert rest.decode() == (
         f"automctl: job {JOB} is still running; automctl cancel {JOB} stops it\n"
     )
+
+
+def test_a_cancelled_job_never_reads_as_a_success(
+    socket_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 16.4: systemd reports a unit stopped by a cancel as Result=success, signal 15,
+    and automctl printed "success (cancelled)". Checked: fails on the code before the fix."""
+    stopped = "cancelled (stopped with SIGTERM)"
+    job = job_view(state="cancelled", result="success", signal=15, outcome=stopped,
+                   finished_at="2026-11-22T12:00:03+00:00", unit="automd-x.service")  # fmt: skip
+    attempt = {"number": 1, "state": "finished", "result": "success", "retry_reason": None}
+    methods: dict[str, Method] = {
+        "job.get": lambda p: {"job": job, "attempts": [attempt], "events": []},
+        "job.list": lambda p: {"jobs": [job], "next_cursor": None},
+    }
+    with fake_automd(socket_path, methods):
+        assert main(["status", JOB]) == Exit.OK
+        shown = capsys.readouterr().out
+        assert "Result:      cancelled (stopped with SIGTERM), signal 15" in shown
+        assert "attempt 1: finished, success (stopped by the cancel)" in shown
+        assert main(["list"]) == Exit.OK
+        assert capsys.readouterr().out.splitlines()[1].endswith(stopped)
