@@ -30,7 +30,6 @@ demo: venv
 bench: venv
 	$(BIN)/python -m bench.run
 
-# automctl's wall time per command against a real automd (bench/README.md); about 15 seconds.
 # The README's two commands (make demo, make test), verbatim, in a pristine Debian 12 root with
 # a clone of this checkout (tests/readme/pristine.py; root). Not part of `make test`, which it
 # runs inside; .ci/run runs it after `make test`.
@@ -38,6 +37,7 @@ bench: venv
 readme-test: venv
 	$(BIN)/pytest tests/readme
 
+# automctl's wall time per command against a real automd (bench/README.md); about 15 seconds.
 .PHONY: bench-automctl
 bench-automctl: venv
 	$(BIN)/python -m bench.automctl
