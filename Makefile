@@ -1,7 +1,8 @@
-# One check command: `make test` (what CI runs). Integration tests boot a systemd container
-# with systemd-nspawn and need root. Narrower, no root needed: `make unit` (tests/unit, a few
-# seconds), `make daemon-tests` (tests/daemon: the real daemon on a socket, no systemd),
-# `make no-root` (both, after lint).
+# One check command: `make test` (CI runs it, then `make readme-test`: the README's commands on
+# a pristine Debian 12). Integration tests boot a systemd container with systemd-nspawn and
+# need root. Narrower, no root needed: `make unit` (tests/unit, a few seconds), `make
+# daemon-tests` (tests/daemon: the real daemon on a socket, no systemd), `make no-root` (both,
+# after lint). `make deb` builds the Debian package.
 
 VENV ?= .venv
 BIN := $(VENV)/bin
