@@ -97,6 +97,30 @@ class JobsSettings(_Section):
     )
 
 
+RetentionDays = Annotated[float, Field(ge=1, le=36500)]
+
+
+class RetentionSettings(_Section):
+    """How long finished jobs are kept: journald keeps their output, automd their record."""
+
+    succeeded_days: RetentionDays = Field(
+        30.0, description="Succeeded jobs are deleted this long after they finished."
+    )
+    failed_days: RetentionDays = Field(
+        90.0,
+        description="Failed, timed-out and unknown jobs are deleted this long after they "
+        "finished: kept longer, for the post-mortem.",
+    )
+    cancelled_days: RetentionDays = Field(
+        30.0, description="Cancelled jobs are deleted this long after they finished."
+    )
+    max_finished_jobs: Annotated[int, Field(ge=1000, le=100_000_000)] = Field(
+        1_000_000,
+        description="Most finished jobs kept; beyond it the oldest are deleted first, but "
+        "never within jobs.idempotency_window_seconds of finishing.",
+    )
+
+
 class AccessSettings(_Section):
     """Who may call what, when polkit cannot say, and how long the audit trail is kept."""
 
@@ -135,6 +159,7 @@ class Config(_Section):
 
     server: ServerSettings = ServerSettings()
     jobs: JobsSettings = JobsSettings()
+    retention: RetentionSettings = RetentionSettings()
     access: AccessSettings = AccessSettings()
     state: StateSettings = StateSettings()
     log: LogSettings = LogSettings()
