@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 from automd.config import RetentionSettings
@@ -54,11 +55,8 @@ async def _build(store: Store, jobs: int, now: float) -> list[str]:
         # The older half expired (succeeded, 30 days): 40..35 days old, the rest 10..5.
         age = 40 * DAY if start < jobs // 2 else 10 * DAY
         count = min(CHUNK, jobs - start)
-        ids += await store.write(
-            lambda conn, age=age, count=count: add_finished_jobs(
-                conn, count, finished_at=now - age, spread=5 * DAY
-            )
-        )
+        build = partial(add_finished_jobs, count=count, finished_at=now - age, spread=5 * DAY)
+        ids += await store.write(build)
     return ids
 
 

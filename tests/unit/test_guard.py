@@ -7,8 +7,8 @@ stand-ins (the real ones: tests/integration/test_audit.py).
 
 from __future__ import annotations
 
-import sqlite3
 import itertools
+import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path

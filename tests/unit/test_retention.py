@@ -56,7 +56,8 @@ async def test_expired_jobs_go_by_their_final_state_and_unfinished_ones_stay(sto
         orphans = await store.fetch_one(
             f"SELECT count(*) FROM {table} WHERE job_id NOT IN (SELECT id FROM jobs)"
         )
-        assert orphans is not None and orphans[0] == 0, table
+        assert orphans is not None
+        assert orphans[0] == 0, table
 
 
 async def test_purged_jobs_take_their_own_expired_keys_only(store: Store) -> None:
@@ -85,7 +86,8 @@ async def test_the_count_limit_takes_the_oldest_but_none_inside_the_key_window(
     purged = await keeper.purge()
     # 1300 over the limit, but the 1100 finished inside the key window stay.
     assert purged == 1200
-    assert keeper.history is not None and keeper.history.kept == 1100
+    assert keeper.history is not None
+    assert keeper.history.kept == 1100
     assert keeper.longest_batch > 0
 
 
@@ -123,7 +125,8 @@ async def test_compact_gives_the_freed_pages_back_and_truncates_the_wal(store: S
     assert size < full / 4, (size, full)
     assert wal == 0
     free = await store.fetch_one("PRAGMA freelist_count")
-    assert free is not None and free[0] == 0
+    assert free is not None
+    assert free[0] == 0
     assert keeper.describe().startswith("0 finished jobs kept; retention: succeeded 30 d")
 
 

@@ -147,7 +147,7 @@ async def _fill_to_the_limit(store: Store) -> None:
     await store.write(cap)
 
 
-def _big_row(key: str) -> Callable[[sqlite3.Connection], None]:
+def _big_row(key: str) -> Callable[[sqlite3.Connection], object]:
     return lambda conn: conn.execute("INSERT INTO meta VALUES (?, ?)", (key, "x" * 100_000))
 
 
