@@ -90,6 +90,16 @@ class JobsSettings(_Section):
     idempotency_window_seconds: PositiveSeconds = Field(
         86400.0, description="How long an idempotency key is remembered."
     )
+    log_rate_limit_interval_seconds: Annotated[float, Field(ge=0, le=86400)] = Field(
+        30.0,
+        description="journald's rate limit of each job unit's log lines: the interval "
+        "(LogRateLimitIntervalSec=; 0 turns the limit off). A definition's [limits] may override.",
+    )
+    log_rate_limit_burst: Annotated[int, Field(ge=0, le=1_000_000_000)] = Field(
+        10_000,
+        description="Lines a job unit may log per interval before journald drops the rest "
+        "(LogRateLimitBurst=; 0 turns the limit off). A definition's [limits] may override.",
+    )
     self_check_seconds: PositiveSeconds = Field(
         10.0,
         description="How often the jobs holding run slots are compared with the units automd "

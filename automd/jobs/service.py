@@ -183,8 +183,11 @@ class JobService:
             raise QueueFull(data={"max_unfinished_jobs": self.settings.max_unfinished})
         now = self._clock()
         job = new_job_record(
-            definition, values, caller, idempotency_key, now, traceparent=traceparent
-        )
+            definition, values, caller, idempotency_key, now, traceparent=traceparent,
+            log_rate_limit=(
+                self.settings.log_rate_limit_interval_seconds, self.settings.log_rate_limit_burst
+            ),
+        )  # fmt: skip
         # What a key is bound to (only computed when there is a key to compare).
         key = None
         if idempotency_key is not None:
@@ -352,9 +355,10 @@ def new_job_record(
     now: float,
     *,
     traceparent: str | None = None,
+    log_rate_limit: tuple[float, int] | None = None,
 ) -> JobRecord:
     """A just-submitted job: queued, with its plan frozen and secret values masked."""
-    plan = make_plan(definition, values)
+    plan = make_plan(definition, values, log_rate_limit=log_rate_limit)
     return JobRecord(
         id=new_job_id(),
         definition=definition.name,
