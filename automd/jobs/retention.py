@@ -25,9 +25,12 @@ from automd.store.db import Store
 
 log = logging.getLogger(__name__)
 
-#: Jobs deleted per write transaction: a batch holds the writer about 2 ms (7 ms at most,
-#: bench/retention.py: 500 took 18-34 ms), about one fsync, so submits queue behind it little.
+#: Jobs deleted per write transaction: starts here, then halves while a batch holds the
+#: writer longer than BATCH_SECONDS and grows back while it takes under half of that, so a
+#: batch costs about what one commit's fsync does, on a fast machine or a loaded one.
 BATCH = 100
+BATCH_MIN, BATCH_MAX = 10, 500
+BATCH_SECONDS = 0.002
 #: Free pages given back per step (8 MB at SQLite's 4 KiB pages), one writer turn each.
 VACUUM_PAGES = 2048
 #: How often retention runs.
@@ -85,6 +88,7 @@ class Retention:
         self._clock = clock
         #: The longest a purge batch held the writer, in seconds (bench, tests, the log).
         self.longest_batch = 0.0
+        self.batch = BATCH
         self.history: History | None = None
 
     def describe(self) -> str:
@@ -124,11 +128,12 @@ class Retention:
     async def _purge(self, cutoffs: dict[str, float], most: int | None) -> int:
         purged = 0
         while most is None or purged < most:
-            limit = BATCH if most is None else min(BATCH, most - purged)
-            batch = partial(_timed, cutoffs=cutoffs, limit=limit)
+            limit = self.batch if most is None else min(self.batch, most - purged)
             started = time.monotonic()
+            batch = partial(_timed, cutoffs=cutoffs, limit=limit)
             deleted, seconds = await self._store.write(batch, fail_fast=True)
             self.longest_batch = max(self.longest_batch, seconds)
+            self._adapt(seconds)
             purged += deleted
             if deleted < limit:
                 break
@@ -136,6 +141,12 @@ class Retention:
             # back, every submit would share its group with a batch and wait for both.
             await asyncio.sleep(time.monotonic() - started)
         return purged
+
+    def _adapt(self, seconds: float) -> None:
+        if seconds > BATCH_SECONDS:
+            self.batch = max(BATCH_MIN, self.batch // 2)
+        elif seconds < BATCH_SECONDS / 2:
+            self.batch = min(BATCH_MAX, self.batch + self.batch // 4)
 
     async def compact(self) -> None:
         """Give free pages back a step at a time, then checkpoint and truncate the WAL."""

@@ -10,11 +10,14 @@ from pathlib import Path
 import pytest
 
 from automd.api.jobs import FINISHED_STATES
-from automd.config import RetentionSettings
-from automd.jobs.retention import BATCH, FINISHED, Retention
+from automd.config import JobsSettings, RetentionSettings
+from automd.jobs.retention import BATCH_MAX, BATCH_MIN, BATCH_SECONDS, FINISHED, Retention
 from automd.jobs.states import JobState
 from automd.store import retention as rows
 from automd.store.db import DB_FILENAME, Store
+from automd.system import SystemInfo
+from automd.systemd.bus import SystemdBus
+from automd.systemd.manager import Manager
 from bench.history import add_finished_jobs, add_unfinished_jobs
 
 NOW = 1_800_000_000.0
@@ -93,11 +96,21 @@ async def test_the_count_limit_takes_the_oldest_but_none_inside_the_key_window(
 
 async def test_a_purge_goes_in_batches_of_a_few_hundred(store: Store) -> None:
     await store.write(
-        lambda conn: add_finished_jobs(conn, 2 * BATCH + 1, finished_at=NOW - 40 * DAY)
+        lambda conn: add_finished_jobs(conn, 2 * BATCH_MAX + 1, finished_at=NOW - 40 * DAY)
     )
     before = store.writer.commits
-    assert await retention(store).purge() == 2 * BATCH + 1
+    assert await retention(store).purge() == 2 * BATCH_MAX + 1
     assert store.writer.commits - before >= 3
+
+
+def test_batches_shrink_when_slow_and_grow_back_when_fast(store: Store) -> None:
+    keeper = retention(store)
+    for _ in range(20):
+        keeper._adapt(BATCH_SECONDS * 3)
+    assert keeper.batch == BATCH_MIN
+    for _ in range(50):
+        keeper._adapt(BATCH_SECONDS / 4)
+    assert keeper.batch == BATCH_MAX
 
 
 @pytest.mark.parametrize("query", ["expired", "count", "oldest"])
@@ -146,3 +159,27 @@ async def test_an_existing_database_is_switched_to_incremental_vacuum(tmp_path: 
 
 def test_every_final_state_has_a_retention() -> None:
     assert set(FINISHED) == set(FINISHED_STATES)
+
+
+def test_no_age_limit_is_shorter_than_the_longest_key_window() -> None:
+    """So an age purge never deletes a job whose idempotency key can still be replayed."""
+    shortest = min(
+        RetentionSettings.model_json_schema()["properties"][name]["minimum"]
+        for name in ("succeeded_days", "failed_days", "cancelled_days")
+    )
+    longest = JobsSettings.model_json_schema()["properties"]["idempotency_window_seconds"]
+    assert shortest * DAY >= longest["maximum"]
+
+
+async def test_the_store_check_says_what_is_kept_and_why_the_disk_refuses(store: Store) -> None:
+    await store.write(lambda conn: add_finished_jobs(conn, 3, finished_at=NOW - 10 * DAY))
+    keeper = retention(store)
+    await keeper.purge()
+    system = SystemInfo(store, Manager(SystemdBus()), history=keeper.describe)
+    check = await system._check_store()
+    assert check.ok
+    assert "3 finished jobs kept, oldest finished " in check.detail
+    store.writer.unwritable = "disk full"
+    check = await system._check_store()
+    assert not check.ok
+    assert check.detail.startswith("cannot write: disk full in ")
