@@ -113,6 +113,39 @@ def test_batches_shrink_when_slow_and_grow_back_when_fast(store: Store) -> None:
     assert keeper.batch == BATCH_MAX
 
 
+@pytest.mark.parametrize(
+    ("table", "sql"),
+    [
+        ("job_events", "DELETE FROM job_events WHERE job_id IN ('a', 'b')"),
+        ("attempts", "DELETE FROM attempts WHERE job_id IN ('a', 'b')"),
+        ("idempotency_keys", "DELETE FROM idempotency_keys "
+                             "WHERE caller_uid = 1 AND key = 'k' AND job_id = 'a'"),
+        ("jobs", "DELETE FROM jobs WHERE id IN ('a', 'b')"),
+    ],
+)  # fmt: skip
+async def test_purge_deletes_search_by_key(store: Store, table: str, sql: str) -> None:
+    plan = " ".join(row[3] for row in await store.fetch_all(f"EXPLAIN QUERY PLAN {sql}"))
+    assert plan.startswith(f"SEARCH {table} USING"), plan
+
+
+async def test_a_checkpoint_does_not_wait_for_a_reader_and_truncates_after_it(
+    store: Store,
+) -> None:
+    await store.write(lambda conn: add_finished_jobs(conn, 50, finished_at=NOW))
+    reader = sqlite3.connect(store.path)
+    try:
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM jobs").fetchone()  # a long read holds the WAL
+        await store.write(lambda conn: add_finished_jobs(conn, 50, finished_at=NOW))
+        done, pages = await store.maintain(rows.checkpoint)
+        assert not done
+        assert pages > 0
+    finally:
+        reader.close()
+    assert await store.maintain(rows.checkpoint) == (True, 0)
+    assert store.sizes()[1] == 0  # truncated
+
+
 @pytest.mark.parametrize("query", ["expired", "count", "oldest"])
 async def test_purge_queries_read_the_jobs_finished_index(store: Store, query: str) -> None:
     sql = {
