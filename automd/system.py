@@ -32,7 +32,7 @@ class SystemInfo:
         manager: Manager,
         checks: Mapping[str, Check] | None = None,
         *,
-        history: Callable[[], str] | None = None,
+        history: Callable[[], Awaitable[str]] | None = None,
     ) -> None:
         self._store = store
         self._manager = manager
@@ -69,12 +69,11 @@ class SystemInfo:
         try:
             async with asyncio.timeout(_PROBE_TIMEOUT):
                 schema = await self._store.schema_version()
+                history = "" if self._history is None else f"; {await self._history()}"
         except (AutomdError, TimeoutError) as exc:
             return HealthCheck(ok=False, detail=f"{self._store.path}: {type(exc).__name__}")
         size, wal = self._store.sizes()
-        detail = f"{self._store.path} (schema {schema}), {_mb(size)}, WAL {_mb(wal)}"
-        if self._history is not None:
-            detail += f"; {self._history()}"
+        detail = f"{self._store.path} (schema {schema}), {_mb(size)}, WAL {_mb(wal)}{history}"
         writer = self._store.writer
         if writer.unwritable is not None:
             detail = (

@@ -91,11 +91,10 @@ class Retention:
         self.batch = BATCH
         self.history: History | None = None
 
-    def describe(self) -> str:
-        """The history kept and its retention, for system.health's store check."""
-        if self.history is None:
-            return "history not counted yet"
-        return self.history.describe(self.settings)
+    async def describe(self) -> str:
+        """The history kept now and its retention, for system.health's store check (a count
+        of the jobs_finished index, off the event loop: tens of ms for a million jobs)."""
+        return History(*await rows.history(self._store, FINISHED)).describe(self.settings)
 
     async def run(self) -> None:
         while True:

@@ -113,3 +113,7 @@ async def test_a_full_disk_loses_no_acknowledged_job(small_disk: Container) -> N
     await api.wait(after["id"], "succeeded")
     health = await api.call("system.health")
     assert health["checks"]["store"]["ok"], health
+    # automctl health says how much history there is and how long it is kept.
+    shown = c.run([str(CHECKOUT / ".venv/bin/automctl"), "health"]).stdout.decode()
+    assert f"{len(acked) + 2} finished jobs kept" in shown, shown
+    assert "retention: succeeded 30 d, failed 90 d" in shown, shown

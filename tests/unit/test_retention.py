@@ -173,7 +173,7 @@ async def test_compact_gives_the_freed_pages_back_and_truncates_the_wal(store: S
     free = await store.fetch_one("PRAGMA freelist_count")
     assert free is not None
     assert free[0] == 0
-    assert keeper.describe().startswith("0 finished jobs kept; retention: succeeded 30 d")
+    assert (await keeper.describe()).startswith("0 finished jobs kept; retention: succeeded 30 d")
 
 
 async def test_an_existing_database_is_switched_to_incremental_vacuum(tmp_path: Path) -> None:
