@@ -55,7 +55,7 @@ def days_by_state(settings: RetentionSettings) -> dict[str, float]:
 
 @dataclass(frozen=True)
 class History:
-    """What the last round left: how many finished jobs are kept, since when."""
+    """How many finished jobs are kept, and since when."""
 
     kept: int
     oldest: float | None
@@ -89,7 +89,6 @@ class Retention:
         #: The longest a purge batch held the writer, in seconds (bench, tests, the log).
         self.longest_batch = 0.0
         self.batch = BATCH
-        self.history: History | None = None
 
     async def describe(self) -> str:
         """The history kept now and its retention, for system.health's store check (a count
@@ -118,7 +117,6 @@ class Retention:
             # Never a job whose idempotency key may still be replayed (see the docstring).
             floor = now - self._key_window()
             purged += await self._purge(dict.fromkeys(FINISHED, floor), excess)
-        self.history = History(*await rows.history(self._store, FINISHED))
         if purged:
             log.info("retention: deleted %d finished jobs (longest batch %.1f ms)",
                      purged, self.longest_batch * 1000)  # fmt: skip
