@@ -94,6 +94,8 @@ async def test_a_full_disk_loses_no_acknowledged_job(small_disk: Container) -> N
     acked = [r["result"]["job"]["id"] for r in replies if "result" in r]
     refused = [r["error"] for r in replies if "error" in r]
     assert len(acked) + len(refused) == BURST
+    assert len(acked) >= 50, "the disk filled before the burst began"
+    assert refused, "the disk never filled during the burst"
     assert {e["code"] for e in refused} == {1008}, refused[:3]
     assert {e["data"]["reason"] for e in refused} == {"disk full"}
     health = await wait_for_async(
