@@ -128,11 +128,11 @@ class Retention:
             limit = self.batch if most is None else min(self.batch, most - purged)
             started = time.monotonic()
             batch = partial(_timed, cutoffs=cutoffs, limit=limit)
-            deleted, seconds = await self._store.write(batch, fail_fast=True)
+            found, deleted, seconds = await self._store.write(batch, fail_fast=True)
             self.longest_batch = max(self.longest_batch, seconds)
             self._adapt(seconds)
             purged += deleted
-            if deleted < limit:
+            if found < limit or not deleted:  # all gone, or only the one never deleted left
                 break
             # Leave the writer to others as long as the batch (and its commit) took: back to
             # back, every submit would share its group with a batch and wait for both.
@@ -158,9 +158,11 @@ class Retention:
             log.info("retention: WAL not truncated, a reader still uses %d pages of it", pages)
 
 
-def _timed(conn: sqlite3.Connection, cutoffs: dict[str, float], limit: int) -> tuple[int, float]:
-    """One batch, in the writer's transaction: (jobs deleted, seconds it took)."""
+def _timed(
+    conn: sqlite3.Connection, cutoffs: dict[str, float], limit: int
+) -> tuple[int, int, float]:
+    """One batch, in the writer's transaction: (jobs expired, deleted, seconds it took)."""
     started = time.perf_counter()
     ids = [job_id for _at, job_id in rows.expired(conn, cutoffs, limit)]
     deleted = rows.delete_jobs(conn, ids)
-    return deleted, time.perf_counter() - started
+    return len(ids), deleted, time.perf_counter() - started

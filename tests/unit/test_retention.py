@@ -44,12 +44,12 @@ async def states(store: Store) -> dict[str, int]:
 async def test_expired_jobs_go_by_their_final_state_and_unfinished_ones_stay(store: Store) -> None:
     def history(conn: sqlite3.Connection) -> None:
         add_finished_jobs(conn, 3, finished_at=NOW - 40 * DAY)  # expired: succeeded, 30 days
-        add_finished_jobs(conn, 2, finished_at=NOW - 10 * DAY)
         add_finished_jobs(conn, 2, finished_at=NOW - 40 * DAY, state=JobState.FAILED)  # 90 days
         add_finished_jobs(conn, 1, finished_at=NOW - 100 * DAY, state=JobState.TIMED_OUT)
         add_finished_jobs(conn, 1, finished_at=NOW - 40 * DAY, state=JobState.CANCELLED)
         # Unfinished, however old, are never purged.
         add_unfinished_jobs(conn, [JobState.QUEUED, JobState.RUNNING], created_at=NOW - 400 * DAY)
+        add_finished_jobs(conn, 2, finished_at=NOW - 10 * DAY)  # the newest events
 
     await store.write(history)
     purged = await retention(store).purge()
@@ -94,12 +94,32 @@ async def test_the_count_limit_takes_the_oldest_but_none_inside_the_key_window(
 
 
 async def test_a_purge_goes_in_batches_of_a_few_hundred(store: Store) -> None:
-    await store.write(
-        lambda conn: add_finished_jobs(conn, 2 * BATCH_MAX + 1, finished_at=NOW - 40 * DAY)
-    )
+    def history(conn: sqlite3.Connection) -> None:
+        add_finished_jobs(conn, 2 * BATCH_MAX + 1, finished_at=NOW - 40 * DAY)
+        add_finished_jobs(conn, 1, finished_at=NOW)  # the newest events
+
+    await store.write(history)
     before = store.writer.commits
     assert await retention(store).purge() == 2 * BATCH_MAX + 1
     assert store.writer.commits - before >= 3
+
+
+async def test_the_newest_event_keeps_its_job_so_no_rowid_is_handed_out_twice(
+    store: Store,
+) -> None:
+    """Regression: with every job expired, the purge deleted the newest event too, and SQLite
+    gave its rowid (max + 1 of what is left) to the next event, which the metrics, whose
+    cursor had passed that rowid, never counted."""
+    newest = await store.write(
+        lambda conn: add_finished_jobs(conn, 3, finished_at=NOW - 40 * DAY)[-1]
+    )
+    cursor = await store.fetch_one("SELECT max(rowid) FROM job_events")
+    assert await retention(store).purge() == 2
+    assert await states(store) == {"succeeded": 1}
+    await store.write(lambda conn: add_finished_jobs(conn, 1, finished_at=NOW))
+    after = await store.fetch_all(f"SELECT rowid FROM job_events WHERE job_id != '{newest}'")
+    assert cursor is not None
+    assert min(rowid for (rowid,) in after) > cursor[0]
 
 
 def test_batches_shrink_when_slow_and_grow_back_when_fast(store: Store) -> None:
@@ -160,7 +180,11 @@ async def test_purge_queries_read_the_jobs_finished_index(store: Store, query: s
 
 
 async def test_compact_gives_the_freed_pages_back_and_truncates_the_wal(store: Store) -> None:
-    await store.write(lambda conn: add_finished_jobs(conn, 3000, finished_at=NOW - 40 * DAY))
+    def history(conn: sqlite3.Connection) -> None:
+        add_finished_jobs(conn, 3000, finished_at=NOW - 40 * DAY)
+        add_finished_jobs(conn, 1, finished_at=NOW)  # the newest events
+
+    await store.write(history)
     keeper = retention(store)
     await keeper.compact()
     full, _wal = store.sizes()
@@ -172,7 +196,11 @@ async def test_compact_gives_the_freed_pages_back_and_truncates_the_wal(store: S
     free = await store.fetch_one("PRAGMA freelist_count")
     assert free is not None
     assert free[0] == 0
-    assert (await keeper.describe()).startswith("0 finished jobs kept; retention: succeeded 30 d")
+    described = await keeper.describe()
+    assert described.startswith("1 finished jobs kept, oldest finished "), described
+    assert described.endswith(
+        "; retention: succeeded 30 d, failed 90 d, cancelled 30 d, at most 1000000"
+    )
 
 
 async def test_an_existing_database_is_switched_to_incremental_vacuum(tmp_path: Path) -> None:
