@@ -14,6 +14,7 @@ from typing import Any
 from automd import log as automd_log
 from automd.api.audit import AuditEntryView, AuditListParams, AuditListResult
 from automd.api.model import AuditNames
+from automd.errors import StoreError, StoreUnavailable
 from automd.peer import PeerCredentials
 from automd.store import audit as rows
 from automd.store.db import Store
@@ -111,7 +112,12 @@ class AuditLog:
             self.announce(note.written)
             return
         record = note.record(outcome, detail)
-        await self._store.write(lambda conn: rows.insert(conn, record))
+        try:
+            await self._store.write(lambda conn: rows.insert(conn, record), fail_fast=True)
+        except StoreUnavailable:
+            # The disk is full: the call fails (1008) and the journal alone keeps its entry.
+            self.announce(record)
+            raise
         self.announce(record)
 
     def announce(self, record: rows.AuditRecord) -> None:
@@ -159,7 +165,11 @@ class AuditLog:
     async def purge_expired(self) -> int:
         """Drop entries older than the retention; re-arms itself every hour."""
         cutoff = self._clock() - self.retention_days * 86400
-        purged = await self._store.write(lambda conn: rows.purge(conn, cutoff))
+        try:
+            purged = await self._store.write(lambda conn: rows.purge(conn, cutoff), fail_fast=True)
+        except StoreError as exc:  # a full disk: try again in an hour, keep serving
+            log.error("audit: purge failed: %s", exc.message)
+            purged = 0
         if purged:
             log.info("audit: purged %d entries older than %g days", purged, self.retention_days)
         loop = asyncio.get_running_loop()

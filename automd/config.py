@@ -97,6 +97,16 @@ class JobsSettings(_Section):
     idempotency_window_seconds: PositiveSeconds = Field(
         86400.0, description="How long an idempotency key is remembered."
     )
+    log_rate_limit_interval_seconds: Annotated[float, Field(ge=0, le=86400)] = Field(
+        30.0,
+        description="journald's rate limit of each job unit's log lines: the interval "
+        "(LogRateLimitIntervalSec=; 0 turns the limit off). A definition's [limits] may override.",
+    )
+    log_rate_limit_burst: Annotated[int, Field(ge=0, le=1_000_000_000)] = Field(
+        10_000,
+        description="Lines a job unit may log per interval before journald drops the rest "
+        "(LogRateLimitBurst=; 0 turns the limit off). A definition's [limits] may override.",
+    )
     self_check_seconds: PositiveSeconds = Field(
         10.0,
         description="How often the jobs holding run slots are compared with the units automd "
@@ -112,6 +122,30 @@ def starts_in_flight(settings: JobsSettings) -> int:
     if settings.max_starting:
         return settings.max_starting
     return min(128, max(2, 2 * len(os.sched_getaffinity(0))))
+
+
+RetentionDays = Annotated[float, Field(ge=1, le=36500)]
+
+
+class RetentionSettings(_Section):
+    """How long finished jobs are kept: journald keeps their output, automd their record."""
+
+    succeeded_days: RetentionDays = Field(
+        30.0, description="Succeeded jobs are deleted this long after they finished."
+    )
+    failed_days: RetentionDays = Field(
+        90.0,
+        description="Failed, timed-out and unknown jobs are deleted this long after they "
+        "finished: kept longer, for the post-mortem.",
+    )
+    cancelled_days: RetentionDays = Field(
+        30.0, description="Cancelled jobs are deleted this long after they finished."
+    )
+    max_finished_jobs: Annotated[int, Field(ge=1000, le=100_000_000)] = Field(
+        1_000_000,
+        description="Most finished jobs kept; beyond it the oldest are deleted first, but "
+        "never within jobs.idempotency_window_seconds of finishing.",
+    )
 
 
 class AccessSettings(_Section):
@@ -152,6 +186,7 @@ class Config(_Section):
 
     server: ServerSettings = ServerSettings()
     jobs: JobsSettings = JobsSettings()
+    retention: RetentionSettings = RetentionSettings()
     access: AccessSettings = AccessSettings()
     state: StateSettings = StateSettings()
     log: LogSettings = LogSettings()

@@ -189,14 +189,16 @@ class Daemon:
         bus = SystemdBus()
         manager = Manager(bus)
         systemd = Systemd(manager, max_outstanding_starts=starts_in_flight(self.config.jobs))
-        jobs = self._jobs = JobService(store, self.registry, systemd, self.config.jobs)
+        jobs = self._jobs = JobService(
+            store, self.registry, systemd, self.config.jobs, retention=self.config.retention
+        )
         logs = JobLogs(max_followers=self.config.server.max_log_followers)
         self.authz = Authorizer(
             polkit_check(bus) if self.config.access.polkit else None, self.config.access
         )
         self.audit = AuditLog(store, retention_days=self.config.access.audit_retention_days)
         checks = {"journal": logs.health, "queue": jobs.queue_health, "open_files": self._fd_health}
-        system = SystemInfo(store, manager, checks)
+        system = SystemInfo(store, manager, checks, history=jobs.retention.describe)
         services = Services(
             system=system,
             jobs=JobRequests(jobs, self.registry, self.authz),
@@ -227,6 +229,10 @@ class Daemon:
                 connections_refused=server.refused_by_reason,
                 job_repairs=lambda: jobs.reconciler.repairs,
                 illegal_transitions=lambda: job_states.illegal_transitions,
+                store_sizes=store.sizes,
+                store_unwritable=lambda: store.writer.unwritable,
+                store_refusals=lambda: store.writer.disk_failures,
+                store_held=lambda: store.writer.held,
             ),
             store,
         )
@@ -350,6 +356,7 @@ class Daemon:
         self._apply_budget(server, logs)
         if self._jobs is not None:
             self._jobs.settings = config.jobs
+            self._jobs.retention.settings = config.retention
             self.authz.settings = config.access
             self.audit.retention_days = config.access.audit_retention_days
         self.registry.directory = config.jobs.definitions_directory

@@ -100,6 +100,17 @@ class StoreError(AutomdError):
     message = "State store error"
 
 
+class StoreUnavailable(StoreError):
+    """The state store cannot write now: its disk is full or failing (`data["reason"]`).
+
+    Nothing was recorded, so nothing was acknowledged; the call may be repeated once space
+    is freed (system.health's store check says why; docs/api.md).
+    """
+
+    code = ErrorCode.STORE_UNAVAILABLE
+    message = "The state store cannot write: the call was not recorded"
+
+
 class SystemdUnavailable(AutomdError):
     """systemd's D-Bus API could not be reached or answered with an error."""
 

@@ -125,6 +125,13 @@ class Gauges:
     connections_refused: Callable[[], Mapping[str, int]]
     job_repairs: Callable[[], Counter[str]]
     illegal_transitions: Callable[[], Counter[str]]
+    #: The state store: (database bytes, WAL bytes) now.
+    store_sizes: Callable[[], tuple[int, int]]
+    #: Why its disk refuses writes now (None: it takes them), and since the start, how often.
+    store_unwritable: Callable[[], str | None]
+    store_refusals: Callable[[], Mapping[str, int]]
+    #: Job updates waiting for the disk to take them.
+    store_held: Callable[[], int]
 
 
 class DaemonCollector(Collector):
@@ -138,6 +145,7 @@ class DaemonCollector(Collector):
     def collect(self) -> Iterable[Metric]:
         yield from self._job_metrics()
         yield from self._live_metrics()
+        yield from self._store_metrics()
         info = InfoMetricFamily("automd_build", "automd's version and API version.")
         info.add_metric([], {"version": __version__, "api_version": API_VERSION})
         yield info
@@ -226,6 +234,32 @@ class DaemonCollector(Collector):
         for reason, count in sorted(g.connections_refused().items()):
             refused.add_metric([reason], count)
         yield refused
+
+    def _store_metrics(self) -> Iterable[Metric]:
+        g = self.gauges
+        size, wal = g.store_sizes()
+        yield GaugeMetricFamily("automd_store_bytes", "Size of the SQLite database file.",
+                                value=size)  # fmt: skip
+        yield GaugeMetricFamily("automd_store_wal_bytes", "Size of the SQLite write-ahead log.",
+                                value=wal)  # fmt: skip
+        yield GaugeMetricFamily(
+            "automd_store_writable",
+            "1 while the state directory's disk takes writes; 0 when full or failing.",
+            value=0 if g.store_unwritable() else 1,
+        )
+        refusals = CounterMetricFamily(
+            "automd_store_write_refusals",
+            "Group commits the disk refused, by reason: disk full, I/O error.",
+            labels=["reason"],
+        )
+        for reason, count in sorted(g.store_refusals().items()):
+            refusals.add_metric([reason], count)
+        yield refusals
+        yield GaugeMetricFamily(
+            "automd_store_held_writes",
+            "Job updates waiting for the disk to take them (recorded once it does).",
+            value=g.store_held(),
+        )
 
 
 def _le(bound: float) -> str:

@@ -21,13 +21,23 @@ _PROBE_TIMEOUT = 2.0
 Check = Callable[[], Awaitable[HealthCheck]]
 
 
+def _mb(size: int) -> str:
+    return f"{size / 1e6:.1f} MB"
+
+
 class SystemInfo:
     def __init__(
-        self, store: Store, manager: Manager, checks: Mapping[str, Check] | None = None
+        self,
+        store: Store,
+        manager: Manager,
+        checks: Mapping[str, Check] | None = None,
+        *,
+        history: Callable[[], Awaitable[str]] | None = None,
     ) -> None:
         self._store = store
         self._manager = manager
         self._checks = dict(checks or {})
+        self._history = history
         self._started = time.monotonic()
 
     async def systemd_version(self) -> str | None:
@@ -59,9 +69,19 @@ class SystemInfo:
         try:
             async with asyncio.timeout(_PROBE_TIMEOUT):
                 schema = await self._store.schema_version()
+                history = "" if self._history is None else f"; {await self._history()}"
         except (AutomdError, TimeoutError) as exc:
             return HealthCheck(ok=False, detail=f"{self._store.path}: {type(exc).__name__}")
-        return HealthCheck(ok=True, detail=f"{self._store.path} (schema {schema})")
+        size, wal = self._store.sizes()
+        detail = f"{self._store.path} (schema {schema}), {_mb(size)}, WAL {_mb(wal)}{history}"
+        writer = self._store.writer
+        if writer.unwritable is not None:
+            detail = (
+                f"cannot write: {writer.unwritable} in {self._store.path.parent}; new calls "
+                f"fail with 1008, {writer.held} job updates wait for space; {detail}"
+            )
+            return HealthCheck(ok=False, detail=detail)
+        return HealthCheck(ok=True, detail=detail)
 
     async def _check_bus(self) -> HealthCheck:
         version = await self.systemd_version()

@@ -41,12 +41,18 @@ _DOCUMENT_ERRORS = (_E.PARSE_ERROR,)
 # The application errors each method adds (docs/api.md, "Errors:" of each method). A method
 # not listed has none; a new ErrorCode must be placed here or above (a test checks).
 _METHOD_ERRORS: dict[str, tuple[ErrorCode, ...]] = {
-    "job.submit": (_E.UNKNOWN_DEFINITION, _E.IDEMPOTENCY_CONFLICT, _E.QUEUE_FULL),
+    # A mutating call is recorded before it is answered: a full disk refuses it (1008).
+    "job.submit": (
+        *(_E.UNKNOWN_DEFINITION, _E.IDEMPOTENCY_CONFLICT, _E.QUEUE_FULL, _E.STORE_UNAVAILABLE),
+    ),
     "job.get": (_E.JOB_NOT_FOUND,),
     "job.logs": (_E.JOB_NOT_FOUND,),
     # Stopping a running job's unit is a D-Bus call.
-    "job.cancel": (_E.JOB_NOT_FOUND, _E.INVALID_JOB_STATE, _E.SYSTEMD_UNAVAILABLE),
-    "job.retry": (_E.JOB_NOT_FOUND, _E.INVALID_JOB_STATE),
+    "job.cancel": (
+        *(_E.JOB_NOT_FOUND, _E.INVALID_JOB_STATE, _E.SYSTEMD_UNAVAILABLE, _E.STORE_UNAVAILABLE),
+    ),
+    "job.retry": (_E.JOB_NOT_FOUND, _E.INVALID_JOB_STATE, _E.STORE_UNAVAILABLE),
+    "system.reload": (_E.STORE_UNAVAILABLE,),
     "definition.get": (_E.UNKNOWN_DEFINITION,),
 }
 
@@ -71,6 +77,7 @@ _MESSAGES: dict[ErrorCode, str] = {
     _E.QUEUE_FULL: "Too many unfinished jobs",
     _E.SYSTEMD_UNAVAILABLE: "systemd is not reachable",
     _E.PERMISSION_DENIED: "Permission denied",
+    _E.STORE_UNAVAILABLE: "The state store cannot write: the call was not recorded",
 }
 
 #: The snapshot the schema-version guard compares with (a source checkout's, not installed).

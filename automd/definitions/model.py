@@ -50,12 +50,17 @@ class _Frozen(BaseModel):
 
 
 class Limits(_Frozen):
-    """Resource limits of each run (systemd MemoryMax=, CPUQuota=, TasksMax=, RuntimeMaxSec=)."""
+    """Resource limits of each run (systemd MemoryMax=, CPUQuota=, TasksMax=, RuntimeMaxSec=,
+    LogRateLimitIntervalSec=, LogRateLimitBurst=)."""
 
     memory_max: Bytes | None = Field(None, description="e.g. 512M; unset: no limit of its own")
     cpu_quota: Percent | None = Field(None, description="percent of one CPU, e.g. 50%; 200% = 2")
     tasks_max: int | None = Field(None, ge=1, le=1_000_000)
     runtime_max_seconds: float | None = Field(3600.0, gt=0, le=30 * 86400)
+    # journald's per-unit rate limit (LogRateLimitIntervalSec=, LogRateLimitBurst=; 0 turns
+    # it off); unset: automd.toml's jobs.log_rate_limit_*.
+    log_rate_limit_interval_seconds: float | None = Field(None, ge=0, le=86400)
+    log_rate_limit_burst: int | None = Field(None, ge=0, le=1_000_000_000)
 
 
 RetryableResult = Literal["exit-code", "signal", "core-dump", "timeout", "oom-kill", "resources"]

@@ -25,8 +25,19 @@ class RunPlan(UnitTemplate):
     concurrency: int | None
 
 
-def make_plan(definition: Definition, values: Mapping[str, ParamValue]) -> RunPlan:
+def make_plan(
+    definition: Definition,
+    values: Mapping[str, ParamValue],
+    *,
+    log_rate_limit: tuple[float, int] | None = None,
+) -> RunPlan:
+    """`log_rate_limit`: (interval seconds, burst) where the definition sets none."""
     limits = definition.limits
+    interval, burst = log_rate_limit or (None, None)
+    if limits.log_rate_limit_interval_seconds is not None:
+        interval = limits.log_rate_limit_interval_seconds
+    if limits.log_rate_limit_burst is not None:
+        burst = limits.log_rate_limit_burst
     box = definition.sandbox
     runs_as_root = definition.user in ("root", "0")
     sandbox = {**sandbox_for(box.profile, runs_as_root=runs_as_root), **box.changes()}
@@ -47,6 +58,8 @@ def make_plan(definition: Definition, values: Mapping[str, ParamValue]) -> RunPl
             if limits.runtime_max_seconds is None
             else round(limits.runtime_max_seconds * 1_000_000)
         ),
+        log_rate_limit_interval_usec=None if interval is None else round(interval * 1_000_000),
+        log_rate_limit_burst=burst,
         sandbox=sandbox,
         read_write_paths=box.read_write_paths,
         state_directories=definition.directories.state,

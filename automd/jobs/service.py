@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from automd.api.system import HealthCheck
-from automd.config import JobsSettings
+from automd.config import JobsSettings, RetentionSettings
 from automd.definitions.model import Definition
 from automd.definitions.params import ParamValue
 from automd.definitions.registry import DefinitionRegistry
@@ -40,6 +40,7 @@ from automd.jobs.ids import new_job_id
 from automd.jobs.logfields import job_log_fields
 from automd.jobs.plan import RunPlan, make_plan, redact, unit_name
 from automd.jobs.reconcile import Reconciler
+from automd.jobs.retention import Retention
 from automd.jobs.states import FINISHED_STATES, JobState, move
 from automd.jobs.timers import RetryTimers
 from automd.store import audit as audit_rows
@@ -68,6 +69,7 @@ class JobService:
         systemd: Systemd,
         settings: JobsSettings,
         *,
+        retention: RetentionSettings | None = None,
         clock: Callable[[], float] = time.time,
         rng: Callable[[], float] = random.random,
     ) -> None:
@@ -89,6 +91,10 @@ class JobService:
         self.reconciler = Reconciler(
             store, systemd, self.dispatcher, self.follower, self.timers, clock=clock
         )
+        self.retention = Retention(
+            store, retention or RetentionSettings(),
+            key_window=lambda: self.settings.idempotency_window_seconds, clock=clock,
+        )  # fmt: skip
         self._tasks: list[asyncio.Task[Any]] = []
         #: Called (on the loop) whenever running or unfinished counts may have changed.
         self.on_counts_changed: Callable[[], None] = lambda: None
@@ -108,6 +114,7 @@ class JobService:
                 name="automd-self-check",
             ),
             asyncio.create_task(self._purge_keys_periodically(), name="automd-purge-keys"),
+            asyncio.create_task(self.retention.run(), name="automd-retention"),
         ]
 
     async def stop(self) -> None:
@@ -176,8 +183,11 @@ class JobService:
             raise QueueFull(data={"max_unfinished_jobs": self.settings.max_unfinished})
         now = self._clock()
         job = new_job_record(
-            definition, values, caller, idempotency_key, now, traceparent=traceparent
-        )
+            definition, values, caller, idempotency_key, now, traceparent=traceparent,
+            log_rate_limit=(
+                self.settings.log_rate_limit_interval_seconds, self.settings.log_rate_limit_burst
+            ),
+        )  # fmt: skip
         # What a key is bound to (only computed when there is a key to compare).
         key = None
         if idempotency_key is not None:
@@ -185,8 +195,10 @@ class JobService:
             window_start = now - self.settings.idempotency_window_seconds
             key = _Key(idempotency_key, fingerprint, window_start)
         limit = self.settings.max_unfinished if queue_full else None
+        # fail_fast: on a full disk the caller hears so (1008) and nothing was acknowledged.
         record, replayed = await self._store.write(
-            lambda conn: _queue(conn, job, key, refuse_new_over=limit, audit=audit)
+            lambda conn: _queue(conn, job, key, refuse_new_over=limit, audit=audit),
+            fail_fast=True,
         )
         if not replayed:
             self.dispatcher.job_added()
@@ -227,7 +239,7 @@ class JobService:
             updated = rows.update_job(conn, job_id, cancel_requested=True, updated_at=now)
             return updated, unit_name(job.definition, job.id, job.attempts)
 
-        job, unit = await self._store.write(write)
+        job, unit = await self._store.write(write, fail_fast=True)
         if unit is None:
             self.timers.disarm(job_id)
             self.dispatcher.wake()  # recounts
@@ -252,14 +264,16 @@ class JobService:
                 finished_at=None, next_attempt_at=None,
             )  # fmt: skip
 
-        job = await self._store.write(write)
+        job = await self._store.write(write, fail_fast=True)
         self.dispatcher.job_added()
         return job
 
     async def purge_expired_keys(self) -> int:
         """Delete idempotency keys past their window (already ignored)."""
         cutoff = self._clock() - self.settings.idempotency_window_seconds
-        purged = await self._store.write(lambda conn: rows.purge_idempotency_keys(conn, cutoff))
+        purged = await self._store.write(
+            lambda conn: rows.purge_idempotency_keys(conn, cutoff), fail_fast=True
+        )
         if purged:
             log.info("purged %d expired idempotency keys", purged)
         return purged
@@ -341,9 +355,10 @@ def new_job_record(
     now: float,
     *,
     traceparent: str | None = None,
+    log_rate_limit: tuple[float, int] | None = None,
 ) -> JobRecord:
     """A just-submitted job: queued, with its plan frozen and secret values masked."""
-    plan = make_plan(definition, values)
+    plan = make_plan(definition, values, log_rate_limit=log_rate_limit)
     return JobRecord(
         id=new_job_id(),
         definition=definition.name,

@@ -14,13 +14,18 @@ from typing import Any, TypeVar
 import aiosqlite
 
 from automd import __version__
-from automd.errors import AutomdError, StoreError
+from automd.errors import AutomdError, StoreError, StoreUnavailable
 from automd.store.migrations import LATEST_VERSION, MIGRATIONS
-from automd.store.writer import GroupCommitWriter, WriteFn
+from automd.store.writer import GroupCommitWriter, WriteFn, disk_error
 
 log = logging.getLogger(__name__)
 
 DB_FILENAME = "automd.db"
+WAL_SUFFIX = "-wal"
+AUTO_VACUUM_INCREMENTAL = 2
+BUSY_TIMEOUT_MS = 5000
+#: Bytes a WAL is cut back to after a checkpoint (SQLite's journal_size_limit).
+JOURNAL_SIZE_LIMIT = 64 * 1024 * 1024
 T = TypeVar("T")
 
 
@@ -35,18 +40,45 @@ def _translate(action: str) -> Iterator[None]:
 
 
 def _setup_writer(conn: sqlite3.Connection) -> None:
+    _incremental_vacuum(conn)
     # WAL lets readers run beside the writer; synchronous=FULL makes every COMMIT reach the
     # disk before it returns, so an acknowledged write survives power loss (NORMAL would only
     # survive a crash of automd itself).
     conn.execute("PRAGMA journal_mode = WAL")
     conn.execute("PRAGMA synchronous = FULL")
     conn.execute("PRAGMA foreign_keys = ON")
-    conn.execute("PRAGMA busy_timeout = 5000")
+    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    # After a checkpoint that emptied it, a WAL grown large (behind a long reader, or by a
+    # purge) is cut back to this size instead of keeping its peak on disk.
+    conn.execute(f"PRAGMA journal_size_limit = {JOURNAL_SIZE_LIMIT}")
     migrate(conn)
     conn.executemany(
         "INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)",
         [("created_at", str(time.time())), ("created_by_version", __version__)],
     )
+
+
+def _incremental_vacuum(conn: sqlite3.Connection) -> None:
+    """auto_vacuum=INCREMENTAL, so pages freed by purges can be given back to the filesystem
+    (PRAGMA incremental_vacuum, retention.py). A new database takes it as it is created; an
+    existing one only through one VACUUM, which rewrites the whole file once at the first
+    start of this version, before READY=1 (0.8 s for 160 MB measured; it needs as much free
+    space again: without it the VACUUM fails, changes nothing, and automd serves as before)."""
+    (mode,) = conn.execute("PRAGMA auto_vacuum").fetchone()
+    if mode == AUTO_VACUUM_INCREMENTAL:
+        return
+    (pages,) = conn.execute("PRAGMA page_count").fetchone()
+    conn.execute(f"PRAGMA auto_vacuum = {AUTO_VACUUM_INCREMENTAL}")
+    if pages == 0:  # a new database
+        return
+    log.warning("state store: rewriting the database once for incremental vacuum")
+    started = time.monotonic()
+    try:
+        conn.execute("VACUUM")
+    except sqlite3.OperationalError as exc:  # e.g. no room for the copy: serve as before
+        log.error("state store: not rewritten (%s); trying again at the next start", exc)
+        return
+    log.warning("state store: rewritten in %.1f s", time.monotonic() - started)
 
 
 def migrate(conn: sqlite3.Connection) -> None:
@@ -133,19 +165,44 @@ class Store:
         before that transaction's writers are answered (for caches of committed data)."""
         self.writer.on_commit.append(listener)
 
-    async def write(self, fn: WriteFn[T]) -> T:
+    async def write(self, fn: WriteFn[T], *, fail_fast: bool = False) -> T:
         """Run `fn` inside a group transaction; returns after it is committed and synced.
 
         An AutomdError raised by `fn` (e.g. an idempotency conflict) undoes only `fn`'s own
-        changes and reaches the caller unchanged; sqlite3 errors become StoreError.
+        changes and reaches the caller unchanged; sqlite3 errors become StoreError, and a
+        full or failing disk StoreUnavailable. On such a disk a `fail_fast` write fails at
+        once; any other waits until the disk takes it (writer.py): use fail_fast where a
+        caller can be told, never for the record of something that already happened.
         """
         try:
-            return await self.writer.run(fn)
+            return await self.writer.run(fn, fail_fast=fail_fast)
         except AutomdError:
             raise
         except (sqlite3.Error, OSError) as exc:
+            reason = disk_error(exc)
+            if reason is not None:
+                raise StoreUnavailable(data={"reason": reason}) from exc
             log.error("state store: write failed: %s", exc)
             raise StoreError(data={"action": "write"}) from exc
+
+    async def maintain(self, fn: WriteFn[T]) -> T:
+        """Run `fn` on the write connection outside any transaction, between two groups
+        (incremental_vacuum, wal_checkpoint); sqlite3 errors become StoreError."""
+        try:
+            return await self.writer.run_bare(fn)
+        except (sqlite3.Error, OSError) as exc:
+            log.error("state store: maintenance failed: %s", exc)
+            raise StoreError(data={"action": "maintain"}) from exc
+
+    def sizes(self) -> tuple[int, int]:
+        """(database bytes, WAL bytes) on disk now: a stat each, for metrics and health."""
+        sizes = []
+        for path in (self.path, self.path.with_name(self.path.name + WAL_SUFFIX)):
+            try:
+                sizes.append(path.stat().st_size)
+            except FileNotFoundError:
+                sizes.append(0)
+        return sizes[0], sizes[1]
 
     def lookup(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run short indexed reads synchronously on the calling (event loop) thread.
@@ -156,6 +213,20 @@ class Store:
         """
         with _translate("read"):
             return fn(self._lookup)
+
+    async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `fn` on a read-only connection in a worker thread: reads too long for the
+        event loop (counting an index) that fetch_*'s single statement cannot express."""
+
+        def run() -> T:
+            conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
+            try:
+                return fn(conn)
+            finally:
+                conn.close()
+
+        with _translate("read"):
+            return await asyncio.to_thread(run)
 
     async def fetch_one(self, sql: str, args: Sequence[Any] = ()) -> sqlite3.Row | None:
         with _translate("read"):

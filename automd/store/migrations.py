@@ -121,6 +121,15 @@ MIGRATIONS: tuple[Migration, ...] = (
         "jobs.outcome: how a finished job ended, in automd's words (a cancel is not a success)",
         ("ALTER TABLE jobs ADD COLUMN outcome TEXT",),
     ),
+    Migration(
+        7,
+        "jobs_finished orders each final state's jobs by when they finished: retention finds "
+        "the expired ones without reading the table",
+        (
+            """CREATE INDEX jobs_finished ON jobs (state, finished_at)
+                WHERE finished_at IS NOT NULL""",
+        ),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

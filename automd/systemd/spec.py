@@ -38,6 +38,8 @@ _CORE_PROPERTIES = frozenset(
         "CPUQuotaPerSecUSec",
         "TasksMax",
         "RuntimeMaxUSec",
+        "LogRateLimitIntervalUSec",
+        "LogRateLimitBurst",
         "CollectMode",
         "StateDirectory",
         "CacheDirectory",
@@ -62,6 +64,9 @@ class UnitTemplate(BaseModel):
     cpu_quota_per_sec_usec: int | None = None
     tasks_max: int | None = None
     runtime_max_usec: int | None = None
+    # journald's rate limit of the unit's log lines (0 turns it off); None: journald's own.
+    log_rate_limit_interval_usec: int | None = Field(None, ge=0, le=_UINT64_MAX)
+    log_rate_limit_burst: int | None = Field(None, ge=0, le=2**32 - 1)
     sandbox: dict[str, bool | str] = Field(default_factory=lambda: dict(DEFAULT_SANDBOX))
     # Paths the job may write despite ProtectSystem=strict (ReadWritePaths=).
     read_write_paths: tuple[str, ...] = ()
@@ -162,6 +167,12 @@ def unit_properties(spec: UnitSpec) -> list[tuple[str, Variant]]:
         ("RuntimeMaxUSec", spec.runtime_max_usec),
     )
     properties += [(name, Variant("t", value)) for name, value in limits if value is not None]
+    if spec.log_rate_limit_interval_usec is not None:
+        properties.append(
+            ("LogRateLimitIntervalUSec", Variant("t", spec.log_rate_limit_interval_usec))
+        )
+    if spec.log_rate_limit_burst is not None:
+        properties.append(("LogRateLimitBurst", Variant("u", spec.log_rate_limit_burst)))
     if spec.read_write_paths:
         properties.append(("ReadWritePaths", Variant("as", list(spec.read_write_paths))))
     directories = (

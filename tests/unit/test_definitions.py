@@ -301,6 +301,17 @@ def test_sandbox_overrides_reach_the_plan() -> None:
     assert plan.sandbox["NoNewPrivileges"] is True  # the rest stays hardened
 
 
+def test_log_rate_limits_come_from_the_definition_else_from_the_daemon() -> None:
+    defaults = (30.0, 10_000)
+    plan = make_plan(definition(), {}, log_rate_limit=defaults)
+    assert (plan.log_rate_limit_interval_usec, plan.log_rate_limit_burst) == (30_000_000, 10_000)
+    chatty = definition(limits={"log_rate_limit_burst": 100})
+    plan = make_plan(chatty, {}, log_rate_limit=defaults)
+    assert (plan.log_rate_limit_interval_usec, plan.log_rate_limit_burst) == (30_000_000, 100)
+    # A plan made without them (stored by an older automd) leaves journald's own.
+    assert make_plan(definition(), {}).log_rate_limit_burst is None
+
+
 @pytest.mark.parametrize("name", ["/var/lib/x", "..", "a/../b", "a//b", "", "a b", ".hidden"])
 def test_a_managed_directory_is_a_plain_relative_name(tmp_path: Path, name: str) -> None:
     (tmp_path / "d.toml").write_text(

@@ -8,6 +8,7 @@ stand-ins (the real ones: tests/integration/test_audit.py).
 from __future__ import annotations
 
 import itertools
+import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,6 +91,8 @@ class Stack:
     service: JobService
     systemd: StandInSystemd
     journal: list[dict[str, str]]
+    #: The state directory's disk refuses writes (SQLITE_FULL) while set.
+    full: bool = False
 
     async def call(self, who: PeerCredentials | None, method: str, params: Any = None) -> Any:
         request = {"jsonrpc": "2.0", "method": method, "id": 1}
@@ -142,8 +145,19 @@ async def stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterato
     monkeypatch.setattr(
         automd_log._Records, "sink", lambda level, message, fields: journal.append(dict(fields))
     )
+    stack = Stack(rpc, store, jobs, systemd, journal)
+    run = store.writer.run
+
+    async def run_unless_full(fn: Any, *, fail_fast: bool = False) -> Any:
+        if stack.full and fail_fast:  # as the writer answers a caller on a full disk
+            error = sqlite3.OperationalError("database or disk is full")
+            error.sqlite_errorcode = 13  # SQLITE_FULL
+            raise error
+        return await run(fn, fail_fast=fail_fast)
+
+    monkeypatch.setattr(store.writer, "run", run_unless_full)
     try:
-        yield Stack(rpc, store, jobs, systemd, journal)
+        yield stack
     finally:
         await store.close()
 
@@ -284,6 +298,19 @@ async def _queue_full(stack: Stack) -> dict[str, Any]:
     return {"definition": "echo"}
 
 
+def _disk_full(
+    make: Callable[[Stack], Awaitable[dict[str, Any]]],
+) -> Callable[[Stack], Awaitable[dict[str, Any]]]:
+    """`make`'s params, with the disk full from then on."""
+
+    async def setup(stack: Stack) -> dict[str, Any]:
+        call_params = await make(stack)
+        stack.full = True
+        return call_params
+
+    return setup
+
+
 async def _systemd_away(stack: Stack) -> dict[str, Any]:
     stack.systemd.unavailable = True
     return {"id": await stack.job(ALICE, JobState.RUNNING)}
@@ -297,20 +324,24 @@ CASES: dict[tuple[str, int | None], Case] = {
     ("job.submit", _E.UNKNOWN_DEFINITION): Case(ALICE, params({"definition": "gone"})),
     ("job.submit", _E.IDEMPOTENCY_CONFLICT): Case(ALICE, _conflicting_key),
     ("job.submit", _E.QUEUE_FULL): Case(ALICE, _queue_full),
+    ("job.submit", _E.STORE_UNAVAILABLE): Case(ALICE, _disk_full(params({"definition": "echo"}))),
     ("job.cancel", None): Case(ALICE, on_job(ALICE, JobState.QUEUED)),
     ("job.cancel", _E.PERMISSION_DENIED): Case(STRANGER, on_job(STRANGER, JobState.QUEUED)),
     ("job.cancel", _E.INVALID_PARAMS): Case(ALICE, params({"id": "not-a-job-id"})),
     ("job.cancel", _E.JOB_NOT_FOUND): Case(ALICE, on_job(CAROL, JobState.QUEUED)),
     ("job.cancel", _E.INVALID_JOB_STATE): Case(ALICE, on_job(ALICE, JobState.SUCCEEDED)),
     ("job.cancel", _E.SYSTEMD_UNAVAILABLE): Case(ALICE, _systemd_away),
+    ("job.cancel", _E.STORE_UNAVAILABLE): Case(ALICE, _disk_full(on_job(ALICE, JobState.QUEUED))),
     ("job.retry", None): Case(ALICE, on_job(ALICE, JobState.FAILED)),
     ("job.retry", _E.PERMISSION_DENIED): Case(DEPLOY, on_job(DEPLOY, JobState.FAILED)),
     ("job.retry", _E.INVALID_PARAMS): Case(ALICE, params({"id": "0" * 26, "now": True})),
     ("job.retry", _E.JOB_NOT_FOUND): Case(ALICE, on_job(CAROL, JobState.FAILED)),
     ("job.retry", _E.INVALID_JOB_STATE): Case(ALICE, on_job(ALICE, JobState.RUNNING)),
+    ("job.retry", _E.STORE_UNAVAILABLE): Case(ALICE, _disk_full(on_job(ALICE, JobState.FAILED))),
     ("system.reload", None): Case(CAROL, params({})),
     ("system.reload", _E.PERMISSION_DENIED): Case(ALICE, params({})),
     ("system.reload", _E.INVALID_PARAMS): Case(CAROL, params({"force": True})),
+    ("system.reload", _E.STORE_UNAVAILABLE): Case(CAROL, _disk_full(params({}))),
 }
 
 
@@ -324,8 +355,18 @@ async def test_every_mutating_call_is_audited_whatever_its_outcome(
     who = peer(case.who)
     reply = await stack.call(who, method, call_params)
     assert (reply.get("error") or {}).get("code") == code, reply
+    stack.full = False
     entries = await stack.trail(who)
     outcome = "ok" if code is None else "denied" if code == _E.PERMISSION_DENIED else "error"
+    if code == _E.STORE_UNAVAILABLE:  # the full disk refused the entry: the journal keeps it
+        assert entries == []
+        # A reload writes nothing but its entry: it was applied, only the entry was refused.
+        happened = "ok" if method == "system.reload" else outcome
+        journaled = stack.journaled(who)
+        assert [(f["AUTOMD_METHOD"], f["AUTOMD_OUTCOME"]) for f in journaled] == [
+            (method, happened)
+        ]
+        return
     assert [(e["method"], e["outcome"], e["uid"]) for e in entries] == [(method, outcome, who.uid)]
     entry = entries[0]
     if outcome == "error":

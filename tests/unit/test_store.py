@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pytest
 
 from automd import __version__
 from automd.api.codes import ErrorCode
-from automd.errors import AutomdError, StoreError
+from automd.errors import AutomdError, StoreError, StoreUnavailable
 from automd.store.db import DB_FILENAME, Store
 from automd.store.migrations import LATEST_VERSION, MIGRATIONS
 
@@ -29,9 +30,10 @@ async def test_open_creates_the_database_with_wal_and_full_sync(tmp_path: Path) 
             lambda conn: (
                 conn.execute("PRAGMA journal_mode").fetchone(),
                 conn.execute("PRAGMA synchronous").fetchone(),
+                conn.execute("PRAGMA auto_vacuum").fetchone(),
             )
         )
-        assert pragmas == (("wal",), (2,))  # synchronous=2 is FULL
+        assert pragmas == (("wal",), (2,), (2,))  # synchronous=2 is FULL, auto_vacuum INCREMENTAL
         assert await store.schema_version() == LATEST_VERSION
         assert await store.get_meta("created_by_version") == __version__
     finally:
@@ -133,3 +135,68 @@ async def test_the_writer_reports_whether_it_is_alive(tmp_path: Path) -> None:
     assert store.writer.alive
     await store.close()
     assert not store.writer.alive
+
+
+async def _fill_to_the_limit(store: Store) -> None:
+    """Make the writer's connection refuse to grow the file: SQLITE_FULL without root."""
+
+    def cap(conn: sqlite3.Connection) -> None:
+        (pages,) = conn.execute("PRAGMA page_count").fetchone()
+        conn.execute(f"PRAGMA max_page_count = {pages}")
+
+    await store.write(cap)
+
+
+def _big_row(key: str) -> Callable[[sqlite3.Connection], object]:
+    return lambda conn: conn.execute("INSERT INTO meta VALUES (?, ?)", (key, "x" * 100_000))
+
+
+async def test_a_full_disk_fails_a_fail_fast_write_at_once(tmp_path: Path) -> None:
+    store = await Store.open(tmp_path)
+    try:
+        await _fill_to_the_limit(store)
+        with pytest.raises(StoreUnavailable) as info:
+            await store.write(_big_row("refused"), fail_fast=True)
+        assert info.value.code == ErrorCode.STORE_UNAVAILABLE
+        assert info.value.data == {"reason": "disk full"}
+        assert store.writer.unwritable == "disk full"
+        assert await store.get_meta("refused") is None
+    finally:
+        await store.close()
+
+
+async def test_a_full_disk_holds_other_writes_until_space_returns(tmp_path: Path) -> None:
+    """Regression: a failed group commit answered every write with an error, so a job's
+    outcome written while the disk was full was lost."""
+    store = await Store.open(tmp_path)
+    freed = threading.Event()
+    loop = asyncio.get_running_loop()
+    retried = asyncio.Event()
+    tries = 0
+
+    def outcome(conn: sqlite3.Connection) -> str:
+        nonlocal tries
+        tries += 1
+        if tries == 2:  # refused, then tried again
+            loop.call_soon_threadsafe(retried.set)
+        if freed.is_set():  # space returns: the file may grow again
+            conn.execute("PRAGMA max_page_count = 1073741823")
+        _big_row("outcome")(conn)
+        return "recorded"
+
+    try:
+        await _fill_to_the_limit(store)
+        held = asyncio.create_task(store.write(outcome))
+        await retried.wait()
+        assert not held.done()
+        assert store.writer.held == 1
+        with pytest.raises(StoreUnavailable):  # meanwhile a caller is told at once
+            await store.write(_big_row("refused"), fail_fast=True)
+        freed.set()
+        assert await held == "recorded"
+        assert store.writer.unwritable is None
+        assert await store.get_meta("outcome") == "x" * 100_000
+        await store.write(_big_row("after"), fail_fast=True)
+        assert store.writer.alive
+    finally:
+        await store.close()

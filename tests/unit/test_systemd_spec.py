@@ -72,6 +72,17 @@ def test_limits_user_and_working_directory() -> None:
     assert props["RuntimeMaxUSec"] == ("t", 60_000_000)
 
 
+def test_log_rate_limits_are_t_and_u_and_absent_when_unset() -> None:
+    props = as_dict(
+        unit_properties(spec(log_rate_limit_interval_usec=30_000_000, log_rate_limit_burst=0))
+    )
+    assert props["LogRateLimitIntervalUSec"] == ("t", 30_000_000)
+    assert props["LogRateLimitBurst"] == ("u", 0)  # 0: no limit, as systemd reads it
+    unset = as_dict(unit_properties(spec()))
+    assert "LogRateLimitIntervalUSec" not in unset
+    assert "LogRateLimitBurst" not in unset
+
+
 def test_sandbox_properties_take_their_dbus_types() -> None:
     props = as_dict(unit_properties(spec(sandbox=dict(PROFILES["strict"]))))
     assert props["ProtectSystem"] == ("s", "strict")
