@@ -15,6 +15,7 @@ from automd.api.codes import ErrorCode
 from automd.api.exit_status import exit_status_name
 from automd.ctl.client import RemoteError, RpcClient
 from automd.ctl.context import Context, JobStillRunning, UsageError
+from automd.ctl.definitions import parameter_rows, sandbox_line
 from automd.ctl.exits import Exit, job_exit_status
 from automd.ctl.logs import LogPrinter, follow_logs, print_logs
 from automd.ctl.render import format_duration
@@ -313,12 +314,10 @@ def cmd_defs(ctx: Context, args: argparse.Namespace) -> int:
             ctx.out.json(definition)
             return int(Exit.OK)
         ctx.out.line(f"{definition['name']}: {definition['description']}")
-        schema = definition["params_schema"]
-        required = set(schema["required"])
-        rows = [["PARAMETER", "TYPE", "DEFAULT", "DESCRIPTION"]]
-        for name, spec in schema["properties"].items():
-            default = "(required)" if name in required else json.dumps(spec.get("default"))
-            rows.append([name, spec["type"], default, spec.get("description", "")])
+        sandbox = sandbox_line(definition.get("sandbox"))
+        if sandbox:
+            ctx.out.line(f"Sandbox: {sandbox}")
+        rows = parameter_rows(definition["params_schema"])
         ctx.out.table(rows)
         return int(Exit.OK)
     listed = ctx.client.call("definition.list")

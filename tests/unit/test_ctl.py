@@ -471,3 +471,38 @@ def test_a_cancelled_job_never_reads_as_a_success(
         assert "attempt 1: finished, success (stopped by the cancel)" in shown
         assert main(["list"]) == Exit.OK
         assert capsys.readouterr().out.splitlines()[1].endswith(stopped)
+
+
+DEFINED = {
+    "name": "backup", "description": "Back up a directory",
+    "params_schema": {
+        "properties": {
+            "source": {"type": "string", "maxLength": 4096, "pattern": "^/",
+                       "description": "what to back up"},
+            "mode": {"type": "string", "maxLength": 16, "enum": ["full", "incr"],
+                     "default": "incr"},
+            "level": {"type": "integer", "minimum": 1, "maximum": 9},
+            "tag": {"type": "string", "minLength": 2, "maxLength": 32, "pattern": "^(?:[a-z]+)$"},
+        },
+        "required": ["source"],
+    },
+    "sandbox": {"profile": "strict", "private_network": True, "read_write_paths": ["/srv/backup"],
+                "protect_home": None, "private_tmp": None, "overrides": {}},
+}  # fmt: skip
+
+
+def test_defs_shows_types_constraints_and_the_sandbox(
+    socket_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with fake_automd(socket_path, {"definition.get": lambda p: DEFINED}):
+        assert main(["defs", "backup"]) == Exit.OK
+    out = capsys.readouterr().out
+    assert "null" not in out
+    assert "Sandbox: profile strict; private network; writes /srv/backup\n" in out
+    rows = {line.split()[0]: line for line in out.splitlines()[2:]}
+    assert re.search(r"^source +path +required +- +absolute path under", rows["source"])
+    assert re.search(
+        r"^mode +string +optional +incr +one of full\|incr, 0\.\.16 chars", rows["mode"]
+    )
+    assert re.search(r"^level +integer +optional +- +1\.\.9", rows["level"])
+    assert re.search(r"^tag .* matches \^\(\?:\[a-z\]\+\)\$, 2\.\.32 chars", rows["tag"])
