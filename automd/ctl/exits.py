@@ -52,13 +52,14 @@ MEANINGS: dict[Exit, str] = {
     ),
     Exit.NOT_FOUND: "no such job or definition (EX_NOINPUT; 1001, 1002)",
     Exit.UNAVAILABLE: (
-        "automd cannot be reached: no socket, connection refused (EX_UNAVAILABLE); or automd "
-        "cannot reach systemd (1006)"
+        "automd cannot be reached: no socket, connection refused, or the connection closed "
+        "without an answer because automd failed to start (EX_UNAVAILABLE); or automd cannot "
+        "reach systemd (1006)"
     ),
     Exit.SOFTWARE: "automd failed unexpectedly (EX_SOFTWARE; -32603): its journal says why",
     Exit.TEMPFAIL: (
-        "try again later (EX_TEMPFAIL): no answer within `--timeout`, automd busy (-32000, "
-        "-32002), or too many unfinished jobs (1005)"
+        "try again later (EX_TEMPFAIL): no answer within `--timeout` (automd busy, or restarting "
+        "after failed starts), automd busy (-32000, -32002), or too many unfinished jobs (1005)"
     ),
     Exit.PROTOCOL: (
         "an answer automctl does not understand, or a protocol error between the two "

@@ -8,10 +8,12 @@ import os
 import re
 import select
 import signal
+import socket
 import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -506,3 +508,53 @@ def test_defs_shows_types_constraints_and_the_sandbox(
     )
     assert re.search(r"^level +integer +optional +- +1\.\.9", rows["level"])
     assert re.search(r"^tag .* matches \^\(\?:\[a-z\]\+\)\$, 2\.\.32 chars", rows["tag"])
+
+
+@contextmanager
+def silent_socket(path: Path, *, close: bool) -> Iterator[None]:
+    """A socket that takes connections and, like automd failing to start, never answers:
+    `close` closes each at once (its process exited), else it stays open (waiting)."""
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(path))
+    server.listen(8)
+    held: list[socket.socket] = []
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            if close:
+                conn.recv(65536)  # the request was sent: closing now is "no answer"
+                conn.close()
+            else:
+                held.append(conn)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        server.shutdown(socket.SHUT_RDWR)
+        server.close()
+        for conn in held:
+            conn.close()
+
+
+@pytest.mark.parametrize(
+    ("close", "status", "said"),
+    [
+        (True, Exit.UNAVAILABLE, "automd closed the connection without answering: it failed"),
+        (False, Exit.TEMPFAIL, "no answer within 0.3s: automd is busy or cannot start"),
+    ],
+)
+def test_a_daemon_that_cannot_start_points_at_its_unit_and_journal(
+    socket_path: Path, capsys: pytest.CaptureFixture[str], close: bool, status: Exit, said: str
+) -> None:
+    with silent_socket(socket_path, close=close):
+        assert main(["--timeout", "0.3", "version"]) == status
+    err = capsys.readouterr().err
+    assert said in err
+    assert "systemctl status automd and journalctl -u automd say why" in err
+    assert len(err.splitlines()) == 1
