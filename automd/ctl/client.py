@@ -117,7 +117,7 @@ class RpcClient:
         self, socket_path: str, *, timeout: float = 30.0, trace: IO[str] | None = None
     ) -> None:
         self.socket_path = socket_path
-        self._timeout = timeout
+        self.timeout = timeout
         self._ids = itertools.count(1)
         #: -v: each request and the time its answer took, on this stream (stderr).
         self._trace = trace
@@ -156,7 +156,7 @@ class RpcClient:
         if self._trace:
             print(f"automctl: -> {self.socket_path} {body.decode()}", file=self._trace)
         path = self.socket_path
-        conn = _UnixHTTPConnection(path, self._timeout)
+        conn = _UnixHTTPConnection(path, self.timeout)
         try:
             conn.request("POST", RPC_PATH, body, headers={"Content-Type": "application/json"})
             response = conn.getresponse()
@@ -176,7 +176,7 @@ class RpcClient:
             # The socket exists and took the connection: automd is busy, or systemd keeps
             # restarting it (a bad configuration) while the call waits in the backlog.
             raise NoAnswer(
-                f"{path}: no answer within {self._timeout:g}s: automd is busy or cannot start;"
+                f"{path}: no answer within {self.timeout:g}s: automd is busy or cannot start;"
                 f" {WHY_NOT_ANSWERING}"
             ) from None
         except (ConnectionResetError, BrokenPipeError, http.client.RemoteDisconnected):

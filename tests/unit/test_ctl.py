@@ -31,6 +31,7 @@ from automd.ctl.client import (
 )
 from automd.ctl.context import UsageError
 from automd.ctl.exits import Exit, exit_for, job_exit_status
+from automd.ctl.completion import parser_commands
 from automd.ctl.main import build_parser, main
 from automd.ctl.messages import describe
 from automd.ctl.times import parse_time
@@ -558,3 +559,100 @@ def test_a_daemon_that_cannot_start_points_at_its_unit_and_journal(
     assert said in err
     assert "systemctl status automd and journalctl -u automd say why" in err
     assert len(err.splitlines()) == 1
+
+
+# --- issue 16.13: what users of systemctl and pueue reach for ---------------------------------
+
+
+def test_help_verb_is_the_verbs_help_with_examples(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    direct = capsys.readouterr().out
+    assert main(["help", "run"]) == Exit.OK
+    assert capsys.readouterr().out == direct
+    assert "examples:\n  automctl run hello name=Ada --wait\n" in direct
+    assert main(["help", "nope"]) == Exit.USAGE
+
+
+def test_every_verb_has_examples_in_its_help() -> None:
+    for names, sub in parser_commands(build_parser())[1:]:
+        if not names[0].startswith("_"):
+            assert "examples:\n  " in sub.format_help(), names
+
+
+def test_audit_takes_a_user_name(socket_path: Path) -> None:
+    methods: dict[str, Method] = {"audit.list": lambda p: {"entries": []}}
+    with fake_automd(socket_path, methods) as calls:
+        assert main(["audit", "--uid", "root"]) == Exit.OK
+    assert calls[0][1]["uid"] == 0
+    assert main(["audit", "--uid", "no-such-user-here"]) == Exit.USAGE
+
+
+ENTRIES = [
+    {"at": "2026-11-22T10:00:01.250000Z", "attempt": 1, "message": "a", "priority": 6},
+    {"at": "2026-11-22T10:00:02.250000Z", "attempt": 1, "message": "b", "priority": 6},
+    {"at": "2026-11-22T10:00:09.250000Z", "attempt": 2, "message": "c", "priority": 6},
+]
+
+
+@pytest.mark.parametrize("output", ["cat", "short", "json", None])
+def test_logs_output_formats_and_attempt_markers(
+    socket_path: Path, capsys: pytest.CaptureFixture[str], output: str | None
+) -> None:
+    logs = {"entries": ENTRIES, "cursor": "c", "more": False, "finished": True}
+    with fake_automd(socket_path, {"job.logs": lambda p: logs}):
+        assert main(["logs", JOB, *(["-o", output] if output else [])]) == Exit.OK
+    lines = capsys.readouterr().out.splitlines()
+    if output == "json":
+        assert [json.loads(line)["message"] for line in lines] == ["a", "b", "c"]
+        return
+    if output == "short":
+        stamp = datetime.fromisoformat(ENTRIES[0]["at"]).astimezone().strftime("%b %d %H:%M:%S")
+        assert lines[0] == f"{stamp} a"
+        lines = [line if line.startswith("--") else line.split(" ", 3)[3] for line in lines]
+    assert lines == ["a", "b", "-- attempt 2 --", "c"]  # cat is the default
+
+
+def test_wait_timeout_names_the_jobs_still_running(
+    socket_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    running = {"job": job_view(state="running"), "attempts": [], "events": []}
+    with fake_automd(socket_path, {"job.get": lambda p: running}):
+        assert main(["wait", JOB, "--timeout", "0.3"]) == Exit.TEMPFAIL
+    err = capsys.readouterr().err
+    assert err == f"automctl: still running after 0.3s: {JOB} (running)\n"
+
+
+def test_retry_wait_exits_with_the_jobs_status(
+    socket_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    methods: dict[str, Method] = {
+        "job.retry": lambda p: {"job": job_view(state="queued")},
+        "job.get": lambda p: {"job": finished(exit_code=3, attempts=2), "attempts": []},
+    }
+    with fake_automd(socket_path, methods):
+        assert main(["retry", JOB, "--wait"]) == 3
+    out, err = capsys.readouterr()
+    assert out == f"Job {JOB} queued (attempt 2 next)\n"
+    assert "Main process terminated with: exit status 3\n" in err
+
+
+def test_list_watch_redraws_until_ctrl_c(
+    socket_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pauses: list[float] = []
+
+    def pause(seconds: float) -> None:  # the third pause is the user's Ctrl-C
+        pauses.append(seconds)
+        if len(pauses) == 3:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr("automd.ctl.verbs.time.sleep", pause)
+    listed = {"jobs": [job_view()], "next_cursor": None}
+    with fake_automd(socket_path, {"job.list": lambda p: listed}) as calls:
+        assert main(["list", "--watch", "5"]) == Exit.OK
+    assert pauses == [5.0, 5.0, 5.0]
+    assert len(calls) == 3
+    out = capsys.readouterr().out
+    assert out.count("ID ") == 3  # not a terminal: each listing after the last, no escapes
+    assert "\x1b" not in out
