@@ -29,9 +29,9 @@ from automd.ctl.client import (
     NoAnswer,
     RemoteError,
 )
+from automd.ctl.completion import parser_commands
 from automd.ctl.context import UsageError
 from automd.ctl.exits import Exit, exit_for, job_exit_status
-from automd.ctl.completion import parser_commands
 from automd.ctl.main import build_parser, main
 from automd.ctl.messages import describe
 from automd.ctl.times import parse_time
