@@ -588,7 +588,7 @@ def test_audit_takes_a_user_name(socket_path: Path) -> None:
     assert main(["audit", "--uid", "no-such-user-here"]) == Exit.USAGE
 
 
-ENTRIES = [
+ENTRIES: list[dict[str, Any]] = [
     {"at": "2026-11-22T10:00:01.250000Z", "attempt": 1, "message": "a", "priority": 6},
     {"at": "2026-11-22T10:00:02.250000Z", "attempt": 1, "message": "b", "priority": 6},
     {"at": "2026-11-22T10:00:09.250000Z", "attempt": 2, "message": "c", "priority": 6},
