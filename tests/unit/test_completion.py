@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,6 +15,7 @@ import pytest
 from automd.api.jobs import JobState
 from automd.ctl.completion import SHELLS, completion_script
 from automd.ctl.main import build_parser
+from tests.unit.fake_automd import Method, fake_automd
 
 # The API's states: automctl's --state choices must follow them.
 STATES = [state.value for state in JobState]
@@ -217,3 +220,60 @@ def test_automctl_imports_none_of_the_daemons_modules() -> None:
     assert "automd.ctl.main" in modules
     loaded = [m for m in modules for heavy in HEAVY if m == heavy or m.startswith(f"{heavy}.")]
     assert loaded == []
+
+
+# --- the daemon's words: definitions, parameters, job ids (automctl __complete) ----------------
+
+AUTOMCTL = str(Path(sys.executable).parent / "automctl")
+JOBS = ["01jd3k5x2q8v7n4m6p9r0s1t2u", "01jd3k5x2q8v7n4m6p9r0s1t2v"]
+
+
+@pytest.fixture
+def daemon(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    path = Path(f"/tmp/automctl-complete-{os.getpid()}.sock")
+    monkeypatch.setenv("AUTOMD_SOCKET", str(path))
+    schema = {"properties": {"name": {"type": "string"}, "count": {"type": "integer"}}}
+    methods: dict[str, Method] = {
+        "definition.list": lambda p: {
+            "definitions": [{"name": "hello"}, {"name": "backup"}],
+            "errors": [],
+        },
+        "definition.get": lambda p: {"name": p["name"], "params_schema": schema},
+        "job.list": lambda p: {"jobs": [{"id": job} for job in JOBS], "next_cursor": None},
+    }
+    with fake_automd(path, methods):
+        yield path
+    path.unlink(missing_ok=True)
+
+
+@pytest.mark.parametrize(
+    ("words", "expected"),
+    [
+        (["run", ""], ["backup", "hello"]),
+        (["defs", "he"], ["hello"]),
+        (["list", "--definition", "b"], ["backup"]),
+        (["run", "hello", ""], ["count=", "name="]),
+        (["run", "hello", "name=Ada", "c"], ["count="]),
+        (["run", "hello", "name", "=", "A"], []),  # bash's words for name=A: a value
+        (["status", ""], JOBS),
+        (["logs", "-f", "01jd3k5x2q8v7n4m6p9r0s1t2u"], ["01jd3k5x2q8v7n4m6p9r0s1t2u"]),
+        (["cancel", JOBS[0], ""], JOBS),
+        (["wait", ""], JOBS),
+        (["retry", ""], JOBS),
+    ],
+)
+def test_bash_completes_the_daemons_words(
+    tmp_path: Path, daemon: Path, words: list[str], expected: list[str]
+) -> None:
+    assert sorted(complete(tmp_path, AUTOMCTL, *words)) == sorted(expected)
+
+
+def test_no_daemon_completes_nothing_silently(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AUTOMD_SOCKET", str(tmp_path / "none.sock"))
+    assert complete(tmp_path, AUTOMCTL, "status", "") == []
+
+
+def test_the_completion_verb_is_hidden(tmp_path: Path) -> None:
+    assert not [word for word in complete(tmp_path, "automctl", "") if word.startswith("_")]
