@@ -296,6 +296,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    try:
+        return _main(argv)
+    except Exception as error:  # docs/automctl.md: never a traceback
+        # Anything else is a bug, or an answer whose shape automctl does not know (a field
+        # missing): one line naming it, and -v shows the exchange that led to it.
+        what = f"{type(error).__name__}: {str(error)[:80]}"
+        message = f"unexpected failure ({what}); automctl -v shows the exchange, please report it"
+        out = Output(sys.stdout, colour=False)
+        return _fail(out, "--json" in argv, message, Exit.SOFTWARE)
+
+
+def _main(argv: list[str]) -> int:
     # Looked at before parsing, so that a usage error too is {"error": ...} under --json.
     json_wanted = "--json" in argv
     out = Output(sys.stdout, colour=False if "--no-color" in argv else None)

@@ -656,3 +656,19 @@ def test_list_watch_redraws_until_ctrl_c(
     out = capsys.readouterr().out
     assert out.count("ID ") == 3  # not a terminal: each listing after the last, no escapes
     assert "\x1b" not in out
+
+
+def test_an_answer_of_an_unknown_shape_is_one_line_never_a_traceback(socket_path: Path) -> None:
+    """docs/automctl.md promises "never a traceback": a reply without the fields automctl
+    reads ended in a KeyError traceback. Checked: fails on the code before the fix."""
+    methods: dict[str, Method] = {"job.list": lambda p: {"surprise": True}}
+    with fake_automd(socket_path, methods), automctl(socket_path, "list") as proc:
+        out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == Exit.SOFTWARE
+    lines = out.decode().splitlines()
+    assert "Traceback" not in out.decode()
+    assert lines[-1] == (
+        "automctl: unexpected failure (KeyError: 'jobs'); automctl -v shows the exchange, "
+        "please report it"
+    )
+    assert len(lines) == 1
