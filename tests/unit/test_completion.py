@@ -153,13 +153,18 @@ LINES = {  # typed, then TAB: what the command line becomes
 
 
 def press_tab(
-    tmp_path: Path, shell: str, setup: str, lines: dict[str, str] = LINES
+    tmp_path: Path,
+    shell: str,
+    setup: str,
+    lines: dict[str, str] = LINES,
+    path: str = "/usr/bin:/bin",
 ) -> dict[str, str]:
     (tmp_path / "dir").mkdir()
     (tmp_path / "dir" / "automd.sock").touch()
     out = tmp_path / "lines"
     command = {"bash": "bash --norc --noprofile -i", "zsh": "zsh -f -i"}[shell]
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "TERM": "dumb", "TYPE_SHELL": command}
+    env = {"PATH": path, "HOME": str(tmp_path), "TERM": "dumb", "TYPE_SHELL": command,
+           "AUTOMD_SOCKET": os.environ.get("AUTOMD_SOCKET", "")}  # fmt: skip
     subprocess.run(
         ["zsh", "-f", "-c", TYPE, "type", str(out), setup.replace("OUT", str(out)), *lines],
         cwd=tmp_path, env=env, check=True, timeout=60,
@@ -277,3 +282,28 @@ def test_no_daemon_completes_nothing_silently(
 
 def test_the_completion_verb_is_hidden(tmp_path: Path) -> None:
     assert not [word for word in complete(tmp_path, "automctl", "") if word.startswith("_")]
+
+
+DAEMON_LINES = {  # typed, then TAB, with automctl on PATH and the fake daemon answering
+    "automctl run he": "automctl run hello ",
+    "automctl defs ba": "automctl defs backup ",
+    "automctl list --definition he": "automctl list --definition hello ",
+    "automctl cancel 01": "automctl cancel 01jd3k5x2q8v7n4m6p9r0s1t2",  # their common prefix
+}
+
+
+@needs_zsh
+@pytest.mark.parametrize("shell", ["bash", "zsh"])
+def test_tab_completes_the_daemons_words(tmp_path: Path, daemon: Path, shell: str) -> None:
+    path = f"{Path(AUTOMCTL).parent}:/usr/bin:/bin"
+    if shell == "bash":
+        load = f"source {script(tmp_path, 'bash')}"
+        bind = r"""bind -x '"\C-t": printf "%s\n" "$READLINE_LINE" >> OUT; READLINE_LINE='"""
+        # name= waits for its value: no space after it.
+        lines = DAEMON_LINES | {"automctl run hello na": "automctl run hello name="}
+    else:
+        load = f"autoload -U compinit; compinit -u -D; source {script(tmp_path, 'zsh')}"
+        bind = "dump() { print -r -- $BUFFER >> OUT; BUFFER=; }; zle -N dump; bindkey '^T' dump"
+        # zsh's bashcompinit has no per-word nospace: a space follows name= (its limit).
+        lines = DAEMON_LINES | {"automctl run hello na": "automctl run hello name= "}
+    assert press_tab(tmp_path, shell, f"{load}; {bind}", lines, path) == lines
