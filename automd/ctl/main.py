@@ -134,17 +134,19 @@ def _cmd_completion(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def _help_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("topic", nargs="?", metavar="verb", help="the verb to explain")
+    # The verbs as choices: completed, and a typo is a usage error naming them.
+    shown = [name for verb in VERBS if verb.help for name in (verb.name, *verb.aliases)]
+    parser.add_argument(
+        "topic", nargs="?", metavar="verb", choices=shown, help="the verb to explain"
+    )
 
 
 def _cmd_help(ctx: Context, args: argparse.Namespace) -> int:
     """`automctl help VERB` is `automctl VERB --help`; `automctl help` is `automctl --help`."""
     parser = build_parser()
-    for names, sub in parser_commands(parser):
-        if args.topic in names or (args.topic is None and names == ("",)):
-            ctx.out.stream.write(sub.format_help())
-            return int(Exit.OK)
-    raise UsageError(f"no verb {arguments.shown(args.topic)} (see automctl --help)")
+    helped = next(sub for names, sub in parser_commands(parser) if (args.topic or "") in names)
+    ctx.out.stream.write(helped.format_help())
+    return int(Exit.OK)
 
 
 def _complete_arguments(parser: argparse.ArgumentParser) -> None:

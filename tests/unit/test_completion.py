@@ -307,3 +307,7 @@ def test_tab_completes_the_daemons_words(tmp_path: Path, daemon: Path, shell: st
         # zsh's bashcompinit has no per-word nospace: a space follows name= (its limit).
         lines = DAEMON_LINES | {"automctl run hello na": "automctl run hello name= "}
     assert press_tab(tmp_path, shell, f"{load}; {bind}", lines, path) == lines
+
+
+def test_help_completes_the_verbs(tmp_path: Path) -> None:
+    assert complete(tmp_path, "automctl", "help", "re") == ["retry"]
