@@ -298,7 +298,7 @@ def cmd_list(ctx: Context, args: argparse.Namespace) -> int:
             if clear:
                 ctx.out.stream.write("\x1b[H\x1b[2J")
             _list_once(ctx, args)
-            if not clear:
+            if not (clear or ctx.json):  # --json: one object a line (NDJSON) already
                 ctx.out.line()
             time.sleep(args.watch)
     except KeyboardInterrupt:
@@ -315,7 +315,7 @@ def _list_once(ctx: Context, args: argparse.Namespace) -> int:
         params["since"] = args.since
     result = ctx.client.call("job.list", params)
     if ctx.json:
-        ctx.out.json(result)
+        ctx.out.json(result, compact=bool(args.watch))
         return int(Exit.OK)
     rows = [["ID", "DEFINITION", "STATE", "CREATED", "RESULT"]]
     for job in result["jobs"]:
