@@ -656,6 +656,7 @@ def test_list_watch_redraws_until_ctrl_c(
     out = capsys.readouterr().out
     assert out.count("ID ") == 3  # not a terminal: each listing after the last, no escapes
     assert "\x1b" not in out
+    socket_path.unlink()  # the fake's socket file outlives it
     with fake_automd(socket_path, {"job.list": lambda p: listed}):
         assert main(["list", "--watch", "5", "--json"]) == Exit.OK
     lines = capsys.readouterr().out.splitlines()
