@@ -22,6 +22,8 @@ SHELLS = ("bash", "zsh")
 
 #: Options whose value is a path, by dest: completed with file names.
 PATH_DESTS = frozenset({"socket", "path", "file", "config", "output"})
+#: The option naming the daemon's socket: given on the line, the daemon's words come from it.
+SOCKET_OPTION = "--socket"
 #: Arguments whose values are the daemon's, by dest -> the KIND `automctl __complete` takes.
 DAEMON_DESTS = {"definition": "definitions", "params": "parameters", "id": "jobs", "ids": "jobs"}
 
@@ -32,21 +34,27 @@ Command = tuple[tuple[str, ...], argparse.ArgumentParser]  # names ("" before th
 
 _FUNCTION = """\
 {fn}_daemon() {{  # the daemon's words of kind $1 ($2: the definition, for parameters)
-    "${{COMP_WORDS[0]}}" {complete} "$1" ${{2:+"$2"}} 2>/dev/null
+    "${{COMP_WORDS[0]}}" ${{socket:+{socket_option} "$socket"}} {complete} "$1" ${{2:+"$2"}} \
+        2>/dev/null
 }}
 
 {fn}() {{
     # In zsh, bashcompinit's compgen -F runs this in sh emulation: arrays from 0, as in bash.
     local cur=${{COMP_WORDS[COMP_CWORD]}} verb='' option='' prefix='' skip='' dashdash=''
-    local npos=0 first='' i w words spec
+    local npos=0 first='' socket='' i w words spec
     COMPREPLY=()
     for ((i = 1; i < COMP_CWORD; i++)); do
         w=${{COMP_WORDS[i]}}
         # bash splits --option=value into three words at "=".
         if [[ $w == = ]]; then skip=1; continue; fi
-        if [[ -n $skip ]]; then skip=''; option=''; continue; fi
+        if [[ -n $skip ]]; then
+            # The socket typed on the line is the one to ask for the daemon's words.
+            [[ $option == {socket_option} ]] && socket=$w
+            skip=''; option=''; continue
+        fi
         if [[ -z $dashdash && $w == -- ]]; then dashdash=1
         elif [[ -z $dashdash && $w == -* ]]; then
+            [[ $w == {socket_option}=* ]] && socket=${{w#*=}}
             [[ $w != *=* ]] && {fn}_value "$verb" "$w" >/dev/null && skip=1 option=$w
         elif [[ -z $verb ]]; then verb=$w
         else npos=$((npos + 1)); [[ $npos == 1 ]] && first=$w; fi
@@ -189,7 +197,7 @@ def _bash(parser: argparse.ArgumentParser, prog: str, fn: str) -> str:
     return "\n".join(
         [
             *parts,
-            _FUNCTION.format(fn=fn, complete=COMPLETE_VERB),
+            _FUNCTION.format(fn=fn, complete=COMPLETE_VERB, socket_option=SOCKET_OPTION),
             f"complete -F {fn} {shlex.quote(prog)}\n",
         ]
     )

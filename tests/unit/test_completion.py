@@ -311,3 +311,12 @@ def test_tab_completes_the_daemons_words(tmp_path: Path, daemon: Path, shell: st
 
 def test_help_completes_the_verbs(tmp_path: Path) -> None:
     assert complete(tmp_path, "automctl", "help", "re") == ["retry"]
+
+
+def test_the_socket_on_the_line_is_the_daemon_asked(
+    tmp_path: Path, daemon: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AUTOMD_SOCKET", str(tmp_path / "none.sock"))
+    assert complete(tmp_path, AUTOMCTL, "--socket", str(daemon), "wait", "") == JOBS
+    # bash's words for --socket=PATH: the option, "=", the path.
+    assert complete(tmp_path, AUTOMCTL, "--socket", "=", str(daemon), "defs", "h") == ["hello"]
