@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import pwd
 import re
 from collections.abc import Callable
 from typing import NoReturn
@@ -61,10 +62,16 @@ def count(maximum: int) -> Callable[[str], int]:
 
 
 def uid(text: str) -> int:
+    """A uid, or a user name resolved here (automd's audit trail records uids)."""
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{shown(text)} is not a numeric user id") from None
+        try:
+            return pwd.getpwnam(text).pw_uid
+        except (KeyError, ValueError):  # ValueError: a NUL byte in the name
+            raise argparse.ArgumentTypeError(
+                f"{shown(text)} is neither a user id nor a known user name"
+            ) from None
     if not 0 <= value < 2**32:
         raise argparse.ArgumentTypeError(f"{shown(text)} is not a user id (0 to 4294967295)")
     return value

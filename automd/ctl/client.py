@@ -26,6 +26,15 @@ class NoAnswer(DaemonUnreachable):
     """Connected, but no answer within --timeout: automd may be busy, so worth a retry."""
 
 
+class DaemonFailed(DaemonUnreachable):
+    """The connection was closed before any answer: automd accepted it (or systemd held it for
+    automd) but exited, typically because it cannot start (a bad automd.toml)."""
+
+
+#: Where an administrator reads why automd is not answering (its unit's state and journal).
+WHY_NOT_ANSWERING = "systemctl status automd and journalctl -u automd say why"
+
+
 class ConnectPermissionDenied(ClientError):
     pass
 
@@ -108,7 +117,7 @@ class RpcClient:
         self, socket_path: str, *, timeout: float = 30.0, trace: IO[str] | None = None
     ) -> None:
         self.socket_path = socket_path
-        self._timeout = timeout
+        self.timeout = timeout
         self._ids = itertools.count(1)
         #: -v: each request and the time its answer took, on this stream (stderr).
         self._trace = trace
@@ -147,7 +156,7 @@ class RpcClient:
         if self._trace:
             print(f"automctl: -> {self.socket_path} {body.decode()}", file=self._trace)
         path = self.socket_path
-        conn = _UnixHTTPConnection(path, self._timeout)
+        conn = _UnixHTTPConnection(path, self.timeout)
         try:
             conn.request("POST", RPC_PATH, body, headers={"Content-Type": "application/json"})
             response = conn.getresponse()
@@ -164,7 +173,19 @@ class RpcClient:
                 f"{path}: permission denied (are you root or in group automd?)"
             ) from None
         except TimeoutError:
-            raise NoAnswer(f"{path}: no answer within {self._timeout:g}s") from None
+            # The socket exists and took the connection: automd is busy, or systemd keeps
+            # restarting it (a bad configuration) while the call waits in the backlog.
+            raise NoAnswer(
+                f"{path}: no answer within {self.timeout:g}s: automd is busy or cannot start;"
+                f" {WHY_NOT_ANSWERING}"
+            ) from None
+        except (ConnectionResetError, BrokenPipeError, http.client.RemoteDisconnected):
+            # Closed before an answer: the automd that held the connection exited (a failed
+            # start closes the connections systemd passed to it).
+            raise DaemonFailed(
+                f"{path}: automd closed the connection without answering: it failed to start "
+                f"or stopped; {WHY_NOT_ANSWERING}"
+            ) from None
         except RemoteError as error:
             error.method, error.params = method, params or {}
             raise

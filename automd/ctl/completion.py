@@ -5,7 +5,9 @@ options, the options before the verb, `choices` of options and positionals, and 
 for options whose dest is in PATH_DESTS. A new verb or option needs no change here.
 
 zsh gets the bash script run through zsh's bashcompinit: one completion function for both
-shells. Job ids and definition names are not completed (they would cost a daemon call).
+shells. Definition names, parameters and job ids are the daemon's: arguments whose dest is in
+DAEMON_DESTS get them from `automctl __complete KIND` (complete_words.py), at TAB time.
+Verbs whose name starts with "_" are hidden: not offered.
 """
 
 from __future__ import annotations
@@ -14,10 +16,16 @@ import argparse
 import re
 import shlex
 
+from automd.ctl.complete_words import COMPLETE_VERB
+
 SHELLS = ("bash", "zsh")
 
 #: Options whose value is a path, by dest: completed with file names.
 PATH_DESTS = frozenset({"socket", "path", "file", "config", "output"})
+#: The option naming the daemon's socket: given on the line, the daemon's words come from it.
+SOCKET_OPTION = "--socket"
+#: Arguments whose values are the daemon's, by dest -> the KIND `automctl __complete` takes.
+DAEMON_DESTS = {"definition": "definitions", "params": "parameters", "id": "jobs", "ids": "jobs"}
 
 # Choices that are plain words are offered; anything a shell might expand is left out.
 _PLAIN = re.compile(r"[\w.:,+/@%-]+")
@@ -25,21 +33,31 @@ _PLAIN = re.compile(r"[\w.:,+/@%-]+")
 Command = tuple[tuple[str, ...], argparse.ArgumentParser]  # names ("" before the verb), parser
 
 _FUNCTION = """\
+{fn}_daemon() {{  # the daemon's words of kind $1 ($2: the definition, for parameters)
+    "${{COMP_WORDS[0]}}" ${{socket:+{socket_option} "$socket"}} {complete} "$1" ${{2:+"$2"}} \
+        2>/dev/null
+}}
+
 {fn}() {{
     # In zsh, bashcompinit's compgen -F runs this in sh emulation: arrays from 0, as in bash.
     local cur=${{COMP_WORDS[COMP_CWORD]}} verb='' option='' prefix='' skip='' dashdash=''
-    local npos=0 i w words spec
+    local npos=0 first='' socket='' i w words spec
     COMPREPLY=()
     for ((i = 1; i < COMP_CWORD; i++)); do
         w=${{COMP_WORDS[i]}}
         # bash splits --option=value into three words at "=".
         if [[ $w == = ]]; then skip=1; continue; fi
-        if [[ -n $skip ]]; then skip=''; option=''; continue; fi
+        if [[ -n $skip ]]; then
+            # The socket typed on the line is the one to ask for the daemon's words.
+            [[ $option == {socket_option} ]] && socket=$w
+            skip=''; option=''; continue
+        fi
         if [[ -z $dashdash && $w == -- ]]; then dashdash=1
         elif [[ -z $dashdash && $w == -* ]]; then
+            [[ $w == {socket_option}=* ]] && socket=${{w#*=}}
             [[ $w != *=* ]] && {fn}_value "$verb" "$w" >/dev/null && skip=1 option=$w
         elif [[ -z $verb ]]; then verb=$w
-        else npos=$((npos + 1)); fi
+        else npos=$((npos + 1)); [[ $npos == 1 ]] && first=$w; fi
     done
     if [[ -n $skip ]]; then
         [[ $cur == = ]] && cur=''
@@ -48,8 +66,11 @@ _FUNCTION = """\
     else
         option=''
     fi
+    # The value of a key=value word (bash splits it at "="): nothing to offer.
+    [[ -n $skip && -z $option ]] && return 0
     if [[ -n $option ]]; then
         spec=$({fn}_value "$verb" "$option") || return 0
+        [[ $spec == @daemon:* ]] && spec=$({fn}_daemon "${{spec#@daemon:}}")
         if [[ $spec == @file ]]; then
             [[ -n ${{BASH_VERSION-}} ]] && compopt -o filenames 2>/dev/null
             while IFS= read -r w; do COMPREPLY+=("$prefix$w"); done < <(compgen -f -- "$cur")
@@ -65,6 +86,13 @@ _FUNCTION = """\
     else
         words=$({fn}_positional "$verb" "$npos")
     fi
+    if [[ $words == @daemon:parameters ]]; then
+        # name= is completed without the space after it: the value comes next.
+        [[ -n ${{BASH_VERSION-}} ]] && compopt -o nospace 2>/dev/null
+        words=$({fn}_daemon parameters "$first")
+    elif [[ $words == @daemon:* ]]; then
+        words=$({fn}_daemon "${{words#@daemon:}}")
+    fi
     COMPREPLY=($(compgen -W "$words" -- "$cur"))
 }}
 """
@@ -76,6 +104,8 @@ def parser_commands(parser: argparse.ArgumentParser) -> list[Command]:
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
             for name, sub in action.choices.items():
+                if name.startswith("_"):  # hidden
+                    continue
                 names = verbs.get(id(sub), ((), sub))[0]
                 verbs[id(sub)] = ((*names, name), sub)
     return [(("",), parser), *verbs.values()]
@@ -114,7 +144,7 @@ def _values(fn: str, commands: list[Command]) -> str:
     for names, parser in commands:
         for action in parser._actions:
             if action.option_strings and action.nargs != 0:
-                spec = "@file" if action.dest in PATH_DESTS else _words(action.choices)
+                spec = _spec(action) if action.dest not in PATH_DESTS else "@file"
                 for option in action.option_strings:
                     specs.setdefault(spec, {}).setdefault(option, []).extend(names)
     every = sorted(name for names, _ in commands for name in names)
@@ -132,12 +162,21 @@ def _values(fn: str, commands: list[Command]) -> str:
     return _function(f"{fn}_value", comment, '"$1 $2"', arms)
 
 
+def _spec(action: argparse.Action) -> str:
+    """An argument's words: its choices, or @daemon:KIND for the daemon's names."""
+    if action.dest in DAEMON_DESTS:
+        return f"@daemon:{DAEMON_DESTS[action.dest]}"
+    if isinstance(action, argparse._SubParsersAction):  # the verbs, hidden ones left out
+        return _words([name for name in action.choices if not name.startswith("_")])
+    return _words(action.choices)
+
+
 def _positionals(fn: str, commands: list[Command]) -> str:
     arms: list[tuple[list[str], str]] = []
     for names, parser in commands:
         verb_arms: list[tuple[list[str], str]] = []
         for action in (action for action in parser._actions if not action.option_strings):
-            body = _print(_words(action.choices))
+            body = _print(_spec(action))
             if action.nargs in ("*", "+", argparse.REMAINDER):  # every later word
                 verb_arms.append(([shlex.quote(f"{name} ") + "*" for name in names], body))
                 break
@@ -155,7 +194,13 @@ def _positionals(fn: str, commands: list[Command]) -> str:
 def _bash(parser: argparse.ArgumentParser, prog: str, fn: str) -> str:
     commands = parser_commands(parser)
     parts = [_options(fn, commands), _values(fn, commands), _positionals(fn, commands)]
-    return "\n".join([*parts, _FUNCTION.format(fn=fn), f"complete -F {fn} {shlex.quote(prog)}\n"])
+    return "\n".join(
+        [
+            *parts,
+            _FUNCTION.format(fn=fn, complete=COMPLETE_VERB, socket_option=SOCKET_OPTION),
+            f"complete -F {fn} {shlex.quote(prog)}\n",
+        ]
+    )
 
 
 def completion_script(shell: str, parser: argparse.ArgumentParser, prog: str = "automctl") -> str:

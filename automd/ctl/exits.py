@@ -27,7 +27,7 @@ class Exit(IntEnum):
     REFUSED = 65  # EX_DATAERR: the job's state or an earlier request does not allow it
     NOT_FOUND = 66  # EX_NOINPUT: no such job or definition
     UNAVAILABLE = 69  # EX_UNAVAILABLE: automd (or systemd behind it) cannot be reached
-    SOFTWARE = 70  # EX_SOFTWARE: automd failed unexpectedly
+    SOFTWARE = 70  # EX_SOFTWARE: automd (or automctl) failed unexpectedly
     TEMPFAIL = 75  # EX_TEMPFAIL: busy, queue full or no answer in time; try again later
     PROTOCOL = 76  # EX_PROTOCOL: an answer automctl does not understand
     NOPERM = 77  # EX_NOPERM: the socket or automd refused the caller
@@ -52,13 +52,17 @@ MEANINGS: dict[Exit, str] = {
     ),
     Exit.NOT_FOUND: "no such job or definition (EX_NOINPUT; 1001, 1002)",
     Exit.UNAVAILABLE: (
-        "automd cannot be reached: no socket, connection refused (EX_UNAVAILABLE); or automd "
-        "cannot reach systemd (1006)"
+        "automd cannot be reached: no socket, connection refused, or the connection closed "
+        "without an answer because automd failed to start (EX_UNAVAILABLE); or automd cannot "
+        "reach systemd (1006)"
     ),
-    Exit.SOFTWARE: "automd failed unexpectedly (EX_SOFTWARE; -32603): its journal says why",
+    Exit.SOFTWARE: (
+        "automd failed unexpectedly (EX_SOFTWARE; -32603): its journal says why; or automctl "
+        "did (a bug, or an answer of a shape it does not know), said in one line"
+    ),
     Exit.TEMPFAIL: (
-        "try again later (EX_TEMPFAIL): no answer within `--timeout`, automd busy (-32000, "
-        "-32002), or too many unfinished jobs (1005)"
+        "try again later (EX_TEMPFAIL): no answer within `--timeout` (automd busy, or restarting "
+        "after failed starts), automd busy (-32000, -32002), or too many unfinished jobs (1005)"
     ),
     Exit.PROTOCOL: (
         "an answer automctl does not understand, or a protocol error between the two "

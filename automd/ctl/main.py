@@ -13,9 +13,11 @@ from automd import __version__
 from automd.api.codes import DEFAULT_SOCKET
 from automd.ctl import arguments, verbs
 from automd.ctl.client import ClientError, RemoteError, RpcClient
-from automd.ctl.completion import SHELLS, completion_script
+from automd.ctl.complete_words import COMPLETE_VERB, DAEMON_WORDS, complete_words
+from automd.ctl.completion import SHELLS, completion_script, parser_commands
 from automd.ctl.context import Context, JobStillRunning, UsageError
 from automd.ctl.exits import Exit, exit_for
+from automd.ctl.logs import LOG_FORMATS
 from automd.ctl.messages import describe
 from automd.ctl.render import Output
 
@@ -50,6 +52,10 @@ def _logs_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--attempt", type=arguments.count(2**31 - 1), metavar="N", help="only this attempt"
     )
+    parser.add_argument(
+        "-o", "--output", choices=LOG_FORMATS, default=None,
+        help="cat: the text only (default); short: with timestamps; json: one object a line",
+    )  # fmt: skip
 
 
 _SINCE_HELP = "a time (2026-11-22T08:00, yesterday) or an age (30m, 1h, 2d)"
@@ -57,7 +63,7 @@ _SINCE_HELP = "a time (2026-11-22T08:00, yesterday) or an age (30m, 1h, 2d)"
 
 def _audit_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--since", type=arguments.time, help=f"entries since {_SINCE_HELP}")
-    parser.add_argument("--uid", type=arguments.uid, help="only this caller")
+    parser.add_argument("--uid", type=arguments.uid, help="only this caller (a uid or user name)")
     parser.add_argument(
         "--method", type=arguments.nonempty, help="only this method, e.g. job.submit"
     )
@@ -78,16 +84,35 @@ def _list_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "-n", "--limit", type=arguments.count(500), default=20, help="jobs (default 20)"
     )
+    parser.add_argument(
+        "-w", "--watch", type=arguments.seconds, nargs="?", const=2.0, metavar="SECONDS",
+        help="redraw every SECONDS (default 2) until Ctrl-C",
+    )  # fmt: skip
 
 
 def _defs_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("name", nargs="?", help="show this definition and its parameters")
+    parser.add_argument(
+        "definition", nargs="?", metavar="name", help="show this definition and its parameters"
+    )
 
 
 def _wait_arguments(parser: argparse.ArgumentParser) -> None:
     _ids(parser)
     parser.add_argument(
         "--success", action="store_true", help="exit non-zero unless every job succeeded"
+    )
+    # wait's own --timeout: how long to wait in all. The global one (before the verb) still
+    # bounds each call to the daemon.
+    parser.add_argument(
+        "--timeout", dest="wait_timeout", type=arguments.seconds, metavar="SECONDS",
+        help="give up after SECONDS (exit 75, naming the jobs still running)",
+    )  # fmt: skip
+
+
+def _retry_arguments(parser: argparse.ArgumentParser) -> None:
+    _one_id(parser)
+    parser.add_argument(
+        "--wait", action="store_true", help="wait for the job; exit with its exit status"
     )
 
 
@@ -108,6 +133,27 @@ def _cmd_completion(ctx: Context, args: argparse.Namespace) -> int:
     return int(Exit.OK)
 
 
+def _help_arguments(parser: argparse.ArgumentParser) -> None:
+    # The verbs as choices: completed, and a typo is a usage error naming them.
+    shown = [name for verb in VERBS if verb.help for name in (verb.name, *verb.aliases)]
+    parser.add_argument(
+        "topic", nargs="?", metavar="verb", choices=shown, help="the verb to explain"
+    )
+
+
+def _cmd_help(ctx: Context, args: argparse.Namespace) -> int:
+    """`automctl help VERB` is `automctl VERB --help`; `automctl help` is `automctl --help`."""
+    parser = build_parser()
+    helped = next(sub for names, sub in parser_commands(parser) if (args.topic or "") in names)
+    ctx.out.stream.write(helped.format_help())
+    return int(Exit.OK)
+
+
+def _complete_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("kind", choices=DAEMON_WORDS)
+    parser.add_argument("words", nargs="*")
+
+
 @dataclass(frozen=True)
 class Verb:
     name: str
@@ -115,34 +161,78 @@ class Verb:
     run: Callable[[Context, argparse.Namespace], int]
     arguments: Callable[[argparse.ArgumentParser], None] | None = None
     aliases: tuple[str, ...] = ()
+    #: Shown under the verb's --help; docs/automctl.md's examples are run against the daemon.
+    examples: tuple[str, ...] = ()
 
+
+_ID = "01jd3k5x2q8v7n4m6p9r0s1t2u"
 
 VERBS: tuple[Verb, ...] = (
-    Verb("run", "submit a job: run DEFINITION key=value...", verbs.cmd_run, _run_arguments),
-    Verb("status", "show a job, its attempts and result", verbs.cmd_status, _one_id, ("show",)),
     Verb(
-        "logs", "show a job's output (journald), -f to follow it", verbs.cmd_logs, _logs_arguments
+        "run", "submit a job: run DEFINITION key=value...", verbs.cmd_run, _run_arguments,
+        examples=("automctl run hello name=Ada --wait",
+                  "automctl run backup source=/srv/www --idempotency-key nightly -q",
+                  "automctl run backup source=/srv/www --follow"),
     ),
-    Verb("list", "list jobs, newest first", verbs.cmd_list, _list_arguments),
-    Verb("defs", "list job definitions, or show one", verbs.cmd_defs, _defs_arguments),
-    Verb("cancel", "cancel queued or running jobs", verbs.cmd_cancel, _ids),
-    Verb("retry", "run a finished job again", verbs.cmd_retry, _one_id),
-    Verb("wait", "wait for jobs to finish", verbs.cmd_wait, _wait_arguments),
-    Verb("audit", "show the audit trail (admin)", verbs.cmd_audit, _audit_arguments),
     Verb(
-        "health", "check the daemon and what it depends on (exit 1 when degraded)", verbs.cmd_health
+        "status", "show a job, its attempts and result", verbs.cmd_status, _one_id, ("show",),
+        examples=(f"automctl status {_ID}",),
     ),
-    Verb("version", "show automctl, automd, API and systemd versions", verbs.cmd_version),
     Verb(
-        "completion",
-        "print a shell completion script (bash or zsh)",
-        _cmd_completion,
-        _completion_arguments,
+        "logs", "show a job's output (journald), -f to follow it", verbs.cmd_logs,
+        _logs_arguments,
+        examples=(f"automctl logs {_ID} -n 20", f"automctl logs -f {_ID}",
+                  f"automctl logs -o short {_ID}"),
     ),
-)
+    Verb(
+        "list", "list jobs, newest first", verbs.cmd_list, _list_arguments,
+        examples=("automctl list --state running --state queued", "automctl list --since 1h",
+                  "automctl list --watch 5"),
+    ),
+    Verb(
+        "defs", "list job definitions, or show one", verbs.cmd_defs, _defs_arguments,
+        examples=("automctl defs", "automctl defs backup"),
+    ),
+    Verb(
+        "cancel", "cancel queued or running jobs", verbs.cmd_cancel, _ids,
+        examples=(f"automctl cancel {_ID}",),
+    ),
+    Verb(
+        "retry", "run a finished job again", verbs.cmd_retry, _retry_arguments,
+        examples=(f"automctl retry {_ID} --wait",),
+    ),
+    Verb(
+        "wait", "wait for jobs to finish", verbs.cmd_wait, _wait_arguments,
+        examples=(f"automctl wait {_ID} --success", f"automctl wait {_ID} --timeout 600"),
+    ),
+    Verb(
+        "audit", "show the audit trail (admin)", verbs.cmd_audit, _audit_arguments,
+        examples=("automctl audit --since 1h --outcome denied", "automctl audit --uid alice"),
+    ),
+    Verb(
+        "health", "check the daemon and what it depends on (exit 1 when degraded)",
+        verbs.cmd_health, examples=("automctl health",),
+    ),
+    Verb(
+        "version", "show automctl, automd, API and systemd versions", verbs.cmd_version,
+        examples=("automctl version",),
+    ),
+    Verb(
+        "completion", "print a shell completion script (bash or zsh)", _cmd_completion,
+        _completion_arguments, examples=("source <(automctl completion bash)",),
+    ),
+    Verb(
+        "help", "show a verb's help (as VERB --help)", _cmd_help, _help_arguments,
+        examples=("automctl help run",),
+    ),
+    # Hidden (no help; completion.py leaves it out): what the completion scripts call.
+    Verb(COMPLETE_VERB, "", complete_words, _complete_arguments),
+)  # fmt: skip
 
 
-def _global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
+def _global_options(
+    parser: argparse.ArgumentParser, *, suppress: bool, own: frozenset[str] = frozenset()
+) -> None:
     # Global options are accepted before and after the verb; on the verb's parser they default
     # to SUPPRESS so they do not overwrite a value given before it.
     default: Any = argparse.SUPPRESS if suppress else None
@@ -164,12 +254,13 @@ def _global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
         default=argparse.SUPPRESS if suppress else False,
         help="never colour the output (also: NO_COLOR set)",
     )
-    parser.add_argument(
-        "--timeout",
-        type=arguments.seconds,
-        default=argparse.SUPPRESS if suppress else 30.0,
-        help="seconds to wait for each answer from the daemon (default 30)",
-    )
+    if "--timeout" not in own:
+        parser.add_argument(
+            "--timeout",
+            type=arguments.seconds,
+            default=argparse.SUPPRESS if suppress else 30.0,
+            help="seconds to wait for each answer from the daemon (default 30)",
+        )
     parser.add_argument(
         "-v",
         "--verbose",
@@ -187,18 +278,38 @@ def build_parser() -> argparse.ArgumentParser:
     _global_options(parser, suppress=False)
     verbs = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
     for verb in VERBS:
+        epilog = "examples:\n" + "\n".join(f"  {e}" for e in verb.examples)
+        extra: dict[str, Any] = {"help": verb.help} if verb.help else {}  # none: hidden
         sub = verbs.add_parser(
-            verb.name, help=verb.help, description=verb.help, aliases=list(verb.aliases)
+            verb.name,
+            description=verb.help,
+            aliases=list(verb.aliases),
+            epilog=epilog if verb.examples else None,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+            **extra,
         )
         if verb.arguments is not None:
             verb.arguments(sub)
-        _global_options(sub, suppress=True)
+        own = frozenset(o for action in sub._actions for o in action.option_strings)
+        _global_options(sub, suppress=True, own=own)
         sub.set_defaults(run=verb.run)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    try:
+        return _main(argv)
+    except Exception as error:  # docs/automctl.md: never a traceback
+        # Anything else is a bug, or an answer whose shape automctl does not know (a field
+        # missing): one line naming it, and -v shows the exchange that led to it.
+        what = f"{type(error).__name__}: {str(error)[:80]}"
+        message = f"unexpected failure ({what}); automctl -v shows the exchange, please report it"
+        out = Output(sys.stdout, colour=False)
+        return _fail(out, "--json" in argv, message, Exit.SOFTWARE)
+
+
+def _main(argv: list[str]) -> int:
     # Looked at before parsing, so that a usage error too is {"error": ...} under --json.
     json_wanted = "--json" in argv
     out = Output(sys.stdout, colour=False if "--no-color" in argv else None)

@@ -15,6 +15,7 @@ from automd.api.codes import ErrorCode
 from automd.api.exit_status import exit_status_name
 from automd.ctl.client import RemoteError, RpcClient
 from automd.ctl.context import Context, JobStillRunning, UsageError
+from automd.ctl.definitions import parameter_rows, sandbox_line
 from automd.ctl.exits import Exit, job_exit_status
 from automd.ctl.logs import LogPrinter, follow_logs, print_logs
 from automd.ctl.render import format_duration
@@ -75,8 +76,11 @@ def _interrupted_is_still_running(job_id: str) -> Iterator[None]:
         raise JobStillRunning(job_id) from None
 
 
-def wait_for(client: RpcClient, job_id: str, ctx: Context) -> dict[str, Any]:
-    """Poll job.get until the job is finished; a live status line on a terminal."""
+def wait_for(
+    client: RpcClient, job_id: str, ctx: Context, deadline: float | None = None
+) -> dict[str, Any]:
+    """Poll job.get until the job is finished, or (returned unfinished) until the monotonic
+    `deadline`; a live status line on a terminal."""
     delay = 0.1
     live = ctx.err.stream.isatty() and not ctx.json
     started = time.monotonic()
@@ -84,7 +88,8 @@ def wait_for(client: RpcClient, job_id: str, ctx: Context) -> dict[str, Any]:
     try:
         while True:
             job: dict[str, Any] = client.call("job.get", {"id": job_id})["job"]
-            if job["state"] in _FINISHED:
+            now = time.monotonic()
+            if job["state"] in _FINISHED or (deadline is not None and now >= deadline):
                 if drawn:
                     ctx.err.stream.write("\r\x1b[K")
                 return job
@@ -94,7 +99,8 @@ def wait_for(client: RpcClient, job_id: str, ctx: Context) -> dict[str, Any]:
                 ctx.err.stream.write(f"\r\x1b[K{job['state']} ({elapsed}) {unit or ''}")
                 ctx.err.stream.flush()
                 drawn = True
-            time.sleep(delay)
+            left = deadline - now if deadline is not None else delay
+            time.sleep(max(0.0, min(delay, left)))
             delay = min(delay * 1.5, 1.0)
     except KeyboardInterrupt:
         if drawn:  # end the status line, so what follows starts on a line of its own
@@ -150,14 +156,23 @@ def cmd_run(ctx: Context, args: argparse.Namespace) -> int:
         if ctx.json:
             ctx.out.json(submitted)
         return int(Exit.OK)
-    with _interrupted_is_still_running(job["id"]):
-        if args.follow:
-            follow_logs(ctx, {"id": job["id"]}, LogPrinter(ctx))
-        job = wait_for(ctx.client, job["id"], ctx)
+    extra = {"replayed": submitted["replayed"]}
+    return _wait_and_summarise(ctx, job["id"], follow=args.follow, quiet=args.print_id, **extra)
+
+
+def _wait_and_summarise(
+    ctx: Context, job_id: str, *, follow: bool = False, quiet: bool = False, **shown: Any
+) -> int:
+    """run/retry --wait: wait (with --follow, printing its output), summarise, and exit with
+    the job's status, as systemd-run --wait does. `shown`: more keys for --json's object."""
+    with _interrupted_is_still_running(job_id):
+        if follow:
+            follow_logs(ctx, {"id": job_id}, LogPrinter(ctx))
+        job = wait_for(ctx.client, job_id, ctx)
     if ctx.json:
         # After --follow's entries (one object a line) the summary is one line too: NDJSON.
-        ctx.out.json({"job": job, "replayed": submitted["replayed"]}, compact=args.follow)
-    elif not args.print_id:
+        ctx.out.json({"job": job, **shown}, compact=follow)
+    elif not quiet:
         _summary(ctx, job)
     return job_exit_status(job)
 
@@ -169,7 +184,7 @@ def cmd_logs(ctx: Context, args: argparse.Namespace) -> int:
         params["tail"] = args.lines
     if args.attempt is not None:
         params["attempt"] = args.attempt
-    print_logs(ctx, params, follow=args.follow)
+    print_logs(ctx, params, follow=args.follow, output=args.output)
     return int(Exit.OK)
 
 
@@ -273,6 +288,24 @@ def relative_time(iso: str | None, now: datetime | None = None) -> str:
 
 
 def cmd_list(ctx: Context, args: argparse.Namespace) -> int:
+    if not args.watch:
+        return _list_once(ctx, args)
+    # --watch: redraw until Ctrl-C, which ends it normally (exit 0). On a terminal the screen
+    # is cleared first; in a pipe or a log each listing simply follows the last.
+    clear = ctx.out.stream.isatty() and not ctx.json
+    try:
+        while True:
+            if clear:
+                ctx.out.stream.write("\x1b[H\x1b[2J")
+            _list_once(ctx, args)
+            if not (clear or ctx.json):  # --json: one object a line (NDJSON) already
+                ctx.out.line()
+            time.sleep(args.watch)
+    except KeyboardInterrupt:
+        return int(Exit.OK)
+
+
+def _list_once(ctx: Context, args: argparse.Namespace) -> int:
     params: dict[str, Any] = {"limit": args.limit}
     if args.state:
         params["state"] = args.state
@@ -282,7 +315,7 @@ def cmd_list(ctx: Context, args: argparse.Namespace) -> int:
         params["since"] = args.since
     result = ctx.client.call("job.list", params)
     if ctx.json:
-        ctx.out.json(result)
+        ctx.out.json(result, compact=bool(args.watch))
         return int(Exit.OK)
     rows = [["ID", "DEFINITION", "STATE", "CREATED", "RESULT"]]
     for job in result["jobs"]:
@@ -307,18 +340,16 @@ def _result_with_status(job: dict[str, Any]) -> str:
 
 
 def cmd_defs(ctx: Context, args: argparse.Namespace) -> int:
-    if args.name:
-        definition = ctx.client.call("definition.get", {"name": args.name})
+    if args.definition:
+        definition = ctx.client.call("definition.get", {"name": args.definition})
         if ctx.json:
             ctx.out.json(definition)
             return int(Exit.OK)
         ctx.out.line(f"{definition['name']}: {definition['description']}")
-        schema = definition["params_schema"]
-        required = set(schema["required"])
-        rows = [["PARAMETER", "TYPE", "DEFAULT", "DESCRIPTION"]]
-        for name, spec in schema["properties"].items():
-            default = "(required)" if name in required else json.dumps(spec.get("default"))
-            rows.append([name, spec["type"], default, spec.get("description", "")])
+        sandbox = sandbox_line(definition.get("sandbox"))
+        if sandbox:
+            ctx.out.line(f"Sandbox: {sandbox}")
+        rows = parameter_rows(definition["params_schema"])
         ctx.out.table(rows)
         return int(Exit.OK)
     listed = ctx.client.call("definition.list")
@@ -337,19 +368,25 @@ def cmd_defs(ctx: Context, args: argparse.Namespace) -> int:
 
 def cmd_retry(ctx: Context, args: argparse.Namespace) -> int:
     job = ctx.client.call("job.retry", {"id": args.id})["job"]
+    if not ctx.json:
+        ctx.out.line(f"Job {job['id']} {job['state']} (attempt {job['attempts'] + 1} next)")
+    if args.wait:
+        return _wait_and_summarise(ctx, job["id"])
     if ctx.json:
         ctx.out.json({"job": job})
-    else:
-        ctx.out.line(f"Job {job['id']} {job['state']} (attempt {job['attempts'] + 1} next)")
     return int(Exit.OK)
 
 
 def cmd_wait(ctx: Context, args: argparse.Namespace) -> int:
     """Wait for jobs to finish; with --success, exit non-zero if any did not succeed."""
-    finished = []
+    finished, running = [], []
+    deadline = time.monotonic() + args.wait_timeout if args.wait_timeout else None
     for job_id in args.ids:
         with _interrupted_is_still_running(job_id):
-            job = wait_for(ctx.client, job_id, ctx)
+            job = wait_for(ctx.client, job_id, ctx, deadline)
+        if job["state"] not in _FINISHED:
+            running.append(job)
+            continue
         finished.append(job)
         if not ctx.json:  # each job as it is seen finished: progress, in a log too
             state = ctx.out.paint(job["state"], _STATE_COLOURS.get(job["state"], "bold"))
@@ -358,7 +395,12 @@ def cmd_wait(ctx: Context, args: argparse.Namespace) -> int:
                 f"Job {job['id']}: {state}" + (how.removeprefix("cancelled") if how else "")
             )
     if ctx.json:
-        ctx.out.json({"jobs": finished})
+        ctx.out.json({"jobs": finished + running})
+    if running:
+        # Like Ctrl-C, the jobs run on: say which, and that automctl stopped waiting.
+        names = ", ".join(f"{job['id']} ({job['state']})" for job in running)
+        ctx.err.line(f"automctl: still running after {args.wait_timeout:g}s: {names}")
+        return int(Exit.TEMPFAIL)
     if args.success and any(job["state"] != "succeeded" for job in finished):
         failed = next(job for job in finished if job["state"] != "succeeded")
         return job_exit_status(failed)

@@ -92,6 +92,10 @@ def test_audit_for_root_and_not_for_a_member(container: Container) -> None:
     assert header.split() == ["TIME", "UID", "PROCESS", "METHOD", "OUTCOME", "JOB", "/", "DETAIL"]
     alice_uid = container.run(["id", "-u", TEST_USER]).stdout.decode().strip()
     assert newest.split()[2:] == [alice_uid, "automctl", "job.submit", "ok", job_id]
+    # A user name is resolved to the uid the audit trail records.
+    code, out, err = automctl(container, "audit", "--uid", TEST_USER, "-n", "1", user=None)
+    assert code == 0, err
+    assert out.splitlines()[1].split()[2] == alice_uid
     code, _out, err = automctl(container, "audit")
     assert code == 77
     assert err.startswith("automctl: permission denied")
@@ -103,6 +107,17 @@ def test_list_defs_retry_and_wait(container: Container) -> None:
     code, out, _err = automctl(container, "wait", job_id, "--success")
     assert code == 4  # the failed job's own status, like run --wait
     assert out.strip() == f"Job {job_id}: failed"
+    # Issue 16.13: logs -o short puts the time first; a line marks the second attempt.
+    container.sync_journal()
+    code, out, err = automctl(container, "logs", job_id, "-o", "short")
+    assert code == 0, err
+    stamp = r"[A-Z][a-z]{2} \d\d \d\d:\d\d:\d\d"
+    assert re.fullmatch(
+        rf"{stamp} failing with status 4\n-- attempt 2 --\n{stamp} failing with status 4\n", out
+    ), out
+    assert automctl(container, "logs", job_id)[1] == (
+        "failing with status 4\n-- attempt 2 --\nfailing with status 4\n"
+    )
 
     code, out, _err = automctl(container, "list", "--definition", "fail", "-n", "5")
     assert code == 0
@@ -124,7 +139,14 @@ def test_list_defs_retry_and_wait(container: Container) -> None:
     assert code == 0
     assert re.search(r"^hello\s+name\s+Print a greeting$", out, re.M)
     code, out, _err = automctl(container, "defs", "backup")
-    assert re.search(r"^source\s+string\s+\(required\)\s+Directory to archive$", out, re.M)
+    # Issue 16.8: type, required or optional (never null), default, constraints, sandbox.
+    assert re.search(
+        r"^source\s+path\s+required\s+-\s+absolute path under an allowed directory, "
+        r"0\.\.4096 chars\s+Directory to archive$", out, re.M,
+    ), out  # fmt: skip
+    assert re.search(r"^verbose\s+boolean\s+optional\s+false\s+-$", out, re.M), out
+    assert re.search(r"^Sandbox: profile \w+", out, re.M), out
+    assert "null" not in out
     assert json.loads(automctl(container, "defs", "hello", "--json")[1])["name"] == "hello"
 
 

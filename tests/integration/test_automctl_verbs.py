@@ -10,7 +10,7 @@ from jsonschema import Draft7Validator  # type: ignore[import-untyped]
 
 from automd.api.codes import API_VERSION
 from automd.api.methods import METHODS
-from tests.integration.conftest import CHECKOUT, OTHER_USER, SOCKET_PATH, TEST_USER
+from tests.integration.conftest import CHECKOUT, OTHER_USER, SOCKET_PATH, TEST_USER, wait_for
 from tests.integration.container import Container
 from tests.unit.test_openrpc import _REGISTRY as META_REGISTRY
 from tests.unit.test_openrpc import HERE as OPENRPC_TESTS
@@ -175,3 +175,35 @@ def test_rpc_discover_from_the_running_daemon_validates(container: Container) ->
     assert _problems(validator, document) == []
     assert document["info"]["version"] == API_VERSION
     assert {m["name"] for m in document["methods"]} == set(METHODS)
+
+
+CONFIG = "/etc/automd/automd.toml"
+
+
+def test_a_daemon_that_cannot_start_is_named_with_where_to_look(container: Container) -> None:
+    """A bad automd.toml: systemd restarts automd every 2 s while callers wait in the socket's
+    backlog. automctl says automd cannot start and where to read why, not a bare timeout."""
+    c = container
+    kept = c.run(["cat", CONFIG], check=False)
+    c.stop_units("automd.service")
+    c.write_file(CONFIG, "[server]\nbogus = 1\n")
+    try:
+        code, out, err = automctl(c, "--timeout", "3", "version")
+        assert code == 75, err
+        line = _one_clean_line(err)
+        assert "no answer within 3s: automd is busy or cannot start" in line
+        assert "systemctl status automd and journalctl -u automd say why" in line
+        assert out == ""
+        # It was the configuration: automd has failed to start (78/CONFIG) meanwhile.
+        wait_for(
+            "automd failed to start",
+            lambda: c.show("automd.service", "NRestarts", "ExecMainStatus"),
+            lambda s: int(s["NRestarts"]) >= 1 or s["ExecMainStatus"] == "78",
+        )
+    finally:
+        if kept.returncode == 0:
+            c.write_file(CONFIG, kept.stdout)
+        else:
+            c.run(["rm", "-f", CONFIG])
+    # The cause is gone: the next restart comes up and answers.
+    wait_for("automd answers again", lambda: automctl(c, "version")[0], lambda code: code == 0)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,6 +15,7 @@ import pytest
 from automd.api.jobs import JobState
 from automd.ctl.completion import SHELLS, completion_script
 from automd.ctl.main import build_parser
+from tests.unit.fake_automd import Method, fake_automd
 
 # The API's states: automctl's --state choices must follow them.
 STATES = [state.value for state in JobState]
@@ -150,13 +153,18 @@ LINES = {  # typed, then TAB: what the command line becomes
 
 
 def press_tab(
-    tmp_path: Path, shell: str, setup: str, lines: dict[str, str] = LINES
+    tmp_path: Path,
+    shell: str,
+    setup: str,
+    lines: dict[str, str] = LINES,
+    path: str = "/usr/bin:/bin",
 ) -> dict[str, str]:
     (tmp_path / "dir").mkdir()
     (tmp_path / "dir" / "automd.sock").touch()
     out = tmp_path / "lines"
     command = {"bash": "bash --norc --noprofile -i", "zsh": "zsh -f -i"}[shell]
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "TERM": "dumb", "TYPE_SHELL": command}
+    env = {"PATH": path, "HOME": str(tmp_path), "TERM": "dumb", "TYPE_SHELL": command,
+           "AUTOMD_SOCKET": os.environ.get("AUTOMD_SOCKET", "")}  # fmt: skip
     subprocess.run(
         ["zsh", "-f", "-c", TYPE, "type", str(out), setup.replace("OUT", str(out)), *lines],
         cwd=tmp_path, env=env, check=True, timeout=60,
@@ -217,3 +225,98 @@ def test_automctl_imports_none_of_the_daemons_modules() -> None:
     assert "automd.ctl.main" in modules
     loaded = [m for m in modules for heavy in HEAVY if m == heavy or m.startswith(f"{heavy}.")]
     assert loaded == []
+
+
+# --- the daemon's words: definitions, parameters, job ids (automctl __complete) ----------------
+
+AUTOMCTL = str(Path(sys.executable).parent / "automctl")
+JOBS = ["01jd3k5x2q8v7n4m6p9r0s1t2u", "01jd3k5x2q8v7n4m6p9r0s1t2v"]
+
+
+@pytest.fixture
+def daemon(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    path = Path(f"/tmp/automctl-complete-{os.getpid()}.sock")
+    monkeypatch.setenv("AUTOMD_SOCKET", str(path))
+    schema = {"properties": {"name": {"type": "string"}, "count": {"type": "integer"}}}
+    methods: dict[str, Method] = {
+        "definition.list": lambda p: {
+            "definitions": [{"name": "hello"}, {"name": "backup"}],
+            "errors": [],
+        },
+        "definition.get": lambda p: {"name": p["name"], "params_schema": schema},
+        "job.list": lambda p: {"jobs": [{"id": job} for job in JOBS], "next_cursor": None},
+    }
+    with fake_automd(path, methods):
+        yield path
+    path.unlink(missing_ok=True)
+
+
+@pytest.mark.parametrize(
+    ("words", "expected"),
+    [
+        (["run", ""], ["backup", "hello"]),
+        (["defs", "he"], ["hello"]),
+        (["list", "--definition", "b"], ["backup"]),
+        (["run", "hello", ""], ["count=", "name="]),
+        (["run", "hello", "name=Ada", "c"], ["count="]),
+        (["run", "hello", "name", "=", "A"], []),  # bash's words for name=A: a value
+        (["status", ""], JOBS),
+        (["logs", "-f", "01jd3k5x2q8v7n4m6p9r0s1t2u"], ["01jd3k5x2q8v7n4m6p9r0s1t2u"]),
+        (["cancel", JOBS[0], ""], JOBS),
+        (["wait", ""], JOBS),
+        (["retry", ""], JOBS),
+    ],
+)
+def test_bash_completes_the_daemons_words(
+    tmp_path: Path, daemon: Path, words: list[str], expected: list[str]
+) -> None:
+    assert sorted(complete(tmp_path, AUTOMCTL, *words)) == sorted(expected)
+
+
+def test_no_daemon_completes_nothing_silently(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AUTOMD_SOCKET", str(tmp_path / "none.sock"))
+    assert complete(tmp_path, AUTOMCTL, "status", "") == []
+
+
+def test_the_completion_verb_is_hidden(tmp_path: Path) -> None:
+    assert not [word for word in complete(tmp_path, "automctl", "") if word.startswith("_")]
+
+
+DAEMON_LINES = {  # typed, then TAB, with automctl on PATH and the fake daemon answering
+    "automctl run he": "automctl run hello ",
+    "automctl defs ba": "automctl defs backup ",
+    "automctl list --definition he": "automctl list --definition hello ",
+    "automctl cancel 01": "automctl cancel 01jd3k5x2q8v7n4m6p9r0s1t2",  # their common prefix
+}
+
+
+@needs_zsh
+@pytest.mark.parametrize("shell", ["bash", "zsh"])
+def test_tab_completes_the_daemons_words(tmp_path: Path, daemon: Path, shell: str) -> None:
+    path = f"{Path(AUTOMCTL).parent}:/usr/bin:/bin"
+    if shell == "bash":
+        load = f"source {script(tmp_path, 'bash')}"
+        bind = r"""bind -x '"\C-t": printf "%s\n" "$READLINE_LINE" >> OUT; READLINE_LINE='"""
+        # name= waits for its value: no space after it.
+        lines = DAEMON_LINES | {"automctl run hello na": "automctl run hello name="}
+    else:
+        load = f"autoload -U compinit; compinit -u -D; source {script(tmp_path, 'zsh')}"
+        bind = "dump() { print -r -- $BUFFER >> OUT; BUFFER=; }; zle -N dump; bindkey '^T' dump"
+        # zsh's bashcompinit has no per-word nospace: a space follows name= (its limit).
+        lines = DAEMON_LINES | {"automctl run hello na": "automctl run hello name= "}
+    assert press_tab(tmp_path, shell, f"{load}; {bind}", lines, path) == lines
+
+
+def test_help_completes_the_verbs(tmp_path: Path) -> None:
+    assert complete(tmp_path, "automctl", "help", "re") == ["retry"]
+
+
+def test_the_socket_on_the_line_is_the_daemon_asked(
+    tmp_path: Path, daemon: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AUTOMD_SOCKET", str(tmp_path / "none.sock"))
+    assert complete(tmp_path, AUTOMCTL, "--socket", str(daemon), "wait", "") == JOBS
+    # bash's words for --socket=PATH: the option, "=", the path.
+    assert complete(tmp_path, AUTOMCTL, "--socket", "=", str(daemon), "defs", "h") == ["hello"]

@@ -8,10 +8,12 @@ import os
 import re
 import select
 import signal
+import socket
 import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,7 @@ from automd.ctl.client import (
     NoAnswer,
     RemoteError,
 )
+from automd.ctl.completion import parser_commands
 from automd.ctl.context import UsageError
 from automd.ctl.exits import Exit, exit_for, job_exit_status
 from automd.ctl.main import build_parser, main
@@ -471,3 +474,206 @@ def test_a_cancelled_job_never_reads_as_a_success(
         assert "attempt 1: finished, success (stopped by the cancel)" in shown
         assert main(["list"]) == Exit.OK
         assert capsys.readouterr().out.splitlines()[1].endswith(stopped)
+
+
+DEFINED = {
+    "name": "backup", "description": "Back up a directory",
+    "params_schema": {
+        "properties": {
+            "source": {"type": "string", "maxLength": 4096, "pattern": "^/",
+                       "description": "what to back up"},
+            "mode": {"type": "string", "maxLength": 16, "enum": ["full", "incr"],
+                     "default": "incr"},
+            "level": {"type": "integer", "minimum": 1, "maximum": 9},
+            "tag": {"type": "string", "minLength": 2, "maxLength": 32, "pattern": "^(?:[a-z]+)$"},
+        },
+        "required": ["source"],
+    },
+    "sandbox": {"profile": "strict", "private_network": True, "read_write_paths": ["/srv/backup"],
+                "protect_home": None, "private_tmp": None, "overrides": {}},
+}  # fmt: skip
+
+
+def test_defs_shows_types_constraints_and_the_sandbox(
+    socket_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with fake_automd(socket_path, {"definition.get": lambda p: DEFINED}):
+        assert main(["defs", "backup"]) == Exit.OK
+    out = capsys.readouterr().out
+    assert "null" not in out
+    assert "Sandbox: profile strict; private network; writes /srv/backup\n" in out
+    rows = {line.split()[0]: line for line in out.splitlines()[2:]}
+    assert re.search(r"^source +path +required +- +absolute path under", rows["source"])
+    assert re.search(
+        r"^mode +string +optional +incr +one of full\|incr, 0\.\.16 chars", rows["mode"]
+    )
+    assert re.search(r"^level +integer +optional +- +1\.\.9", rows["level"])
+    assert re.search(r"^tag .* matches \^\(\?:\[a-z\]\+\)\$, 2\.\.32 chars", rows["tag"])
+
+
+@contextmanager
+def silent_socket(path: Path, *, close: bool) -> Iterator[None]:
+    """A socket that takes connections and, like automd failing to start, never answers:
+    `close` closes each at once (its process exited), else it stays open (waiting)."""
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(path))
+    server.listen(8)
+    held: list[socket.socket] = []
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            if close:
+                conn.recv(65536)  # the request was sent: closing now is "no answer"
+                conn.close()
+            else:
+                held.append(conn)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        server.shutdown(socket.SHUT_RDWR)
+        server.close()
+        for conn in held:
+            conn.close()
+
+
+@pytest.mark.parametrize(
+    ("close", "status", "said"),
+    [
+        (True, Exit.UNAVAILABLE, "automd closed the connection without answering: it failed"),
+        (False, Exit.TEMPFAIL, "no answer within 0.3s: automd is busy or cannot start"),
+    ],
+)
+def test_a_daemon_that_cannot_start_points_at_its_unit_and_journal(
+    socket_path: Path, capsys: pytest.CaptureFixture[str], close: bool, status: Exit, said: str
+) -> None:
+    with silent_socket(socket_path, close=close):
+        assert main(["--timeout", "0.3", "version"]) == status
+    err = capsys.readouterr().err
+    assert said in err
+    assert "systemctl status automd and journalctl -u automd say why" in err
+    assert len(err.splitlines()) == 1
+
+
+# --- issue 16.13: what users of systemctl and pueue reach for ---------------------------------
+
+
+def test_help_verb_is_the_verbs_help_with_examples(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    direct = capsys.readouterr().out
+    assert main(["help", "run"]) == Exit.OK
+    assert capsys.readouterr().out == direct
+    assert "examples:\n  automctl run hello name=Ada --wait\n" in direct
+    assert main(["help", "nope"]) == Exit.USAGE
+
+
+def test_every_verb_has_examples_in_its_help() -> None:
+    for names, sub in parser_commands(build_parser())[1:]:
+        if not names[0].startswith("_"):
+            assert "examples:\n  " in sub.format_help(), names
+
+
+def test_audit_takes_a_user_name(socket_path: Path) -> None:
+    methods: dict[str, Method] = {"audit.list": lambda p: {"entries": []}}
+    with fake_automd(socket_path, methods) as calls:
+        assert main(["audit", "--uid", "root"]) == Exit.OK
+    assert calls[0][1]["uid"] == 0
+    assert main(["audit", "--uid", "no-such-user-here"]) == Exit.USAGE
+
+
+ENTRIES: list[dict[str, Any]] = [
+    {"at": "2026-11-22T10:00:01.250000Z", "attempt": 1, "message": "a", "priority": 6},
+    {"at": "2026-11-22T10:00:02.250000Z", "attempt": 1, "message": "b", "priority": 6},
+    {"at": "2026-11-22T10:00:09.250000Z", "attempt": 2, "message": "c", "priority": 6},
+]
+
+
+@pytest.mark.parametrize("output", ["cat", "short", "json", None])
+def test_logs_output_formats_and_attempt_markers(
+    socket_path: Path, capsys: pytest.CaptureFixture[str], output: str | None
+) -> None:
+    logs = {"entries": ENTRIES, "cursor": "c", "more": False, "finished": True}
+    with fake_automd(socket_path, {"job.logs": lambda p: logs}):
+        assert main(["logs", JOB, *(["-o", output] if output else [])]) == Exit.OK
+    lines = capsys.readouterr().out.splitlines()
+    if output == "json":
+        assert [json.loads(line)["message"] for line in lines] == ["a", "b", "c"]
+        return
+    if output == "short":
+        stamp = datetime.fromisoformat(ENTRIES[0]["at"]).astimezone().strftime("%b %d %H:%M:%S")
+        assert lines[0] == f"{stamp} a"
+        lines = [line if line.startswith("--") else line.split(" ", 3)[3] for line in lines]
+    assert lines == ["a", "b", "-- attempt 2 --", "c"]  # cat is the default
+
+
+def test_wait_timeout_names_the_jobs_still_running(
+    socket_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    running = {"job": job_view(state="running"), "attempts": [], "events": []}
+    with fake_automd(socket_path, {"job.get": lambda p: running}):
+        assert main(["wait", JOB, "--timeout", "0.3"]) == Exit.TEMPFAIL
+    err = capsys.readouterr().err
+    assert err == f"automctl: still running after 0.3s: {JOB} (running)\n"
+
+
+def test_retry_wait_exits_with_the_jobs_status(
+    socket_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    methods: dict[str, Method] = {
+        "job.retry": lambda p: {"job": job_view(state="queued")},
+        "job.get": lambda p: {"job": finished(exit_code=3, attempts=2), "attempts": []},
+    }
+    with fake_automd(socket_path, methods):
+        assert main(["retry", JOB, "--wait"]) == 3
+    out, err = capsys.readouterr()
+    assert out == f"Job {JOB} queued (attempt 2 next)\n"
+    assert "Main process terminated with: exit status 3\n" in err
+
+
+def test_list_watch_redraws_until_ctrl_c(
+    socket_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pauses: list[float] = []
+
+    def pause(seconds: float) -> None:  # the third pause is the user's Ctrl-C
+        pauses.append(seconds)
+        if len(pauses) % 3 == 0:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr("automd.ctl.verbs.time.sleep", pause)
+    listed = {"jobs": [job_view()], "next_cursor": None}
+    with fake_automd(socket_path, {"job.list": lambda p: listed}) as calls:
+        assert main(["list", "--watch", "5"]) == Exit.OK
+    assert pauses == [5.0, 5.0, 5.0]
+    assert len(calls) == 3
+    out = capsys.readouterr().out
+    assert out.count("ID ") == 3  # not a terminal: each listing after the last, no escapes
+    assert "\x1b" not in out
+    socket_path.unlink()  # the fake's socket file outlives it
+    with fake_automd(socket_path, {"job.list": lambda p: listed}):
+        assert main(["list", "--watch", "5", "--json"]) == Exit.OK
+    lines = capsys.readouterr().out.splitlines()
+    assert [json.loads(line) for line in lines] == [listed] * 3  # one listing a line
+
+
+def test_an_answer_of_an_unknown_shape_is_one_line_never_a_traceback(socket_path: Path) -> None:
+    """docs/automctl.md promises "never a traceback": a reply without the fields automctl
+    reads ended in a KeyError traceback. Checked: fails on the code before the fix."""
+    methods: dict[str, Method] = {"job.list": lambda p: {"surprise": True}}
+    with fake_automd(socket_path, methods), automctl(socket_path, "list") as proc:
+        out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == Exit.SOFTWARE
+    lines = out.decode().splitlines()
+    assert "Traceback" not in out.decode()
+    assert lines[-1] == (
+        "automctl: unexpected failure (KeyError: 'jobs'); automctl -v shows the exchange, "
+        "please report it"
+    )
+    assert len(lines) == 1

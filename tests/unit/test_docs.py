@@ -9,6 +9,7 @@ import pytest
 
 from automd.api.codes import API_VERSION, ErrorCode
 from automd.api.methods import METHODS
+from automd.ctl.client import WHY_NOT_ANSWERING
 from automd.ctl.exits import MEANINGS, Exit
 from automd.ctl.main import VERBS
 
@@ -40,7 +41,7 @@ def test_api_version_is_documented() -> None:
     assert f"API version: **{API_VERSION}**" in (DOCS / "api.md").read_text()
 
 
-@pytest.mark.parametrize("verb", [v.name for v in VERBS])
+@pytest.mark.parametrize("verb", [v.name for v in VERBS if v.help])  # hidden: no help
 def test_every_automctl_verb_is_documented(verb: str) -> None:
     assert re.search(rf"^\| `{verb}` \|", (DOCS / "automctl.md").read_text(), re.M)
 
@@ -66,3 +67,10 @@ def test_the_per_job_rule_in_the_docs_is_the_one_the_tests_install() -> None:
         line.removeprefix("//").removeprefix(" ") + "\n" for line in example.split("\n")
     )
     assert shown.strip() == shipped.strip()
+
+
+@pytest.mark.parametrize("page", ["automctl.md", "systemd.md"])
+def test_the_docs_quote_automctls_words_for_a_daemon_that_cannot_start(page: str) -> None:
+    # Quoted in prose (wrapped): compared with whitespace folded.
+    text = " ".join((DOCS / page).read_text().split())
+    assert f"automd is busy or cannot start; {WHY_NOT_ANSWERING}" in text

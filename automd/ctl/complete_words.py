@@ -1,0 +1,44 @@
+"""`automctl __complete KIND [WORDS]`: the daemon's words for the completion scripts.
+
+Definition names, a definition's parameters (`name=`) and job ids are the daemon's, so the
+scripts (completion.py) ask for them here, with a short timeout; any failure completes
+nothing, silently: a TAB must never print an error or hang.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from automd.ctl.client import ClientError, RpcClient
+from automd.ctl.context import Context
+from automd.ctl.exits import Exit
+
+COMPLETE_VERB = "__complete"
+#: What a TAB may ask the daemon for; completion.DAEMON_DESTS maps arguments to these.
+DAEMON_WORDS = ("definitions", "parameters", "jobs")
+#: A TAB that waits longer than this feels broken; nothing is offered instead.
+TIMEOUT_SECONDS = 1.0
+
+
+def _words(client: RpcClient, kind: str, words: list[str]) -> list[str]:
+    if kind == "definitions":
+        listed = client.call("definition.list")["definitions"]
+        return [str(d["name"]) for d in listed]
+    if kind == "parameters":
+        if not words:
+            return []
+        schema = client.call("definition.get", {"name": words[0]})["params_schema"]
+        return [f"{name}=" for name in schema.get("properties", {})]
+    jobs = client.call("job.list", {"limit": 100})["jobs"]
+    return [str(job["id"]) for job in jobs]
+
+
+def complete_words(ctx: Context, args: argparse.Namespace) -> int:
+    client = RpcClient(ctx.client.socket_path, timeout=min(ctx.client.timeout, TIMEOUT_SECONDS))
+    try:
+        found = _words(client, args.kind, args.words)
+    except (ClientError, KeyError, TypeError):
+        found = []
+    for word in found:
+        ctx.out.line(word)
+    return int(Exit.OK)
