@@ -5,32 +5,27 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from datetime import datetime
 from typing import Any
 
 from automd import __version__
 from automd.api.codes import ErrorCode
 from automd.api.exit_status import exit_status_name
-from automd.ctl.client import RemoteError, RpcClient
-from automd.ctl.context import Context, JobStillRunning, UsageError
+from automd.ctl.client import RemoteError
+from automd.ctl.context import Context, UsageError
 from automd.ctl.definitions import parameter_rows, sandbox_line
 from automd.ctl.exits import Exit, job_exit_status
-from automd.ctl.logs import LogPrinter, follow_logs, print_logs
+from automd.ctl.jobtext import (
+    FINISHED,
+    STATE_COLOURS,
+    UNIT_EXISTS,
+    cancel_outcome,
+    relative_time,
+    result_with_status,
+    runtime,
+)
+from automd.ctl.logs import print_logs
 from automd.ctl.render import format_duration
-
-_FINISHED = {"succeeded", "failed", "timed_out", "cancelled", "unknown"}
-# A job's transient unit exists only while an attempt runs; after that systemd drops it.
-_UNIT_EXISTS = {"starting", "running"}
-_STATE_COLOURS = {
-    "succeeded": "green",
-    "failed": "red",
-    "timed_out": "red",
-    "unknown": "red",
-    "cancelled": "yellow",
-    "waiting_retry": "yellow",
-}
+from automd.ctl.waiting import interrupted_is_still_running, wait_and_summarise, wait_for
 
 
 def split_assignments(pairs: list[str]) -> list[tuple[str, str]]:
@@ -67,77 +62,6 @@ def parse_assignments(pairs: list[str], schema: dict[str, Any]) -> dict[str, str
     return params
 
 
-@contextmanager
-def _interrupted_is_still_running(job_id: str) -> Iterator[None]:
-    """Ctrl-C stops automctl waiting, not the job: JobStillRunning lets main say so."""
-    try:
-        yield
-    except KeyboardInterrupt:
-        raise JobStillRunning(job_id) from None
-
-
-def wait_for(
-    client: RpcClient, job_id: str, ctx: Context, deadline: float | None = None
-) -> dict[str, Any]:
-    """Poll job.get until the job is finished, or (returned unfinished) until the monotonic
-    `deadline`; a live status line on a terminal."""
-    delay = 0.1
-    live = ctx.err.stream.isatty() and not ctx.json
-    started = time.monotonic()
-    drawn = False
-    try:
-        while True:
-            job: dict[str, Any] = client.call("job.get", {"id": job_id})["job"]
-            now = time.monotonic()
-            if job["state"] in _FINISHED or (deadline is not None and now >= deadline):
-                if drawn:
-                    ctx.err.stream.write("\r\x1b[K")
-                return job
-            if live:
-                elapsed = format_duration(time.monotonic() - started)
-                unit = job["unit"] if job["state"] in _UNIT_EXISTS else ""
-                ctx.err.stream.write(f"\r\x1b[K{job['state']} ({elapsed}) {unit or ''}")
-                ctx.err.stream.flush()
-                drawn = True
-            left = deadline - now if deadline is not None else delay
-            time.sleep(max(0.0, min(delay, left)))
-            delay = min(delay * 1.5, 1.0)
-    except KeyboardInterrupt:
-        if drawn:  # end the status line, so what follows starts on a line of its own
-            ctx.err.stream.write("\n")
-        raise
-
-
-def _runtime(job: dict[str, Any]) -> str:
-    if not job["finished_at"]:
-        return "-"
-    created = datetime.fromisoformat(job["created_at"])
-    finished = datetime.fromisoformat(job["finished_at"])
-    return format_duration((finished - created).total_seconds())
-
-
-def _cancel_outcome(job: dict[str, Any]) -> str | None:
-    """How a cancelled job ended, in automd's words ("cancelled (stopped with SIGTERM)"):
-    systemd calls a unit stopped by a cancel a success, so its result must not be shown."""
-    if job["state"] != "cancelled":
-        return None
-    return str(job.get("outcome") or "cancelled")
-
-
-def _summary(ctx: Context, job: dict[str, Any]) -> None:
-    state = ctx.err.paint(job["state"], _STATE_COLOURS.get(job["state"], "bold"))
-    tries = f" after {job['attempts']} attempts" if job["attempts"] > 1 else ""
-    result = _cancel_outcome(job) or f"{job['result'] or '-'} ({state})"
-    ctx.err.line(f"Finished with result: {result}{tries}")
-    if job["signal"] is not None:
-        ctx.err.line(f"Main process terminated with: signal {job['signal']}")
-    elif job["exit_code"] is not None:
-        status = exit_status_name(job["exit_code"])
-        ctx.err.line(f"Main process terminated with: exit status {status}")
-    # automctl logs works for whoever may see the job; journalctl needs journal access.
-    ctx.err.line(f"Job runtime: {_runtime(job)}  (output: automctl logs {job['id']})")
-
-
 def cmd_run(ctx: Context, args: argparse.Namespace) -> int:
     split_assignments(args.params)  # a malformed word fails before the daemon is asked
     definition = ctx.client.call("definition.get", {"name": args.definition})
@@ -157,24 +81,7 @@ def cmd_run(ctx: Context, args: argparse.Namespace) -> int:
             ctx.out.json(submitted)
         return int(Exit.OK)
     extra = {"replayed": submitted["replayed"]}
-    return _wait_and_summarise(ctx, job["id"], follow=args.follow, quiet=args.print_id, **extra)
-
-
-def _wait_and_summarise(
-    ctx: Context, job_id: str, *, follow: bool = False, quiet: bool = False, **shown: Any
-) -> int:
-    """run/retry --wait: wait (with --follow, printing its output), summarise, and exit with
-    the job's status, as systemd-run --wait does. `shown`: more keys for --json's object."""
-    with _interrupted_is_still_running(job_id):
-        if follow:
-            follow_logs(ctx, {"id": job_id}, LogPrinter(ctx))
-        job = wait_for(ctx.client, job_id, ctx)
-    if ctx.json:
-        # After --follow's entries (one object a line) the summary is one line too: NDJSON.
-        ctx.out.json({"job": job, **shown}, compact=follow)
-    elif not quiet:
-        _summary(ctx, job)
-    return job_exit_status(job)
+    return wait_and_summarise(ctx, job["id"], follow=args.follow, quiet=args.print_id, **extra)
 
 
 def cmd_logs(ctx: Context, args: argparse.Namespace) -> int:
@@ -194,7 +101,7 @@ def cmd_status(ctx: Context, args: argparse.Namespace) -> int:
         ctx.out.json(detail)
         return int(Exit.OK)
     job = detail["job"]
-    state = ctx.out.paint(job["state"], _STATE_COLOURS.get(job["state"], "bold"))
+    state = ctx.out.paint(job["state"], STATE_COLOURS.get(job["state"], "bold"))
     rows = [
         ["Job:", job["id"]],
         ["Definition:", job["definition"]],
@@ -206,16 +113,16 @@ def cmd_status(ctx: Context, args: argparse.Namespace) -> int:
     if job["next_attempt_at"]:
         rows.append(["Next attempt:", job["next_attempt_at"]])
     if job["result"]:
-        outcome = _cancel_outcome(job) or job["result"]
+        outcome = cancel_outcome(job) or job["result"]
         if job["exit_code"] is not None:
             outcome += f", exit status {exit_status_name(job['exit_code'])}"
         if job["signal"] is not None:
             outcome += f", signal {job['signal']}"
         rows.append(["Result:", outcome])
     if job["finished_at"]:
-        rows.append(["Finished:", f"{job['finished_at']} (ran {_runtime(job)})"])
+        rows.append(["Finished:", f"{job['finished_at']} (ran {runtime(job)})"])
     if job["unit"]:
-        gone = "" if job["state"] in _UNIT_EXISTS else " (gone: systemd removes it once it ends)"
+        gone = "" if job["state"] in UNIT_EXISTS else " (gone: systemd removes it once it ends)"
         rows.append(["Unit:", job["unit"] + gone])
     rows.append(["Logs:", f"automctl logs {job['id']}"])
     ctx.out.table(rows)
@@ -277,16 +184,6 @@ def cmd_audit(ctx: Context, args: argparse.Namespace) -> int:
     return int(Exit.OK)
 
 
-def relative_time(iso: str | None, now: datetime | None = None) -> str:
-    """'3min ago' for a past RFC 3339 time, like systemctl's relative timestamps."""
-    if not iso:
-        return "-"
-    moment = datetime.fromisoformat(iso)
-    now = now or datetime.now(moment.tzinfo)
-    seconds = (now - moment).total_seconds()
-    return f"{format_duration(abs(seconds))} {'ago' if seconds >= 0 else 'from now'}"
-
-
 def cmd_list(ctx: Context, args: argparse.Namespace) -> int:
     if not args.watch:
         return _list_once(ctx, args)
@@ -319,8 +216,8 @@ def _list_once(ctx: Context, args: argparse.Namespace) -> int:
         return int(Exit.OK)
     rows = [["ID", "DEFINITION", "STATE", "CREATED", "RESULT"]]
     for job in result["jobs"]:
-        outcome = _cancel_outcome(job) or _result_with_status(job)
-        state = ctx.out.paint(job["state"], _STATE_COLOURS.get(job["state"], "bold"))
+        outcome = cancel_outcome(job) or result_with_status(job)
+        state = ctx.out.paint(job["state"], STATE_COLOURS.get(job["state"], "bold"))
         rows.append(
             [job["id"], job["definition"], state, relative_time(job["created_at"]), outcome]
         )
@@ -328,15 +225,6 @@ def _list_once(ctx: Context, args: argparse.Namespace) -> int:
     if result["next_cursor"]:
         ctx.err.line(f"(more: -n {args.limit * 2}, or the API's cursor {result['next_cursor']})")
     return int(Exit.OK)
-
-
-def _result_with_status(job: dict[str, Any]) -> str:
-    outcome = str(job["result"] or "")
-    if job["exit_code"] not in (None, 0):
-        outcome += f" ({exit_status_name(job['exit_code'])})"
-    if job["signal"] is not None:
-        outcome += f" (signal {job['signal']})"
-    return outcome
 
 
 def cmd_defs(ctx: Context, args: argparse.Namespace) -> int:
@@ -371,7 +259,7 @@ def cmd_retry(ctx: Context, args: argparse.Namespace) -> int:
     if not ctx.json:
         ctx.out.line(f"Job {job['id']} {job['state']} (attempt {job['attempts'] + 1} next)")
     if args.wait:
-        return _wait_and_summarise(ctx, job["id"])
+        return wait_and_summarise(ctx, job["id"])
     if ctx.json:
         ctx.out.json({"job": job})
     return int(Exit.OK)
@@ -382,15 +270,15 @@ def cmd_wait(ctx: Context, args: argparse.Namespace) -> int:
     finished, running = [], []
     deadline = time.monotonic() + args.wait_timeout if args.wait_timeout else None
     for job_id in args.ids:
-        with _interrupted_is_still_running(job_id):
+        with interrupted_is_still_running(job_id):
             job = wait_for(ctx.client, job_id, ctx, deadline)
-        if job["state"] not in _FINISHED:
+        if job["state"] not in FINISHED:
             running.append(job)
             continue
         finished.append(job)
         if not ctx.json:  # each job as it is seen finished: progress, in a log too
-            state = ctx.out.paint(job["state"], _STATE_COLOURS.get(job["state"], "bold"))
-            how = _cancel_outcome(job)
+            state = ctx.out.paint(job["state"], STATE_COLOURS.get(job["state"], "bold"))
+            how = cancel_outcome(job)
             ctx.out.line(
                 f"Job {job['id']}: {state}" + (how.removeprefix("cancelled") if how else "")
             )

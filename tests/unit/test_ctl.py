@@ -32,10 +32,11 @@ from automd.ctl.client import (
 from automd.ctl.completion import parser_commands
 from automd.ctl.context import UsageError
 from automd.ctl.exits import Exit, exit_for, job_exit_status
+from automd.ctl.jobtext import relative_time
 from automd.ctl.main import build_parser, main
 from automd.ctl.messages import describe
 from automd.ctl.times import parse_time
-from automd.ctl.verbs import parse_assignments, relative_time
+from automd.ctl.verbs import parse_assignments
 from tests.unit.fake_automd import Method, Refuse, fake_automd, job_view
 
 SCHEMA = {
@@ -647,7 +648,7 @@ def test_list_watch_redraws_until_ctrl_c(
         if len(pauses) % 3 == 0:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr("automd.ctl.verbs.time.sleep", pause)
+    monkeypatch.setattr("automd.ctl.waiting.time.sleep", pause)
     listed = {"jobs": [job_view()], "next_cursor": None}
     with fake_automd(socket_path, {"job.list": lambda p: listed}) as calls:
         assert main(["list", "--watch", "5"]) == Exit.OK
