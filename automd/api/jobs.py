@@ -60,6 +60,7 @@ class JobView(Result):
     max_attempts: int
     next_attempt_at: datetime | None = Field(description="when waiting_retry ends")
     cancel_requested: bool
+    caller_uid: int = Field(description="uid of the process that submitted the job")
     result: str | None = Field(description="systemd's Result of the last attempt")
     exit_code: int | None
     signal: int | None
@@ -193,6 +194,13 @@ class JobListParams(Params):
     since: Timestamp | None = Field(None, description="created at or after (RFC 3339)")
     until: Timestamp | None = Field(None, description="created before (RFC 3339)")
     # StrictInt: "5", 5.0 and true are not integers (pydantic's lax mode would take them).
+    caller_uid: StrictInt | None = Field(
+        None,
+        ge=0,
+        le=2**32 - 2,
+        description="only jobs submitted by this uid (a caller who may not see everyone's "
+        "jobs sees only their own either way)",
+    )
     limit: StrictInt = Field(50, ge=1, le=500)
     cursor: str | None = Field(None, max_length=64, description="next_cursor of the last page")
 

@@ -33,7 +33,8 @@ def constraints(spec: dict[str, Any]) -> str:
     if "minimum" in spec or "maximum" in spec:
         found.append(f"{spec.get('minimum', '')}..{spec.get('maximum', '')}")
     if parameter_type(spec) == "path":
-        found.append("absolute path under an allowed directory")
+        under = spec.get("x-allowed-prefixes")  # automd 0.6.0 on; older ones do not say
+        found.append("under " + " or ".join(under) if under else "absolute path")
     elif "pattern" in spec:
         found.append(f"matches {spec['pattern']}")
     if "minLength" in spec or "maxLength" in spec:

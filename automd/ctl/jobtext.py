@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import pwd
 from datetime import datetime
 from typing import Any
 
 from automd.api.exit_status import exit_status_name
 from automd.ctl.context import Context
 from automd.ctl.render import format_duration
+
+
+def user_name(uid: int) -> str:
+    """The user's name, or the uid when this host has no such user."""
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
 
 FINISHED = {"succeeded", "failed", "timed_out", "cancelled", "unknown"}
 # A job's transient unit exists only while an attempt runs; after that systemd drops it.

@@ -82,6 +82,9 @@ def _list_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--definition", type=arguments.nonempty, help="only this definition")
     parser.add_argument("--since", type=arguments.time, help=f"created since {_SINCE_HELP}")
     parser.add_argument(
+        "--user", type=arguments.uid, metavar="NAME", help="only jobs this user submitted"
+    )
+    parser.add_argument(
         "-n", "--limit", type=arguments.count(500), default=20, help="jobs (default 20)"
     )
     parser.add_argument(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from typing import Any
 
@@ -22,6 +23,7 @@ from automd.ctl.jobtext import (
     relative_time,
     result_with_status,
     runtime,
+    user_name,
 )
 from automd.ctl.logs import print_logs
 from automd.ctl.render import format_duration
@@ -210,17 +212,23 @@ def _list_once(ctx: Context, args: argparse.Namespace) -> int:
         params["definition"] = args.definition
     if args.since:
         params["since"] = args.since
+    if args.user is not None:
+        params["caller_uid"] = args.user
     result = ctx.client.call("job.list", params)
     if ctx.json:
         ctx.out.json(result, compact=bool(args.watch))
         return int(Exit.OK)
-    rows = [["ID", "DEFINITION", "STATE", "CREATED", "RESULT"]]
+    # Whose job each is, once the listing holds anyone else's (an administrator's view).
+    owners = {job.get("caller_uid", os.getuid()) for job in result["jobs"]} - {os.getuid()}
+    rows = [["ID", "DEFINITION", "STATE", "CREATED", *(["OWNER"] if owners else []), "RESULT"]]
     for job in result["jobs"]:
         outcome = cancel_outcome(job) or result_with_status(job)
         state = ctx.out.paint(job["state"], STATE_COLOURS.get(job["state"], "bold"))
+        owner = [user_name(job["caller_uid"])] if owners else []
         rows.append(
-            [job["id"], job["definition"], state, relative_time(job["created_at"]), outcome]
-        )
+            [job["id"], job["definition"], state, relative_time(job["created_at"]), *owner,
+             outcome]
+        )  # fmt: skip
     ctx.out.table(rows)
     if result["next_cursor"]:
         ctx.err.line(f"(more: -n {args.limit * 2}, or the API's cursor {result['next_cursor']})")

@@ -192,7 +192,14 @@ class PathParam(_ParamBase):
         raise ParamError(f"must lie under {' or '.join(self.allowed_prefixes)}")
 
     def json_schema(self) -> dict[str, Any]:
-        return {"type": "string", "maxLength": self.max_length, "pattern": "^/"}
+        # x-allowed-prefixes: an annotation (JSON Schema ignores unknown keywords) so that
+        # forms and automctl can say where a path may point; the check is validate_value's.
+        return {
+            "type": "string",
+            "maxLength": self.max_length,
+            "pattern": "^/",
+            "x-allowed-prefixes": list(self.allowed_prefixes),
+        }
 
 
 ParamSpec = Annotated[

@@ -59,6 +59,9 @@ class JobQueries:
     async def list(self, params: JobListParams, *, owner: int | None = None) -> JobListResult:
         if params.cursor is not None and not _CURSOR.fullmatch(params.cursor):
             raise InvalidParams(data={"field": "cursor", "reason": "not a cursor from job.list"})
+        caller = params.caller_uid if owner is None else owner
+        if params.caller_uid is not None and params.caller_uid != caller:
+            return JobListResult(jobs=[], next_cursor=None)  # someone else's: none of yours
         found = await rows.list_jobs(
             self._store,
             states=None if params.state is None else [s.value for s in params.state],
@@ -66,7 +69,7 @@ class JobQueries:
             since=None if params.since is None else params.since.timestamp(),
             until=None if params.until is None else params.until.timestamp(),
             before_id=params.cursor,
-            caller_uid=owner,
+            caller_uid=caller,
             limit=params.limit + 1,  # one more than asked tells whether a next page exists
         )
         page = found[: params.limit]

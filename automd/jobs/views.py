@@ -34,6 +34,7 @@ def job_view(job: JobRecord) -> JobView:
         max_attempts=job.max_attempts,
         next_attempt_at=_maybe_time(job.next_attempt_at),
         cancel_requested=job.cancel_requested,
+        caller_uid=job.caller_uid,
         result=job.result,
         exit_code=job.exit_code,
         signal=job.signal,

@@ -141,7 +141,7 @@ def test_list_defs_retry_and_wait(container: Container) -> None:
     code, out, _err = automctl(container, "defs", "backup")
     # Issue 16.8: type, required or optional (never null), default, constraints, sandbox.
     assert re.search(
-        r"^source\s+path\s+required\s+-\s+absolute path under an allowed directory, "
+        r"^source\s+path\s+required\s+-\s+under /srv, "
         r"0\.\.4096 chars\s+Directory to archive$", out, re.M,
     ), out  # fmt: skip
     assert re.search(r"^verbose\s+boolean\s+optional\s+false\s+-$", out, re.M), out

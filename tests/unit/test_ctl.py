@@ -482,6 +482,7 @@ DEFINED = {
     "params_schema": {
         "properties": {
             "source": {"type": "string", "maxLength": 4096, "pattern": "^/",
+                       "x-allowed-prefixes": ["/srv", "/var/www"],
                        "description": "what to back up"},
             "mode": {"type": "string", "maxLength": 16, "enum": ["full", "incr"],
                      "default": "incr"},
@@ -504,7 +505,7 @@ def test_defs_shows_types_constraints_and_the_sandbox(
     assert "null" not in out
     assert "Sandbox: profile strict; private network; writes /srv/backup\n" in out
     rows = {line.split()[0]: line for line in out.splitlines()[2:]}
-    assert re.search(r"^source +path +required +- +absolute path under", rows["source"])
+    assert re.search(r"^source +path +required +- +under /srv or /var/www,", rows["source"])
     assert re.search(
         r"^mode +string +optional +incr +one of full\|incr, 0\.\.16 chars", rows["mode"]
     )
@@ -678,3 +679,23 @@ def test_an_answer_of_an_unknown_shape_is_one_line_never_a_traceback(socket_path
         "please report it"
     )
     assert len(lines) == 1
+
+
+def test_list_shows_owners_and_asks_for_one_user(
+    socket_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 16.13: an administrator's listing names whose each job is; --user NAME asks
+    automd for that user's jobs only (by uid). Checked: fails on the code before."""
+    root_job = finished(job_id="1" * 26, caller_uid=0)
+    other = finished(job_id="2" * 26, caller_uid=os.getuid() + 4242)
+    methods: dict[str, Method] = {
+        "job.list": lambda p: {"jobs": [root_job, other], "next_cursor": None}
+    }
+    with fake_automd(socket_path, methods) as calls:
+        assert main(["list"]) == Exit.OK
+        assert main(["list", "--user", "root"]) == Exit.OK
+    lines = capsys.readouterr().out.splitlines()
+    assert "OWNER" in lines[0]
+    assert " root " in lines[1]
+    assert f" {os.getuid() + 4242} " in lines[2]  # no such user here: the uid
+    assert [c[1].get("caller_uid") for c in calls if c[0] == "job.list"] == [None, 0]

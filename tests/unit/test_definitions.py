@@ -245,6 +245,8 @@ def test_json_schema_of_parameters() -> None:
     assert schema["additionalProperties"] is False
     assert schema["properties"]["loud"] == {"type": "boolean", "default": False}
     assert schema["properties"]["dest"]["default"] == "/var/backups/x"
+    # Where a path may point, for forms and automctl defs (an annotation: not a check).
+    assert schema["properties"]["dest"]["x-allowed-prefixes"] == ["/var/backups"]
 
 
 def test_shipped_examples_all_load() -> None:

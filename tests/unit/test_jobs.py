@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from automd.api.jobs import JobState
+from automd.api.jobs import JobListParams, JobState
 from automd.config import JobsSettings
 from automd.definitions.model import RetryPolicy
 from automd.definitions.registry import DefinitionRegistry
@@ -700,3 +701,21 @@ def test_a_plan_stored_by_the_previous_version_still_makes_its_unit() -> None:
     )  # fmt: skip
     assert spec.environment["AUTOMD_ATTEMPT"] == "2"
     assert spec.name == unit_name("echo", "01jd3k5x2q8v7n4m6p9r0s1t2u", 2)
+
+
+async def test_job_list_by_caller_within_the_owner_scope(harness: Harness) -> None:
+    """job.list's caller_uid (issue 16.13: automctl list --user): an administrator (no owner
+    scope) sees that uid's jobs; a caller limited to their own sees none of another's."""
+    mine, _ = await harness.service.submit("echo", {}, None, CALLER)
+    theirs, _ = await harness.service.submit("echo", {}, None, Caller(uid=2000, pid=1))
+    queries = JobQueries(harness.store)
+
+    async def listed(owner: int | None, **params: Any) -> list[str]:
+        result = await queries.list(JobListParams(**params), owner=owner)
+        assert all(job.caller_uid in (CALLER.uid, 2000) for job in result.jobs)
+        return [job.id for job in result.jobs]
+
+    assert await listed(None, caller_uid=2000) == [theirs.id]
+    assert set(await listed(None)) == {mine.id, theirs.id}
+    assert await listed(CALLER.uid, caller_uid=2000) == []
+    assert await listed(CALLER.uid, caller_uid=CALLER.uid) == [mine.id]
