@@ -35,6 +35,9 @@ _PROCESS_ONLY: dict[str, SandboxValue] = {
     "RemoveIPC": True,
     "KeyringMode": "private",
     "UMask": "0077",
+    # The system calls ordinary services use (a process outside it is killed with SIGSYS):
+    # measured within the noise of launch cost, and 3.5 -> 2.2 on the exposure score.
+    "SystemCallFilter": "@system-service",
 }
 
 # A private view of the file system: read-only /usr, /etc, /boot; no home directories; a
@@ -50,9 +53,6 @@ _FILE_SYSTEM: dict[str, SandboxValue] = {
     "ProtectProc": "invisible",
 }
 
-# A seccomp filter of the system calls ordinary services use (~7 ms more per launch).
-_SYSCALLS: dict[str, SandboxValue] = {"SystemCallFilter": "@system-service"}
-
 #: What protects the kernel from a job: each is one more read-only mount (~10-25 ms per
 #: launch). A process with no capabilities (the other profiles' empty bounding set, a
 #: non-root user) cannot write what they protect, so only root jobs and `strict` need them.
@@ -67,9 +67,9 @@ KERNEL_PROTECTION: Mapping[str, SandboxValue] = MappingProxyType(
 
 PROFILES: Mapping[Profile, Mapping[str, SandboxValue]] = MappingProxyType(
     {
-        # Everything, whatever it costs: ~the old default plus the process restrictions.
+        # Everything, whatever it costs: the default plus the kernel protections.
         "strict": MappingProxyType(
-            {**_PROCESS_ONLY, **_FILE_SYSTEM, **KERNEL_PROTECTION, **_SYSCALLS}
+            {**_PROCESS_ONLY, **_FILE_SYSTEM, **KERNEL_PROTECTION}
         ),
         "default": MappingProxyType({**_PROCESS_ONLY, **_FILE_SYSTEM}),
         # No mount namespace at all, for a fixed `user` (a DynamicUser implies one anyway).

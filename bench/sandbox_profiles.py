@@ -45,7 +45,9 @@ SANDBOXES: dict[str, Mapping[str, SandboxValue]] = {
     "none": {},
     "previous default": PREVIOUS_DEFAULT,
     **{f"profile {name}": profile for name, profile in PROFILES.items()},
-    "default + SystemCallFilter": {**PROFILES["default"], "SystemCallFilter": "@system-service"},
+    "default without SystemCallFilter": {
+        k: v for k, v in PROFILES["default"].items() if k != "SystemCallFilter"
+    },
 }
 
 

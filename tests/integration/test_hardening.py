@@ -14,13 +14,19 @@ from collections.abc import Callable
 import pytest
 
 from automd.sandbox import DEFAULT_SANDBOX
-from tests.integration.conftest import CHECKOUT, Gate, checkout_in_a_home, shown_sandbox
+from tests.integration.conftest import (
+    CHECKOUT,
+    Gate,
+    checkout_in_a_home,
+    shown_sandbox,
+    syscall_filter_is_set,
+)
 from tests.integration.container import Container
 from tests.integration.test_jobs import Api
 
-# Measured on Debian 12 (systemd 252): automd.service 0.9, a job unit 3.5 (docs/security.md).
+# Measured on Debian 12 (systemd 252): automd.service 0.9, a job unit 2.2 (docs/security.md).
 DAEMON_EXPOSURE_MAX = 0.9
-JOB_EXPOSURE_MAX = 3.5
+JOB_EXPOSURE_MAX = 2.2
 
 _OVERALL = re.compile(r"Overall exposure level for (\S+): (\d+\.\d+) ")
 # A finding: "✗ NAME  description  EXPOSURE" (names have no spaces; ✓ rows are not findings).
@@ -97,8 +103,9 @@ async def test_job_unit_sandbox_and_exposure(
         assert score <= JOB_EXPOSURE_MAX, table
 
         expected = shown_sandbox(DEFAULT_SANDBOX)
-        props = api.show(unit, "DynamicUser", *expected)
+        props = api.show(unit, "DynamicUser", "SystemCallFilter", *expected)
         assert props.pop("DynamicUser") == "yes"
+        assert syscall_filter_is_set(props.pop("SystemCallFilter"))
         assert props == expected
         # Findings systemd-analyze itself checks: the same properties, seen from its side.
         checked = ("NoNewPrivileges=", "PrivateTmp=", "PrivateDevices=", "DynamicUser=",

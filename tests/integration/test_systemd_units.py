@@ -17,7 +17,14 @@ from automd.sandbox import DEFAULT_SANDBOX
 from automd.systemd.bus import SystemdBus
 from automd.systemd.manager import Manager
 from automd.systemd.units import Systemd, UnitOutcome, UnitSpec
-from tests.integration.conftest import CHECKOUT, WAIT_SECONDS, Gate, shown_sandbox, wait_for
+from tests.integration.conftest import (
+    CHECKOUT,
+    WAIT_SECONDS,
+    Gate,
+    shown_sandbox,
+    syscall_filter_is_set,
+    wait_for,
+)
 from tests.integration.container import Container
 from tests.unit_events import Recorder
 
@@ -242,6 +249,7 @@ async def test_properties_read_back(
     assert props["CollectMode"] == "inactive"
     for name, expected in shown_sandbox(DEFAULT_SANDBOX).items():
         assert props[name] == expected, name
+    assert syscall_filter_is_set(props["SystemCallFilter"])
     slice_props = container.show("automd-jobs.slice", "LoadState", "ActiveState", "TasksMax")
     assert slice_props == {"LoadState": "loaded", "ActiveState": "active", "TasksMax": "4096"}
     await recorder.outcome(spec.name)
