@@ -68,9 +68,7 @@ KERNEL_PROTECTION: Mapping[str, SandboxValue] = MappingProxyType(
 PROFILES: Mapping[Profile, Mapping[str, SandboxValue]] = MappingProxyType(
     {
         # Everything, whatever it costs: the default plus the kernel protections.
-        "strict": MappingProxyType(
-            {**_PROCESS_ONLY, **_FILE_SYSTEM, **KERNEL_PROTECTION}
-        ),
+        "strict": MappingProxyType({**_PROCESS_ONLY, **_FILE_SYSTEM, **KERNEL_PROTECTION}),
         "default": MappingProxyType({**_PROCESS_ONLY, **_FILE_SYSTEM}),
         # No mount namespace at all, for a fixed `user` (a DynamicUser implies one anyway).
         "minimal": MappingProxyType(dict(_PROCESS_ONLY)),
