@@ -25,6 +25,9 @@ log = logging.getLogger(__name__)
 #: /proc/PID/comm read at connect, SQLite's temporary files, a D-Bus reconnect, /proc reads of
 #: a metrics scrape, the accept loop's spare descriptor and the optional metrics listener.
 MARGIN = 64
+#: Connections the optional metrics listener serves at once (a Prometheus server scrapes over
+#: one; more get 503): the TCP port must not be a way to take the API's descriptors.
+METRICS_CONNECTIONS = 16
 #: Journal readers open at once besides followers: job.logs pages and the journal health
 #: probe, one per thread of joblog's pool.
 POOL_READERS = 4
@@ -49,16 +52,21 @@ class Caps:
 
 def needed(caps: Caps, *, base: int, reader: int) -> int:
     """Descriptors the caps need: what was open before serving, the margin, the pool's
-    readers, one per connection, and one journal reader per follower (a follower's connection
-    is counted among the connections)."""
-    return base + MARGIN + POOL_READERS * reader + caps.connections + caps.followers * reader
+    readers, one per connection (the metrics listener's too), and one journal reader per
+    follower (a follower's connection is counted among the connections)."""
+    return _fixed(base, reader) + caps.connections + caps.followers * reader
+
+
+def _fixed(base: int, reader: int) -> int:
+    """What the caps do not scale: open before serving, margin, pool readers, metrics."""
+    return base + MARGIN + POOL_READERS * reader + METRICS_CONNECTIONS
 
 
 def fit(caps: Caps, limit: int, *, base: int, reader: int) -> Caps:
     """`caps`, scaled down by one factor until they need at most `limit` descriptors."""
     if needed(caps, base=base, reader=reader) <= limit:
         return caps
-    available = max(0, limit - base - MARGIN - POOL_READERS * reader)
+    available = max(0, limit - _fixed(base, reader))
     factor = available / (caps.connections + caps.followers * reader)
     connections = max(1, math.floor(caps.connections * factor))
     return Caps(
@@ -107,7 +115,8 @@ class FdBudget:
             f"that server.max_connections = {configured.connections}, "
             f"server.max_connections_per_user = {configured.per_user} and "
             f"server.max_log_followers = {configured.followers} need "
-            f"({self.base} open at start, {self.reader} per journal reader, margin {MARGIN}); "
+            f"({self.base} open at start, {self.reader} per journal reader, margin {MARGIN}, "
+            f"{METRICS_CONNECTIONS} metrics connections); "
             f"serving at most {serving}; raise LimitNOFILE= in automd.service"
         )
 

@@ -30,6 +30,7 @@ from automd.errors import (
     ServerBusy,
     UnsupportedMediaType,
 )
+from automd.fdbudget import METRICS_CONNECTIONS
 from automd.http.accept import Acceptor
 from automd.http.admission import Connections, Limits, Refusal, Refusals
 from automd.http.connection import HttpConnection
@@ -377,6 +378,11 @@ class MetricsSite(Listener):
         return plain_reply(408, f"request not received within {timeout:g} s\n", close=True)
 
     def _accepted(self, sock: socket.socket) -> None:
+        if len(self.connections) >= METRICS_CONNECTIONS:
+            # Counted in the open-file budget: a TCP client cannot take the API's descriptors.
+            self._refuse_unserved(sock)
+            sock.close()
+            return
         connection = HttpConnection(self)
         self.connections.add(connection)
         self._serve(connection, sock)

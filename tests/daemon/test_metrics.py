@@ -11,6 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from automd import __version__
 from automd.api.codes import API_VERSION
+from automd.fdbudget import METRICS_CONNECTIONS
 from tests.daemon.harness import Connection, DaemonFactory, HttpReply, call, read_reply
 
 DEFINITIONS = {"echo": 'executable = "/bin/echo"\n'}
@@ -129,3 +130,33 @@ def promtool_problems(text: str) -> str:
     )
     problems = checked.stdout.decode() + checked.stderr.decode()
     return problems if checked.returncode != 0 or problems.strip() else ""
+
+
+async def test_the_tcp_listener_serves_a_bounded_number_of_connections(
+    daemon_factory: DaemonFactory,
+) -> None:
+    """Its connections are counted in the open-file budget (fdbudget.METRICS_CONNECTIONS):
+    one more is refused with 503 at once, and the API socket is not affected.
+    Checked: fails on the code before (the 17th connection was served)."""
+    daemon = daemon_factory()
+    api = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    api.bind(str(daemon.socket_path))
+    api.listen()
+    tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    tcp.bind(("127.0.0.1", 0))
+    tcp.listen()
+    port = tcp.getsockname()[1]
+    with api, tcp:
+        daemon.start_activated({"automd.socket": api, "metrics": tcp})
+    await call(daemon.socket_path, "system.version")
+    held = [await asyncio.open_connection("127.0.0.1", port) for _ in range(METRICS_CONNECTIONS)]
+    # Each held connection is served: a scrape on the last one proves all were accepted.
+    reader, writer = held[-1]
+    writer.write(b"GET /metrics HTTP/1.1\r\nHost: automd\r\n\r\n")
+    assert (await reader.readline()).startswith(b"HTTP/1.1 200")
+    reply = await ask_tcp(port, "GET /metrics HTTP/1.1\r\nHost: automd\r\n\r\n")
+    assert reply.status == 503
+    assert (await call(daemon.socket_path, "system.version"))["result"]
+    for _, w in held:
+        w.close()
+    assert daemon.stop() == 0

@@ -10,7 +10,7 @@ import pytest
 
 from automd import fdbudget
 from automd.config import ServerSettings
-from automd.fdbudget import MARGIN, POOL_READERS, Caps, check, fit, needed
+from automd.fdbudget import MARGIN, METRICS_CONNECTIONS, POOL_READERS, Caps, check, fit, needed
 
 DEFAULTS = ServerSettings()
 
@@ -19,9 +19,10 @@ def test_what_the_default_caps_need() -> None:
     caps = Caps.configured(DEFAULTS)
     assert caps == Caps(connections=1024, per_user=256, followers=64)
     # Measured in the test container: 17 descriptors open at start, 1 per journal reader.
-    assert needed(caps, base=17, reader=1) == 17 + MARGIN + POOL_READERS + 1024 + 64
+    fixed = MARGIN + METRICS_CONNECTIONS
+    assert needed(caps, base=17, reader=1) == 17 + fixed + POOL_READERS + 1024 + 64
     # A host with 100 journal files: followers dominate.
-    assert needed(caps, base=20, reader=100) == 20 + MARGIN + 400 + 1024 + 6400
+    assert needed(caps, base=20, reader=100) == 20 + fixed + 400 + 1024 + 6400
 
 
 def test_the_per_user_cap_is_never_above_the_global_one() -> None:
@@ -101,7 +102,8 @@ def test_a_hard_limit_too_low_lowers_the_caps_and_says_so(
     assert needed(budget.effective, base=17, reader=1) <= 512
     health = budget.health()
     assert not health.ok
-    assert health.detail.startswith("open-file limit 512 (hard 512) is below the 1173 that ")
+    want = needed(budget.configured, base=17, reader=1)
+    assert health.detail.startswith(f"open-file limit 512 (hard 512) is below the {want} that ")
     assert f"serving at most {budget.effective.connections} connections" in health.detail
     assert "raise LimitNOFILE= in automd.service" in health.detail
     assert caplog.records[-1].levelno == logging.WARNING
