@@ -35,13 +35,13 @@ bench: venv
 	packaging/ensure-apt-packages bench/apt-packages.txt
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
-# gofmt and go vet of bench/'s Go programs (not part of lint: CI has no Go).
+# gofmt, go vet and go test of bench/'s Go programs (not part of lint: CI has no Go).
+GO_ENV := GO111MODULE=off GOPATH=/usr/share/gocode GOCACHE=$(CURDIR)/bench/.build/gocache
 .PHONY: lint-go
 lint-go:
 	packaging/ensure-apt-packages bench/apt-packages.txt
 	test -z "$$(gofmt -l bench/loadgen bench/goref)" || { gofmt -l bench/loadgen bench/goref; exit 1; }
-	cd bench && GO111MODULE=off GOPATH=/usr/share/gocode GOCACHE=$(CURDIR)/bench/.build/gocache \
-		go vet ./loadgen ./goref
+	cd bench && $(GO_ENV) go vet ./loadgen ./goref && $(GO_ENV) go test ./loadgen
 
 # The README's two commands (make demo, make test), verbatim, in a pristine Debian 12 root with
 # a clone of this checkout (tests/readme/pristine.py; root). Not part of `make test`, which it
