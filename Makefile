@@ -27,9 +27,21 @@ no-root: lint
 demo: venv
 	$(BIN)/python -m tests.integration.demo
 
-# Load against automd and a FastAPI reference in one run; prints ratios (bench/README.md).
+# Load against automd, a FastAPI and a Go (fasthttp) reference in one run; prints ratios, idle RSS
+# and cold start (bench/README.md). Installs Go and the Go reference's Debian packages first
+# (bench/apt-packages.txt); e.g. `make bench BENCH_ARGS=--quick` for a smoke run.
+BENCH_ARGS ?=
 bench: venv
-	$(BIN)/python -m bench.run
+	packaging/ensure-apt-packages bench/apt-packages.txt
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+# gofmt, go vet and go test of bench/'s Go programs (not part of lint: CI has no Go).
+GO_ENV := GO111MODULE=off GOPATH=/usr/share/gocode GOCACHE=$(CURDIR)/bench/.build/gocache
+.PHONY: lint-go
+lint-go:
+	packaging/ensure-apt-packages bench/apt-packages.txt
+	test -z "$$(gofmt -l bench/loadgen bench/goref)" || { gofmt -l bench/loadgen bench/goref; exit 1; }
+	cd bench && $(GO_ENV) go vet ./loadgen ./goref && $(GO_ENV) go test ./loadgen
 
 # The README's two commands (make demo, make test), verbatim, in a pristine Debian 12 root with
 # a clone of this checkout (tests/readme/pristine.py; root). Not part of `make test`, which it

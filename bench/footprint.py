@@ -3,7 +3,7 @@
     .venv/bin/python -m bench.footprint [--runs 15] [--python PATH] [--source DIR]
 
 Each run starts a fresh daemon (new state directory, the example definitions), times from
-spawn to the first `system.version` reply on its socket, waits until it has answered a few
+spawn to the first reply (to `system.version`) on its socket, waits until it has answered a few
 calls, and reads VmRSS from /proc. Prints the medians. `--source DIR` (repeatable) runs
 that checkout's automd (e.g. a `git worktree` of an older commit) with this venv; runs
 alternate between the sources, to compare before/after in one run.
@@ -21,6 +21,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 CHECKOUT = Path(__file__).resolve().parent.parent
 BODY = b'{"jsonrpc":"2.0","method":"system.version","id":1}'
@@ -30,23 +31,21 @@ REQUEST = (
 )
 
 
-def call_version(path: Path) -> bool:
-    """One system.version call; False while the socket is not there or not answering."""
+def call(path: Path, request: bytes = REQUEST) -> dict[str, Any] | None:
+    """One call on a fresh connection: the JSON-RPC reply, None while nothing answers."""
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
             sock.settimeout(5)
             sock.connect(str(path))
-            sock.sendall(REQUEST)
+            sock.sendall(request)
             reply = sock.recv(65536)
     except OSError:
-        return False
+        return None
     body = reply.partition(b"\r\n\r\n")[2]
     if not body:
-        return False
-    answer = json.loads(body)
-    if "result" not in answer:
-        raise RuntimeError(f"system.version failed: {answer}")
-    return True
+        return None
+    answer: dict[str, Any] = json.loads(body)
+    return answer
 
 
 def vm_rss_kib(pid: int) -> int:
@@ -54,6 +53,41 @@ def vm_rss_kib(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     raise RuntimeError("no VmRSS")
+
+
+def cold_start(
+    command: list[str],
+    sock: Path,
+    *,
+    cwd: Path,
+    env: dict[str, str] | None = None,
+    request: bytes = REQUEST,
+    timeout: float = 30.0,
+) -> tuple[float, float]:
+    """(seconds from spawn to the first reply on SOCK, idle RSS in MiB) of one fresh COMMAND.
+
+    Any JSON-RPC reply ends the clock (an error too: what matters is that the server answers).
+    After 20 more calls, VmRSS is read; then the process is stopped (SIGTERM) and waited for.
+    """
+    started = time.monotonic()
+    proc = subprocess.Popen(command, env=env, cwd=cwd, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        # Polls the socket: the first reply is the event being timed.
+        while call(sock, request) is None:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{command[0]} exited with {proc.returncode}")
+            if time.monotonic() - started > timeout:
+                raise RuntimeError(f"{command[0]}: no reply on {sock} after {timeout:g}s")
+            time.sleep(0.002)
+        cold = time.monotonic() - started
+        for _ in range(20):
+            call(sock, request)
+        rss = vm_rss_kib(proc.pid) / 1024
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    return cold, rss
 
 
 def one_run(python: str, source: Path) -> tuple[float, float]:
@@ -71,24 +105,8 @@ def one_run(python: str, source: Path) -> tuple[float, float]:
         entry = "import sys; from automd.daemon import main; sys.exit(main())"
         command = [python, "-c", entry, "--listen", str(sock), "--config", str(config),
                    "--state-dir", str(work / "state")]  # fmt: skip
-        started = time.monotonic()
         # cwd: `python -c` puts the working directory first on sys.path.
-        proc = subprocess.Popen(command, env=env, cwd=work, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)  # fmt: skip
-        try:
-            # Polls the socket: the first reply is the event being timed.
-            while not call_version(sock):
-                if proc.poll() is not None:
-                    raise RuntimeError(f"automd exited with {proc.returncode}")
-                time.sleep(0.002)
-            cold = time.monotonic() - started
-            for _ in range(20):
-                call_version(sock)
-            rss = vm_rss_kib(proc.pid) / 1024
-        finally:
-            proc.terminate()
-            proc.wait(timeout=30)
-    return cold, rss
+        return cold_start(command, sock, cwd=work, env=env)
 
 
 def main() -> None:
