@@ -75,12 +75,17 @@ def boot_and_run(image: Image, share: Path, command: str) -> Run:
     """Boot, run `command` (sh) from /ci/run.sh, wait for the VM to power itself off."""
     (share / "run.sh").write_text(run_script(command))
     started = time.monotonic()
-    proc = subprocess.run(
-        qemu_argv(image, share), stdin=subprocess.DEVNULL, capture_output=True,
-        timeout=RUN_TIMEOUT, check=False,
-    )  # fmt: skip
+    try:
+        proc = subprocess.run(
+            qemu_argv(image, share), stdin=subprocess.DEVNULL, capture_output=True,
+            timeout=RUN_TIMEOUT, check=False,
+        )  # fmt: skip
+        output = proc.stdout + proc.stderr
+    except subprocess.TimeoutExpired as exc:  # qemu is killed: report what it printed
+        output = (exc.stdout or b"") + (exc.stderr or b"")
+        output += f"\n(qemu killed after {RUN_TIMEOUT:g} s)".encode()
     seconds = time.monotonic() - started
-    console = (proc.stdout + proc.stderr).decode(errors="replace")
+    console = output.decode(errors="replace")
     status_file = share / "status"
     status = int(status_file.read_text()) if status_file.exists() else None
     return Run(status, seconds, share, console)
