@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -38,8 +39,10 @@ def test_runaway_jobs_are_recorded_while_the_api_answers(
     result_file = share / "result.json"
     with capsys.disabled():
         made = "cached" if image.build_seconds is None else f"built in {image.build_seconds:.0f} s"
-        print(f"\nVM image {image.directory} ({made}); boot + run + poweroff {run.seconds:.0f} s;"
-              f" run.sh exit status {run.status}; files in {share}")  # fmt: skip
+        print(
+            f"\nVM image {image.directory} ({made}); boot + run + poweroff {run.seconds:.0f} s;"
+            f" run.sh exit status {run.status}; files in {share} (removed if it passed)"
+        )
         if result_file.exists():
             result = json.loads(result_file.read_text())
             print(summary(result))
@@ -52,6 +55,7 @@ def test_runaway_jobs_are_recorded_while_the_api_answers(
         + ["--- automd's journal ---", result.get("journal_tail", "")]
     )
     assert run.status == 0, run.output()
+    shutil.rmtree(share)  # kept only when the run failed
 
 
 def summary(result: dict[str, Any]) -> str:
