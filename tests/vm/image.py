@@ -3,14 +3,15 @@
 `python -m tests.vm.image` builds it (or says which cached one it would use). What is in it:
 Debian 12 minbase with the packages automd needs at run time (systemd, dbus, polkitd, python3
 3.11, the same minor version as the host's /usr/bin/python3, so the host venv's compiled wheels
-load inside), a kernel whose initrd holds just the virtio, ext4 and 9p modules, and ci.target:
-mount the 9p share `ci` at /ci, run /ci/run.sh, write its exit status into the share, power off.
-automd itself is not in the image: the checkout (with its .venv) is shared read-only at its own
-absolute path for each run (tests/vm/machine.py), so the image only changes with RECIPE.
+load inside), a kernel whose initrd holds just the virtio and ext4 modules (9p is loaded from the
+root), and ci.target: mount the 9p share `ci` at /ci, run /ci/run.sh, write its exit status into
+the share, power off. automd itself is not in the image: the checkout (with its .venv) is shared
+read-only at its own absolute path for each run (tests/vm/machine.py), so the image only
+changes with the recipe below (recipe_hash).
 
 Cached as CACHE_DIR/vm-bookworm-<date>-<recipe hash>/ (root.img, vmlinux, initrd.img), the
-readme tier's cache directory (AUTOMD_TEST_CACHE); a changed recipe makes a new one, delete old
-ones by hand.
+readme tier's cache directory (AUTOMD_TEST_CACHE), whose lock it shares; a changed recipe makes
+a new one, delete old ones by hand.
 """
 
 from __future__ import annotations
