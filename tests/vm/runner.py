@@ -50,8 +50,9 @@ THROTTLED_PERIODS = 30
 #: Bound of the light load's p99 under runaway jobs. Under TCG the ratio to the baseline's
 #: p99 is noise-bound (a baseline of tens of milliseconds; the guest's two CPUs are emulated
 #: on the host's two, which the jobs and journald saturate), so it is reported, not asserted;
-#: this absolute bound is what "the API keeps answering" means here.
-LATENCY_BOUND_SECONDS = 2.0
+#: this absolute bound is what "the API keeps answering" means here. Measured p99: 0.3-0.9 s,
+#: 1.5 s on a host loaded 4x over (load average 8 on 2 cores), hence 3 s.
+LATENCY_BOUND_SECONDS = 3.0
 RSS_GROWTH_MIB = 20.0
 
 
