@@ -2,7 +2,8 @@
 # a pristine Debian 12). Integration tests boot a systemd container with systemd-nspawn and
 # need root. Narrower, no root needed: `make unit` (tests/unit, a few seconds), `make
 # daemon-tests` (tests/daemon: the real daemon on a socket, no systemd), `make no-root` (both,
-# after lint). `make deb` builds the Debian package.
+# after lint). `make deb` builds the Debian package. `make vm-test`: runaway jobs in a VM
+# that enforces cgroup limits (tests/vm, root, minutes).
 
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -49,6 +50,15 @@ lint-go:
 .PHONY: readme-test
 readme-test: venv
 	$(BIN)/pytest tests/readme
+
+# Runaway jobs (CPU hog, memory past MemoryMax, fork bomb, stdout flood) in a throwaway Debian 12
+# VM whose kernel enforces cgroup v2 limits (qemu under TCG; root). The image is built once
+# (about 1 minute) and cached in /var/cache/automd-tests; each run boots it afresh. Not part of
+# `make test`: minutes per run (docs/testing-vm.md). Installs qemu and mmdebstrap if missing.
+.PHONY: vm-test
+vm-test: venv
+	packaging/ensure-apt-packages packaging/apt-packages-vm.txt
+	$(BIN)/pytest tests/vm
 
 # automctl's wall time per command against a real automd (bench/README.md); about 15 seconds.
 .PHONY: bench-automctl
