@@ -62,7 +62,8 @@ MEANINGS: dict[Exit, str] = {
     ),
     Exit.TEMPFAIL: (
         "try again later (EX_TEMPFAIL): no answer within `--timeout` (automd busy, or restarting "
-        "after failed starts), automd busy (-32000, -32002), or too many unfinished jobs (1005)"
+        "after failed starts), automd busy (-32000, -32002), too many unfinished jobs (1005), "
+        "or its state store cannot write (1008: a full disk)"
     ),
     Exit.PROTOCOL: (
         "an answer automctl does not understand, or a protocol error between the two "
@@ -90,6 +91,7 @@ _BY_CODE = {
     ErrorCode.SERVER_BUSY: Exit.TEMPFAIL,
     ErrorCode.REQUEST_TIMEOUT: Exit.TEMPFAIL,
     ErrorCode.SYSTEMD_UNAVAILABLE: Exit.UNAVAILABLE,
+    ErrorCode.STORE_UNAVAILABLE: Exit.TEMPFAIL,
     ErrorCode.PERMISSION_DENIED: Exit.NOPERM,
     ErrorCode.REQUEST_TOO_LARGE: Exit.USAGE,
     ErrorCode.INTERNAL_ERROR: Exit.SOFTWARE,

@@ -67,6 +67,14 @@ def _systemd(error: RemoteError, data: dict[str, Any]) -> str:
     return f"automd cannot reach systemd{reason}; automctl health shows more"
 
 
+def _store(error: RemoteError, data: dict[str, Any]) -> str:
+    reason = f" ({data['reason']})" if data.get("reason") else ""
+    return (
+        f"automd cannot write its state{reason}: nothing was recorded; try again once "
+        "there is space (automctl health says why)"
+    )
+
+
 def _denied(error: RemoteError, data: dict[str, Any]) -> str:
     reason = f": {data['reason']}" if data.get("reason") else ""
     action = data.get("action", "this")
@@ -118,6 +126,7 @@ _SENTENCES = {
     int(ErrorCode.IDEMPOTENCY_CONFLICT): _idempotency,
     int(ErrorCode.QUEUE_FULL): _queue_full,
     int(ErrorCode.SYSTEMD_UNAVAILABLE): _systemd,
+    int(ErrorCode.STORE_UNAVAILABLE): _store,
     int(ErrorCode.PERMISSION_DENIED): _denied,
     int(ErrorCode.INVALID_PARAMS): _invalid,
     int(ErrorCode.SERVER_BUSY): _busy,

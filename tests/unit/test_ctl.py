@@ -100,6 +100,7 @@ def test_automctls_own_statuses_cannot_be_a_jobs_0_to_63() -> None:
         (RemoteError(int(ErrorCode.INVALID_PARAMS), ""), Exit.USAGE),
         (RemoteError(int(ErrorCode.INVALID_JOB_STATE), ""), Exit.REFUSED),
         (RemoteError(int(ErrorCode.QUEUE_FULL), ""), Exit.TEMPFAIL),
+        (RemoteError(int(ErrorCode.STORE_UNAVAILABLE), ""), Exit.TEMPFAIL),
         (RemoteError(int(ErrorCode.PERMISSION_DENIED), ""), Exit.NOPERM),
         (RemoteError(int(ErrorCode.INTERNAL_ERROR), ""), Exit.SOFTWARE),
         (RemoteError(int(ErrorCode.METHOD_NOT_FOUND), ""), Exit.PROTOCOL),
@@ -185,6 +186,9 @@ def remote(code: ErrorCode, data: Any, method: str = "", **params: Any) -> Remot
          "code: must be 0-255; automctl defs fail describes its parameters"),
         (remote(ErrorCode.INVALID_PARAMS, {"field": "since", "reason": "input is too short"}),
          "--since: input is too short"),
+        (remote(ErrorCode.STORE_UNAVAILABLE, {"reason": "disk full"}),
+         "automd cannot write its state (disk full): nothing was recorded; try again once"
+         " there is space (automctl health says why)"),
         (remote(ErrorCode.PERMISSION_DENIED, {"action": "org.automd.audit", "reason": "admin"}),
          "permission denied: admin; an administrator can grant org.automd.audit"
          " (docs/polkit.md)"),
