@@ -29,6 +29,7 @@ import random
 import time
 import uuid
 from collections import defaultdict
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -144,18 +145,28 @@ async def bursts(load: Load, size: int) -> None:
         await busy  # a burst not drained within the minute delays the next one
 
 
-async def operator(load: Load, c: Container) -> None:
+async def now_and_then(
+    load: Load, seconds: tuple[float, float], params: dict[str, Any]
+) -> AsyncIterator[tuple[Connection, dict[str, Any]]]:
+    """Every `seconds` (a random span) a `long` job submitted on a new connection (automd
+    closes idle ones), given to the caller with that connection, closed after."""
     while not load.stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(load.stop.wait(), random.uniform(*seconds))
+        if load.stop.is_set():
+            return
+        conn = await Connection.open(load.sock)
         try:
-            await asyncio.wait_for(load.stop.wait(), random.uniform(40, 80))
-            break
-        except TimeoutError:
-            pass
-        conn = await Connection.open(load.sock)  # one per round: idle ones get closed
-        job = await load.submit(conn, "long", {"steps": 5, "interval": 1})
-        if job is None:
+            job = await load.submit(conn, "long", params)
+            if job is not None:
+                yield conn, job
+        finally:
             await conn.close()
-            continue
+
+
+async def operator(load: Load, c: Container) -> None:
+    """Follows a 5-step job's logs to its end with `automctl logs -f`."""
+    async for conn, job in now_and_then(load, (40, 80), {"steps": 5, "interval": 1}):
         started = time.perf_counter()
         proc = c.popen([AUTOMCTL, "logs", "-f", job["id"]])
         out, _err = await asyncio.to_thread(proc.communicate)
@@ -163,29 +174,18 @@ async def operator(load: Load, c: Container) -> None:
         if proc.returncode != 0 or out.count(b"step ") != 5:
             load.errors["logs -f"] += 1
         await load.poll_to_end(conn, job["id"])
-        await conn.close()
 
 
 async def canceller(load: Load) -> None:
-    while not load.stop.is_set():
-        try:
-            await asyncio.wait_for(load.stop.wait(), random.uniform(20, 40))
-            break
-        except TimeoutError:
-            pass
-        conn = await Connection.open(load.sock)  # one per round: idle ones get closed
-        job = await load.submit(conn, "long", {"steps": 30, "interval": 1})
-        if job is None:
-            await conn.close()
-            continue
-        for round_ in range(2):  # run, cancel, retry; run, cancel
+    """A 30-step job: running, cancelled, retried, running, cancelled."""
+    async for conn, job in now_and_then(load, (20, 40), {"steps": 30, "interval": 1}):
+        for round_ in range(2):
             await load.until(conn, job["id"], {"running"} | FINAL)
             await load.call(conn, "job.cancel", {"id": job["id"]})
-            job = await load.until(conn, job["id"], FINAL) or job
+            job = await load.until(conn, job["id"], FINAL) or job  # noqa: PLW2901
             if round_ == 0:
                 await load.call(conn, "job.retry", {"id": job["id"]})
         load.finished += 1
-        await conn.close()
 
 
 def main_pid(c: Container) -> int:
