@@ -282,6 +282,21 @@ def write_results(path: Path, samples: list[dict[str, Any]], whole: dict[str, An
                             + [lat.get(m, {}).get("p99_ms", "") for m in methods])  # fmt: skip
 
 
+def summarize(path: Path) -> None:
+    """Start, end and max of each figure sampled, and the whole run's latency per method."""
+    data = json.loads(path.read_text())
+    samples = data["samples"]
+    for key in ("rss_mib", "fds", "db_mb", "wal_mb", "jobs_in_db", "load1"):
+        values = [s[key] for s in samples if key in s]
+        print(f"{key:12} start {values[0]:>8} end {values[-1]:>8} max {max(values):>8} "
+              f"min {min(values):>8}")  # fmt: skip
+    last = samples[-1]
+    print(f"jobs: {last['submitted']} submitted, {last['finished']} finished; "
+          f"errors: {last['errors']}")  # fmt: skip
+    for method, figures in data["whole_run"].items():
+        print(f"{method:22} {figures}")
+
+
 def plot(path: Path, png: Path) -> None:
     import matplotlib  # noqa: PLC0415 (only for the plot)
 
@@ -358,6 +373,7 @@ def main() -> int:
         print(f"samples: {path}", flush=True)
         asyncio.run(soak(args, path))
         args.plot = path
+    summarize(args.plot)
     try:
         plot(args.plot, args.png)
     except ImportError:
