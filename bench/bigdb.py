@@ -39,7 +39,7 @@ from automd.api.jobs import JobListParams
 from automd.config import JobsSettings
 from automd.jobs.queries import JobQueries
 from automd.store.db import DB_FILENAME, Store
-from bench.footprint import call_version
+from bench.footprint import call
 from bench.history import add_finished_jobs
 from tests.unit.test_jobs import CALLER, Harness
 
@@ -181,7 +181,7 @@ def daemon_start(state: Path, work: Path) -> dict[str, float]:
         started = time.monotonic()
         proc = subprocess.Popen(command, env=env, cwd=work, stdout=log, stderr=log)
         try:
-            while not call_version(sock):
+            while call(sock) is None:
                 if proc.poll() is not None:
                     raise RuntimeError(f"automd exited with {proc.returncode}: "
                                        f"{log_path.read_text()[-2000:]}")  # fmt: skip
