@@ -12,7 +12,14 @@ from prometheus_client.parser import text_string_to_metric_families
 from automd import __version__
 from automd.api.codes import API_VERSION
 from automd.fdbudget import METRICS_CONNECTIONS
-from tests.daemon.harness import Connection, DaemonFactory, HttpReply, call, read_reply
+from tests.daemon.harness import (
+    Connection,
+    DaemonFactory,
+    DaemonProcess,
+    HttpReply,
+    call,
+    read_reply,
+)
 
 DEFINITIONS = {"echo": 'executable = "/bin/echo"\n'}
 
@@ -86,7 +93,8 @@ async def ask_tcp(port: int, head: str) -> HttpReply:
         await writer.wait_closed()
 
 
-async def test_the_tcp_listener_serves_only_get_metrics(daemon_factory: DaemonFactory) -> None:
+async def with_metrics_listener(daemon_factory: DaemonFactory) -> tuple[DaemonProcess, int]:
+    """A daemon socket-activated with the API socket and a TCP metrics listener; its port."""
     daemon = daemon_factory()
     api = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     api.bind(str(daemon.socket_path))
@@ -98,6 +106,11 @@ async def test_the_tcp_listener_serves_only_get_metrics(daemon_factory: DaemonFa
     with api, tcp:
         daemon.start_activated({"automd.socket": api, "metrics": tcp})
     await call(daemon.socket_path, "system.version")  # the API socket is the other fd
+    return daemon, port
+
+
+async def test_the_tcp_listener_serves_only_get_metrics(daemon_factory: DaemonFactory) -> None:
+    daemon, port = await with_metrics_listener(daemon_factory)
 
     reply = await ask_tcp(port, "GET /metrics HTTP/1.1\r\nHost: automd\r\n\r\n")
     assert reply.status == 200
@@ -138,17 +151,7 @@ async def test_the_tcp_listener_serves_a_bounded_number_of_connections(
     """Its connections are counted in the open-file budget (fdbudget.METRICS_CONNECTIONS):
     one more is refused with 503 at once, and the API socket is not affected.
     Checked: fails on the code before (the 17th connection was served)."""
-    daemon = daemon_factory()
-    api = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    api.bind(str(daemon.socket_path))
-    api.listen()
-    tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    tcp.bind(("127.0.0.1", 0))
-    tcp.listen()
-    port = tcp.getsockname()[1]
-    with api, tcp:
-        daemon.start_activated({"automd.socket": api, "metrics": tcp})
-    await call(daemon.socket_path, "system.version")
+    daemon, port = await with_metrics_listener(daemon_factory)
     held = [await asyncio.open_connection("127.0.0.1", port) for _ in range(METRICS_CONNECTIONS)]
     # Each held connection is served: a scrape on the last one proves all were accepted.
     reader, writer = held[-1]
