@@ -14,6 +14,7 @@ import base64
 import contextlib
 import logging
 import os
+import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -25,12 +26,13 @@ from systemd import journal
 from automd.api.jobs import LogEntryView
 from automd.api.system import HealthCheck
 from automd.errors import InvalidParams, ServerBusy
+from automd.journald import JournalSync
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-#: Followers end this long after their job finished with no new line (journald may write a
-#: unit's last lines a little after systemd reports its end; it batches at 250 ms).
+#: When journald cannot be asked to synchronize (journald.py), a finished job's output is
+#: taken as complete this long after the job ended (journald batches at 250 ms).
 FINISH_GRACE_SECONDS = 1.0
 #: An idle follower re-checks its job at least this often (a missed wake-up costs no more).
 RECHECK_SECONDS = 2.0
@@ -172,9 +174,15 @@ class JobLogs:
     """Reads and follows job output; `watch()` must run for followers to hear of changes."""
 
     def __init__(
-        self, *, path: str | None = None, threads: int = 4, max_followers: int = 64
+        self,
+        *,
+        path: str | None = None,
+        threads: int = 4,
+        max_followers: int = 64,
+        sync: JournalSync | None = None,
     ) -> None:
         self._path = path
+        self._sync = sync or JournalSync()
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="joblog")
         self._changed = asyncio.Condition()
         self._generation = 0
@@ -184,6 +192,14 @@ class JobLogs:
         #: keeps them within the open-file budget (fdbudget.py).
         self.max_followers = max_followers
         self.watching = False
+
+    async def complete(self, ended_at: float | None) -> bool:
+        """Whether the journal holds all the output of a job that ended at wall-clock time
+        `ended_at` (None: just now): journald says so (journald.py); or, when it cannot,
+        FINISH_GRACE_SECONDS have passed since."""
+        if await self._sync.synchronized_since(ended_at or time.time()):
+            return True
+        return ended_at is not None and time.time() - ended_at >= FINISH_GRACE_SECONDS
 
     async def health(self) -> HealthCheck:
         """Whether job output can be read: the journal watch runs and journal files exist."""
@@ -206,8 +222,8 @@ class JobLogs:
     async def follow(
         self, query: LogQuery, finished: Callable[[], Awaitable[bool]]
     ) -> AsyncGenerator[LogPage, None]:
-        """Pages as the job writes them; ends once `finished()` and the output has settled,
-        or when automd shuts down (the last page's cursor resumes it)."""
+        """Pages as the job writes them; ends once `finished()` says all its output is stored
+        in the journal, or when automd shuts down (the last page's cursor resumes it)."""
         if self.followers >= self.max_followers:
             raise ServerBusy(
                 "Server busy: too many log followers",
@@ -221,7 +237,7 @@ class JobLogs:
             raise
         try:
             quiet_since = asyncio.get_running_loop().time()
-            done_at: float | None = None
+            ended = False
             while not self._closing:
                 generation = self._generation
                 page = await self._in_pool(cursor.read, query.limit)
@@ -234,12 +250,12 @@ class JobLogs:
                 elif now - quiet_since >= HEARTBEAT_SECONDS:
                     quiet_since = now
                     yield page
-                if done_at is None and await finished():
-                    done_at = now
-                if done_at is not None and now - done_at >= FINISH_GRACE_SECONDS:
+                if ended:  # this read came after the output was complete: nothing more
                     return
-                wait = FINISH_GRACE_SECONDS if done_at is not None else RECHECK_SECONDS
-                await self._wait_for_change(generation, wait)
+                # Once true, all the output is stored: one more read, and the follow ends.
+                ended = await finished()
+                if not ended:
+                    await self._wait_for_change(generation, RECHECK_SECONDS)
         finally:
             self.followers -= 1
             self._pool.submit(cursor.close)

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncGenerator
 
 from automd.api.jobs import JobLogsParams, JobLogsResult, JobState
-from automd.joblog import FINISH_GRACE_SECONDS, JobLogs, LogPage, LogQuery
+from automd.joblog import JobLogs, LogPage, LogQuery
 from automd.jobs.service import JobService
 
 
@@ -57,18 +56,20 @@ class JobOutput:
         self.jobs = jobs
         self.logs = logs
 
-    async def finished(self, job_id: str, attempt: int | None, *, settle: float = 0.0) -> bool:
-        """No more output will come: the job ended (`settle` seconds ago, to give journald
-        time to write its last lines), or the attempt asked for did."""
+    async def finished(self, job_id: str, attempt: int | None) -> bool:
+        """No more output will come, and what came is all in the journal: the job ended, or
+        the attempt asked for did (a later one exists), and journald has stored its lines."""
         job = await self.jobs.get(job_id)
         if JobState(job.state).finished:
-            return job.finished_at is None or time.time() - job.finished_at >= settle
-        return attempt is not None and job.attempts > attempt
+            return await self.logs.complete(job.finished_at)
+        if attempt is not None and job.attempts > attempt:
+            return await self.logs.complete(None)  # when that attempt ended is not at hand
+        return False
 
     async def page(self, params: JobLogsParams) -> JobLogsResult:
         # Whether it finished is read first: a job that ends meanwhile is reported unfinished,
         # so a poller asks once more rather than missing its last lines.
-        finished = await self.finished(params.id, params.attempt, settle=FINISH_GRACE_SECONDS)
+        finished = await self.finished(params.id, params.attempt)
         return _result(await self.logs.page(_query(params)), finished=finished)
 
     def follow(self, params: JobLogsParams) -> LogFollow:

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from automd.joblog import RECHECK_SECONDS
+from automd.joblog import FINISH_GRACE_SECONDS, RECHECK_SECONDS
 from tests.daemon.harness import Connection
 from tests.integration.conftest import CHECKOUT, TEST_USER, WAIT_SECONDS, Gate, wait_for_async
 from tests.integration.container import Container
@@ -150,6 +150,42 @@ def test_run_follow_streams_then_passes_the_exit_status(
         assert proc.wait(timeout=WAIT_SECONDS) == 0
     code, _out = _automctl(container, "run", "fail", "code=4", "--follow", check=False)
     assert code == 4
+
+
+async def test_the_last_lines_are_there_however_far_journald_lags(
+    container: Container, new_gate: Callable[[], Gate]
+) -> None:
+    """Regression: a follow ended, and a page said "finished", FINISH_GRACE_SECONDS after the
+    job did, so when journald lagged longer than that they missed the job's last lines. Both
+    now wait for journald's answer to Synchronize (automd/journald.py)."""
+    api = Api(container)
+    gate = new_gate()
+    job_id = (await api.submit("gated", gate=gate.name, lines=2))["id"]
+    follow = asyncio.create_task(_follow_raw(api, job_id))
+    await wait_for_async(
+        "the first line in the journal",
+        lambda: api.call("job.logs", id=job_id),
+        lambda page: [e["message"] for e in page["entries"]] == ["line 1"],
+    )
+    container.run(["systemctl", "kill", "--kill-whom=main", "--signal=SIGSTOP", "systemd-journald"])
+    try:
+        gate.open_all()  # the job writes its last lines into its stream, and ends
+        await api.wait(job_id, "succeeded")
+        # The fault injected: journald holds the lines for three times the old grace.
+        await asyncio.sleep(3 * FINISH_GRACE_SECONDS)
+        assert not follow.done(), f"the follow ended while journald lagged: {follow.result()}"
+        page = asyncio.create_task(api.call("job.logs", id=job_id))
+        await asyncio.sleep(FINISH_GRACE_SECONDS)
+        assert not page.done(), f"a page said the output was complete: {page.result()}"
+    finally:
+        container.run(
+            ["systemctl", "kill", "--kill-whom=main", "--signal=SIGCONT", "systemd-journald"]
+        )
+    messages, final = await asyncio.wait_for(follow, WAIT_SECONDS)
+    assert messages == ["line 1", "line 2", *GATED_TAIL]
+    assert final["result"]["finished"] is True
+    whole = await asyncio.wait_for(page, WAIT_SECONDS)
+    assert ([e["message"] for e in whole["entries"]], whole["finished"]) == (messages, True)
 
 
 async def test_logs_of_another_users_job_read_as_not_found(container: Container) -> None:
