@@ -32,6 +32,7 @@ from automd.jobs.queries import JobQueries
 from automd.jobs.requests import JobRequests
 from automd.jobs.service import JobService
 from automd.log import set_level, setup_logging
+from automd.memreport import MemoryReport
 from automd.metrics import Gauges, Metrics
 from automd.rpc.guard import Guard
 from automd.rpc.handlers import Handlers, Services
@@ -301,6 +302,7 @@ class Daemon:
         loop.add_signal_handler(signal.SIGTERM, self._stop.set)
         loop.add_signal_handler(signal.SIGINT, self._stop.set)
         loop.add_signal_handler(signal.SIGHUP, lambda: self._reload(server, logs))
+        loop.add_signal_handler(signal.SIGUSR2, MemoryReport().log)
 
     async def _announce_ready(self, system: SystemInfo, where: str) -> None:
         systemd_version = await system.systemd_version()

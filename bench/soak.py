@@ -188,17 +188,27 @@ async def canceller(load: Load) -> None:
         load.finished += 1
 
 
+def memory_report(c: Container) -> None:
+    c.run(["systemctl", "kill", "--kill-whom=main", "--signal=SIGUSR2", "automd.service"])
+
+
 def main_pid(c: Container) -> int:
     return int(c.show("automd.service", "MainPID")["MainPID"])
 
 
-def process_figures(c: Container) -> tuple[int, float, int]:
-    """(MainPID, VmRSS in MiB, open fds) of automd, through the container's /proc."""
+def process_figures(c: Container) -> dict[str, Any]:
+    """automd's MainPID, open fds and resident memory in MiB, through the container's /proc:
+    VmRSS, and its parts RssAnon (heap: what a leak grows) and RssFile (mapped files, such as
+    journal files its readers map, which the kernel can drop)."""
     pid = main_pid(c)
     proc = c.root / "proc" / str(pid)
-    rss = next(int(line.split()[1]) for line in (proc / "status").read_text().splitlines()
-               if line.startswith("VmRSS:"))  # fmt: skip
-    return pid, rss / 1024, sum(1 for _ in (proc / "fd").iterdir())
+    kib = {fields[0].rstrip(":"): int(fields[1]) for fields in
+           (line.split() for line in (proc / "status").read_text().splitlines())
+           if fields and fields[0] in ("VmRSS:", "RssAnon:", "RssFile:")}  # fmt: skip
+    return {"pid": pid, "rss_mib": round(kib["VmRSS"] / 1024, 2),
+            "anon_mib": round(kib["RssAnon"] / 1024, 2),
+            "file_mib": round(kib["RssFile"] / 1024, 2),
+            "fds": sum(1 for _ in (proc / "fd").iterdir())}  # fmt: skip
 
 
 def store_figures(c: Container) -> dict[str, Any]:
@@ -250,9 +260,8 @@ async def sampler(load: Load, c: Container, started: float, samples: list[dict[s
         taken = load.take()
         for method, values in taken.items():
             whole[method] += values
-        pid, rss, fds = await asyncio.to_thread(process_figures, c)
-        sample = {"t": round(time.monotonic() - started, 1), "pid": pid,
-                  "rss_mib": round(rss, 2), "fds": fds,
+        sample = {"t": round(time.monotonic() - started, 1),
+                  **await asyncio.to_thread(process_figures, c),
                   **await asyncio.to_thread(store_figures, c),
                   "submitted": load.submitted, "finished": load.finished,
                   "errors": dict(load.errors), "load1": loadavg(),
@@ -267,8 +276,8 @@ async def sampler(load: Load, c: Container, started: float, samples: list[dict[s
 def write_results(path: Path, samples: list[dict[str, Any]], whole: dict[str, Any]) -> None:
     path.write_text(json.dumps({"config": CONFIG, "samples": samples, "whole_run": whole},
                                indent=1))  # fmt: skip
-    columns = ["t", "pid", "rss_mib", "fds", "db_mb", "wal_mb", "jobs_in_db", "finished_in_db",
-               "submitted", "finished", "load1"]  # fmt: skip
+    columns = ["t", "pid", "rss_mib", "anon_mib", "file_mib", "fds", "db_mb", "wal_mb",
+               "jobs_in_db", "finished_in_db", "submitted", "finished", "load1"]  # fmt: skip
     with path.with_suffix(".csv").open("w", newline="") as f:
         writer = csv.writer(f)
         methods = sorted({m for s in samples for m in s["latency"]})
@@ -286,7 +295,7 @@ def summarize(path: Path) -> None:
     """Start, end and max of each figure sampled, and the whole run's latency per method."""
     data = json.loads(path.read_text())
     samples = data["samples"]
-    for key in ("rss_mib", "fds", "db_mb", "wal_mb", "jobs_in_db", "load1"):
+    for key in ("rss_mib", "anon_mib", "file_mib", "fds", "db_mb", "wal_mb", "jobs_in_db", "load1"):
         values = [s[key] for s in samples if key in s]
         print(f"{key:12} start {values[0]:>8} end {values[-1]:>8} max {max(values):>8} "
               f"min {min(values):>8}")  # fmt: skip
@@ -308,6 +317,9 @@ def plot(path: Path, png: Path) -> None:
     minutes = [s["t"] / 60 for s in samples]
     fig, axes = plt.subplots(4, 1, figsize=(9, 11), sharex=True)
     axes[0].plot(minutes, [s["rss_mib"] for s in samples], label="automd VmRSS (MiB)")
+    for key, label in (("anon_mib", "of which RssAnon"), ("file_mib", "of which RssFile")):
+        if all(key in s for s in samples):  # runs before these were sampled lack them
+            axes[0].plot(minutes, [s[key] for s in samples], label=f"{label} (MiB)")
     axes[0].plot(minutes, [s["fds"] for s in samples], label="automd open fds")
     axes[0].set_ylim(bottom=0)
     axes[1].plot(minutes, [s["db_mb"] for s in samples], label="automd.db (MB)")
@@ -336,6 +348,10 @@ async def soak(args: argparse.Namespace, path: Path) -> None:
     with Container(CHECKOUT, log_path=Path("/tmp/automd-soak-nspawn.log")) as c:
         install_automd(c)
         c.write_file("/etc/automd/automd.toml", CONFIG)
+        if args.tracemalloc:  # automd/memreport.py: reports on SIGUSR2, into the journal
+            dropin = f"[Service]\nEnvironment=PYTHONTRACEMALLOC={args.tracemalloc}\n"
+            c.write_file("/etc/systemd/system/automd.service.d/20-tracemalloc.conf", dropin)
+            c.run(["systemctl", "daemon-reload"])
         load = Load(c.root / "run/automd.sock")
         first = await Connection.open(load.sock)  # socket-activates automd with CONFIG
         assert "result" in await first.call("system.version"), "automd did not answer"
@@ -346,12 +362,19 @@ async def soak(args: argparse.Namespace, path: Path) -> None:
                   asyncio.create_task(operator(load, c)),
                   asyncio.create_task(canceller(load))]  # fmt: skip
         watch = asyncio.create_task(sampler(load, c, started, samples, path))
-        await asyncio.sleep(args.minutes * 60)
+        if args.tracemalloc:
+            memory_report(c)  # the baseline, before the load has grown anything
+        await asyncio.wait([watch], timeout=args.minutes * 60)
+        if watch.done():  # before the stop it only ends by failing: say so now, not at the end
+            watch.result()
+        if args.tracemalloc:
+            memory_report(c)  # growth over the run, by allocation site
         load.stop.set()
         await asyncio.wait(tasks, timeout=60)
         await watch
         journal = c.run(["journalctl", "--no-pager", "-u", "automd.service", "-g",
-                         "retention|reconciled|Traceback|ERROR"], check=False)  # fmt: skip
+                         "retention|reconciled|Traceback|ERROR|memory report"],
+                        check=False)  # fmt: skip
         lines = journal.stdout.decode(errors="replace").splitlines()
         print("\n".join(lines[-40:]))
         data = json.loads(await asyncio.to_thread(path.read_text))
@@ -365,6 +388,9 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=4, help="CI-like clients")
     parser.add_argument("--burst", type=int, default=50, help="submits in each minute's burst")
     parser.add_argument("--png", type=Path, default=CHECKOUT / "bench/soak.png")
+    parser.add_argument("--tracemalloc", type=int, default=0, metavar="FRAMES",
+                        help="trace automd's allocations; its growth by site goes to the "
+                        "journal lines kept in the results (slows automd)")  # fmt: skip
     parser.add_argument("--plot", type=Path, help="only plot this run's JSON")
     args = parser.parse_args()
     if args.plot is None:
