@@ -9,7 +9,7 @@ from automd.definitions.model import Definition, RetryPolicy
 from automd.definitions.params import ParamValue
 from automd.definitions.render import render_argv, render_environment
 from automd.sandbox import sandbox_for
-from automd.systemd.spec import UnitSpec, UnitTemplate
+from automd.systemd.spec import UnitSpec, UnitTemplate, check_command
 from automd.trace import TraceContext
 
 JOBS_SLICE = "automd-jobs.slice"
@@ -31,7 +31,30 @@ def make_plan(
     *,
     log_rate_limit: tuple[float, int] | None = None,
 ) -> RunPlan:
-    """`log_rate_limit`: (interval seconds, burst) where the definition sets none."""
+    """`log_rate_limit`: (interval seconds, burst) where the definition sets none.
+
+    Only the command is made per job: the rest of the plan is fixed per definition (and
+    per log rate limit, a setting a reload may change), made and validated once and kept by
+    the definition (`Definition.derived`), so a reloaded definition gets new fixed parts.
+    """
+    argv = render_argv(definition, values)
+    environment = render_environment(definition, values)
+    check_command(argv, environment)  # the template's own check, for the new command
+    fixed = definition.derived(_fixed_plans)
+    template = fixed.get(log_rate_limit)
+    if template is None:
+        template = fixed[log_rate_limit] = _fixed_plan(definition, log_rate_limit)
+    return template.model_copy(update={"argv": argv, "environment": environment})
+
+
+def _fixed_plans(definition: Definition) -> dict[tuple[float, int] | None, RunPlan]:
+    """A definition's fixed plans, by the log rate limit they were made with (filled as
+    submits ask for them)."""
+    return {}
+
+
+def _fixed_plan(definition: Definition, log_rate_limit: tuple[float, int] | None) -> RunPlan:
+    """The plan of every job of `definition`, with the executable alone as its command."""
     limits = definition.limits
     interval, burst = log_rate_limit or (None, None)
     if limits.log_rate_limit_interval_seconds is not None:
@@ -43,8 +66,8 @@ def make_plan(
     sandbox = {**sandbox_for(box.profile, runs_as_root=runs_as_root), **box.changes()}
     return RunPlan(
         description=definition.description or f"automd job {definition.name}",
-        argv=render_argv(definition, values),
-        environment=render_environment(definition, values),
+        argv=(definition.executable,),
+        environment={},
         working_directory=definition.working_directory,
         user=definition.user,
         memory_max=limits.memory_max,

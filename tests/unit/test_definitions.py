@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from automd.definitions.loader import load_definitions, load_file
-from automd.definitions.model import Definition
+from automd.definitions.model import Definition, Limits
 from automd.definitions.render import (
     InvalidJobParameter,
     params_json_schema,
@@ -301,6 +301,26 @@ def test_sandbox_overrides_reach_the_plan() -> None:
     assert plan.sandbox["MemoryDenyWriteExecute"] is False
     assert plan.sandbox["ProtectProc"] == "default"
     assert plan.sandbox["NoNewPrivileges"] is True  # the rest stays hardened
+
+
+def test_a_definition_makes_its_plans_fixed_part_once_and_a_copy_anew() -> None:
+    d = definition(argv=["{text}"], parameters={"text": {"type": "string"}})
+    one, two = (make_plan(d, {"text": text}) for text in ("a", "b"))
+    assert (one.argv, two.argv) == (("/usr/bin/echo", "a"), ("/usr/bin/echo", "b"))
+    assert one.sandbox is two.sandbox  # made once, for every job of the definition
+    changed = d.model_copy(update={"executable": "/usr/bin/printf", "limits": Limits(tasks_max=5)})
+    plan = make_plan(changed, {"text": "a"})
+    assert (plan.argv, plan.tasks_max) == (("/usr/bin/printf", "a"), 5)
+    secret = definition(parameters={"token": {"type": "string", "secret": True}})
+    assert secret.model_copy(update={"parameters": {}}).secret_names == frozenset()
+    assert secret.secret_names == {"token"}
+
+
+def test_each_command_is_checked_as_a_whole_template_is() -> None:
+    d = definition(argv=["{text}"], parameters={"text": {"type": "string"}})
+    # A NUL cannot pass validate_params; make_plan refuses it all the same.
+    with pytest.raises(ValueError, match="NUL"):
+        make_plan(d, {"text": "a\x00b"})
 
 
 def test_log_rate_limits_come_from_the_definition_else_from_the_daemon() -> None:
