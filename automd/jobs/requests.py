@@ -10,7 +10,6 @@ the job and its definition, and job.submit writes it in the job's own transactio
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import replace
 from typing import Any
 
 from automd.api.jobs import JobResult, JobSubmitParams, JobSubmitResult
@@ -69,7 +68,8 @@ class JobRequests:
             params.definition, params.params, params.idempotency_key,
             Caller(uid=peer.uid, pid=peer.pid), traceparent=traceparent, audit=entry,
         )  # fmt: skip
-        audit.written = replace(entry, job_id=job.id)
+        audit.job_id = job.id
+        audit.written = audit.record("ok")  # as written, naming its job
         return JobSubmitResult(job=views.job_view(job), replayed=replayed)
 
     async def cancel(self, peer: PeerCredentials, job_id: str) -> JobResult:

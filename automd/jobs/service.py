@@ -17,7 +17,7 @@ import random
 import sqlite3
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from automd.api.system import HealthCheck
@@ -321,7 +321,7 @@ def _queue(
             earlier = rows.load_job(conn, earlier_id)
             assert earlier is not None
             if audit is not None:
-                audit_rows.insert(conn, replace(audit, job_id=earlier.id))
+                audit_rows.insert(conn, audit, job_id=earlier.id)
             return earlier, True
     if refuse_new_over is not None:
         raise QueueFull(data={"max_unfinished_jobs": refuse_new_over})
@@ -335,7 +335,7 @@ def _queue(
         conn, job.id, job.created_at, JobState.QUEUED, detail=f"submitted by uid {job.caller_uid}"
     )
     if audit is not None:
-        audit_rows.insert(conn, replace(audit, job_id=job.id))
+        audit_rows.insert(conn, audit, job_id=job.id)
     return job, False
 
 
