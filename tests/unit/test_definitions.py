@@ -17,7 +17,7 @@ from automd.definitions.render import (
     render_environment,
     validate_params,
 )
-from automd.jobs.plan import make_plan
+from automd.jobs.plan import make_plan, plan_json
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "etc/automd/jobs.d"
@@ -314,6 +314,37 @@ def test_a_definition_makes_its_plans_fixed_part_once_and_a_copy_anew() -> None:
     secret = definition(parameters={"token": {"type": "string", "secret": True}})
     assert secret.model_copy(update={"parameters": {}}).secret_names == frozenset()
     assert secret.secret_names == {"token"}
+
+
+@pytest.mark.parametrize(
+    "text", ["plain", "ünïcødé ✓", 'a "quote" and a \\', "tab\tand\nnewline", "\u2028\x7f\x1b"]
+)
+def test_a_stored_plan_is_the_plans_own_json(text: str) -> None:
+    """job.submit stores plan_json(), which serialises only the command per job: it must be
+    make_plan()'s JSON byte for byte, with every kind of field set."""
+    d = definition(
+        description="all of it",
+        argv=["{text}", {"if": "flag", "args": ["--flag={text}"]}],
+        environment={"GREETING": "hello {text}"},
+        parameters={
+            "text": {"type": "string", "allow_control_characters": True},
+            "flag": {"type": "boolean", "default": True},
+        },
+        working_directory="/srv",
+        user="backup",
+        limits={"memory_max": "64M", "cpu_quota": "50%", "tasks_max": 8,
+                "log_rate_limit_burst": 5},
+        retry={"max_attempts": 3, "on_exit_codes": [1, 2]},
+        concurrency=2,
+        sandbox={"profile": "strict", "read_write_paths": ["/srv/out"],
+                 "overrides": {"MemoryDenyWriteExecute": False}},
+        directories={"state": ["s"], "cache": ["c"], "logs": ["l"]},
+    )  # fmt: skip
+    values = validate_params(d, {"text": text})
+    for limit in (None, (30.0, 10_000)):
+        made = make_plan(d, values, log_rate_limit=limit).model_dump_json()
+        assert plan_json(d, values, log_rate_limit=limit) == made
+    assert plan_json(definition(), {}) == make_plan(definition(), {}).model_dump_json()
 
 
 def test_each_command_is_checked_as_a_whole_template_is() -> None:
