@@ -125,9 +125,14 @@ def decode_body(body: bytes) -> Any:
         raise ParseError(data="JSON nested too deeply") from None
 
 
+# json.dumps makes a new encoder on every call given any option: one, made once (every reply
+# encodes its id with it).
+_ENCODER = json.JSONEncoder(separators=(",", ":"))
+
+
 def encode(payload: Any) -> bytes:
     # ensure_ascii keeps the output valid UTF-8 even for strings holding lone surrogates.
-    return json.dumps(payload, separators=(",", ":")).encode("ascii")
+    return _ENCODER.encode(payload).encode("ascii")
 
 
 def error_reply(request_id: Any, error: AutomdError) -> Reply:

@@ -19,7 +19,7 @@ from automd.errors import AutomdError
 from automd.metrics import Metrics
 from automd.peer import PeerCredentials
 from automd.rpc.context import CallContext
-from automd.rpc.protocol import Dispatcher, Handler, ResultStream, StreamReply
+from automd.rpc.protocol import Dispatcher, Handler, ResultStream, StreamReply, encode
 
 
 class EchoParams(Params):
@@ -491,3 +491,9 @@ async def test_a_stream_where_none_is_allowed_is_an_internal_error(
         reply = await always.handle(json.dumps(req("t.count", {"text": "x"})).encode(), CTX)
     assert isinstance(reply, bytes)
     assert json.loads(reply)["error"]["code"] == ErrorCode.INTERNAL_ERROR
+
+
+@pytest.mark.parametrize("payload", [7, "id-ü", "\ud800", None, {"b": [1.5, True], "a": "x"}])
+def test_encode_is_compact_ascii_json(payload: Any) -> None:
+    """encode() keeps one encoder rather than json.dumps' new one per call: same bytes."""
+    assert encode(payload) == json.dumps(payload, separators=(",", ":")).encode("ascii")
