@@ -25,12 +25,14 @@ log = logging.getLogger("automd.audit")
 PARAMS_MAX = 8192
 #: So is an entry's detail (in characters): a validation reason may name a caller's key.
 DETAIL_MAX = 512
+# json.dumps(default=str) would make a new encoder on every call (every submit).
+_CAPPED_JSON = json.JSONEncoder(default=str)
 
 
 def capped_params(params: Mapping[str, Any]) -> dict[str, Any]:
     """Job parameters (secret values already masked) as an entry keeps them: at most
     PARAMS_MAX bytes of JSON, else only the mark `{"_truncated": true}`."""
-    if len(json.dumps(params, default=str)) > PARAMS_MAX:
+    if len(_CAPPED_JSON.encode(params)) > PARAMS_MAX:
         return {"_truncated": True}
     return dict(params)
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import re
 import string
-from typing import Annotated, Any, Literal
+from collections.abc import Callable, Mapping
+from functools import cached_property
+from typing import Annotated, Any, Literal, Self, TypeVar, cast
 
 from pydantic import (
     BaseModel,
@@ -23,6 +25,7 @@ _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _SIZE = re.compile(r"(\d+)\s*([KMGT]?)(i?B?)?", re.IGNORECASE)
 _SIZE_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
 _RESERVED_ENV = ("AUTOMD_", "TRACEPARENT")
+T = TypeVar("T")
 
 
 def _parse_size(value: Any) -> Any:
@@ -265,6 +268,34 @@ class Definition(_Frozen):
                         "inside a conditional argv entry ({ if = ..., args = [...] })"
                     )
         return self
+
+    @cached_property
+    def secret_names(self) -> frozenset[str]:
+        """The parameters whose values are secret: never recorded, logged or shown to polkit."""
+        return frozenset(name for name, spec in self.parameters.items() if spec.secret)
+
+    def derived(self, make: Callable[[Definition], T]) -> T:
+        """`make(self)`, made on first use and kept by this definition for its lifetime.
+
+        For values that depend on the definition alone and cost too much to remake on every
+        submit (jobs/plan.py's fixed part of each plan). Definitions are frozen, and a reload
+        loads new ones, so a derived value can never outlive what it was derived from.
+        """
+        memo = self._derived
+        if make not in memo:
+            memo[make] = make(self)
+        return cast(T, memo[make])
+
+    @cached_property
+    def _derived(self) -> dict[Callable[[Definition], Any], Any]:
+        return {}
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
+        """A copy derives its values anew: `update` may change what they derive from."""
+        copied = super().model_copy(update=update, deep=deep)
+        for name in ("_derived", "secret_names"):
+            copied.__dict__.pop(name, None)
+        return copied
 
     def _guarded(self, name: str) -> bool:
         in_plain = any(isinstance(e, str) and name in placeholders(e) for e in self.argv) or any(

@@ -14,7 +14,7 @@ import asyncio
 import logging
 import sqlite3
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from automd.config import JobsSettings
 from automd.errors import SystemdRejected, SystemdUnavailable, UnitStartRejected
@@ -140,7 +140,8 @@ class JobDispatcher:
 
     def job_added(self) -> None:
         """A submit or a retry was acknowledged: count it until the next round recounts."""
-        self.counts = replace(self.counts, unfinished=self.counts.unfinished + 1)
+        counts = self.counts  # not dataclasses.replace: this runs on every submit
+        self.counts = JobCounts(running=counts.running, unfinished=counts.unfinished + 1)
         self._counts_changed()
         self._wake.set()
 

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
+
+from pydantic_core import to_json
 
 from automd.definitions.model import Definition, RetryPolicy
 from automd.definitions.params import ParamValue
 from automd.definitions.render import render_argv, render_environment
 from automd.sandbox import sandbox_for
-from automd.systemd.spec import UnitSpec, UnitTemplate
+from automd.systemd.spec import UnitSpec, UnitTemplate, check_command
 from automd.trace import TraceContext
 
 JOBS_SLICE = "automd-jobs.slice"
@@ -31,7 +34,74 @@ def make_plan(
     *,
     log_rate_limit: tuple[float, int] | None = None,
 ) -> RunPlan:
-    """`log_rate_limit`: (interval seconds, burst) where the definition sets none."""
+    """`log_rate_limit`: (interval seconds, burst) where the definition sets none.
+
+    Only the command is made per job: the rest of the plan is fixed per definition (and
+    per log rate limit, a setting a reload may change), made and validated once and kept by
+    the definition (`Definition.derived`), so a reloaded definition gets new fixed parts.
+    """
+    argv, environment = _command(definition, values)
+    template = _fixed(definition, log_rate_limit).template
+    return template.model_copy(update={"argv": argv, "environment": environment})
+
+
+def plan_json(
+    definition: Definition,
+    values: Mapping[str, ParamValue],
+    *,
+    log_rate_limit: tuple[float, int] | None = None,
+) -> str:
+    """`make_plan(...).model_dump_json()`, as a job stores it, without making the plan: only
+    the command is serialised per job, the rest of the JSON once per fixed plan (the hot
+    path of job.submit)."""
+    argv, environment = _command(definition, values)
+    head = b'{"argv":' + to_json(argv) + b',"environment":' + to_json(environment)
+    return (head + _fixed(definition, log_rate_limit).json_tail).decode()
+
+
+def _command(
+    definition: Definition, values: Mapping[str, ParamValue]
+) -> tuple[tuple[str, ...], dict[str, str]]:
+    argv = render_argv(definition, values)
+    environment = render_environment(definition, values)
+    check_command(argv, environment)  # the template's own check, for each new command
+    return argv, environment
+
+
+@dataclass(frozen=True)
+class _FixedPlan:
+    """What every plan of a definition shares: the plan with the executable alone as its
+    command, and its JSON after the command (RunPlan's first two fields)."""
+
+    template: RunPlan
+    json_tail: bytes
+
+
+#: How a plan's JSON starts when its command is empty; what follows is the fixed part.
+_EMPTY_COMMAND = b'{"argv":[],"environment":{}'
+
+
+def _fixed(definition: Definition, log_rate_limit: tuple[float, int] | None) -> _FixedPlan:
+    fixed = definition.derived(_fixed_plans)
+    found = fixed.get(log_rate_limit)
+    if found is None:
+        template = _fixed_plan(definition, log_rate_limit)
+        text = template.model_copy(update={"argv": (), "environment": {}}).model_dump_json()
+        if not text.startswith(_EMPTY_COMMAND.decode()):
+            raise RuntimeError("RunPlan's JSON must start with argv and environment")
+        tail = text[len(_EMPTY_COMMAND) :].encode()
+        found = fixed[log_rate_limit] = _FixedPlan(template, tail)
+    return found
+
+
+def _fixed_plans(definition: Definition) -> dict[tuple[float, int] | None, _FixedPlan]:
+    """A definition's fixed plans, by the log rate limit they were made with (filled as
+    submits ask for them)."""
+    return {}
+
+
+def _fixed_plan(definition: Definition, log_rate_limit: tuple[float, int] | None) -> RunPlan:
+    """The plan of every job of `definition`, with the executable alone as its command."""
     limits = definition.limits
     interval, burst = log_rate_limit or (None, None)
     if limits.log_rate_limit_interval_seconds is not None:
@@ -43,8 +113,8 @@ def make_plan(
     sandbox = {**sandbox_for(box.profile, runs_as_root=runs_as_root), **box.changes()}
     return RunPlan(
         description=definition.description or f"automd job {definition.name}",
-        argv=render_argv(definition, values),
-        environment=render_environment(definition, values),
+        argv=(definition.executable,),
+        environment={},
         working_directory=definition.working_directory,
         user=definition.user,
         memory_max=limits.memory_max,

@@ -10,7 +10,6 @@ the job and its definition, and job.submit writes it in the job's own transactio
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import replace
 from typing import Any
 
 from automd.api.jobs import JobResult, JobSubmitParams, JobSubmitResult
@@ -26,12 +25,6 @@ from automd.jobs.service import Caller, JobService
 from automd.peer import PeerCredentials
 from automd.store.jobs import JobRecord
 from automd.trace import current_trace
-
-
-def _secret_names(definition: Definition | None) -> frozenset[str]:
-    if definition is None:
-        return frozenset()
-    return frozenset(name for name, spec in definition.parameters.items() if spec.secret)
 
 
 class JobRequests:
@@ -60,7 +53,7 @@ class JobRequests:
         # is unknown, and secrets never leave automd: its values are neither recorded (all
         # masked) nor shown to polkit (asked by name alone).
         shown = params.params if definition is not None else {}
-        secret = _secret_names(definition) if definition is not None else params.params.keys()
+        secret = definition.secret_names if definition is not None else params.params.keys()
         audit.name(params.audit_names())
         audit.params = capped_params(
             {k: SECRET_PLACEHOLDER if k in secret else v for k, v in params.params.items()}
@@ -75,7 +68,8 @@ class JobRequests:
             params.definition, params.params, params.idempotency_key,
             Caller(uid=peer.uid, pid=peer.pid), traceparent=traceparent, audit=entry,
         )  # fmt: skip
-        audit.written = replace(entry, job_id=job.id)
+        audit.job_id = job.id
+        audit.written = audit.record("ok")  # as written, naming its job
         return JobSubmitResult(job=views.job_view(job), replayed=replayed)
 
     async def cancel(self, peer: PeerCredentials, job_id: str) -> JobResult:
@@ -103,5 +97,6 @@ class JobRequests:
         parameters as details (secret ones left out). It is asked for a definition that is not
         loaded too (`definition` None), so that a caller who may not run it is denied (1007)
         before learning whether it exists (1001)."""
-        details = polkit_details(name, params, _secret_names(definition))
+        secret = frozenset() if definition is None else definition.secret_names
+        details = polkit_details(name, params, secret)
         await self._authz.require(peer, Permission.RUN, definition=definition, details=details)

@@ -17,7 +17,7 @@ import random
 import sqlite3
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from automd.api.system import HealthCheck
@@ -38,7 +38,7 @@ from automd.jobs.dispatcher import JobCounts, JobDispatcher
 from automd.jobs.follower import UnitFollower
 from automd.jobs.ids import new_job_id
 from automd.jobs.logfields import job_log_fields
-from automd.jobs.plan import RunPlan, make_plan, redact, unit_name
+from automd.jobs.plan import RunPlan, plan_json, redact, unit_name
 from automd.jobs.reconcile import Reconciler
 from automd.jobs.retention import Retention
 from automd.jobs.states import FINISHED_STATES, JobState, move
@@ -321,7 +321,7 @@ def _queue(
             earlier = rows.load_job(conn, earlier_id)
             assert earlier is not None
             if audit is not None:
-                audit_rows.insert(conn, replace(audit, job_id=earlier.id))
+                audit_rows.insert(conn, audit, job_id=earlier.id)
             return earlier, True
     if refuse_new_over is not None:
         raise QueueFull(data={"max_unfinished_jobs": refuse_new_over})
@@ -335,7 +335,7 @@ def _queue(
         conn, job.id, job.created_at, JobState.QUEUED, detail=f"submitted by uid {job.caller_uid}"
     )
     if audit is not None:
-        audit_rows.insert(conn, replace(audit, job_id=job.id))
+        audit_rows.insert(conn, audit, job_id=job.id)
     return job, False
 
 
@@ -358,12 +358,11 @@ def new_job_record(
     log_rate_limit: tuple[float, int] | None = None,
 ) -> JobRecord:
     """A just-submitted job: queued, with its plan frozen and secret values masked."""
-    plan = make_plan(definition, values, log_rate_limit=log_rate_limit)
     return JobRecord(
         id=new_job_id(),
         definition=definition.name,
         params=redact(definition, values),
-        plan=plan.model_dump_json(),
+        plan=plan_json(definition, values, log_rate_limit=log_rate_limit),
         state=JobState.QUEUED,
         caller_uid=caller.uid,
         caller_pid=caller.pid,
@@ -371,7 +370,7 @@ def new_job_record(
         created_at=now,
         updated_at=now,
         attempts=0,
-        max_attempts=plan.retry.max_attempts,
+        max_attempts=definition.retry.max_attempts,  # the plan's retry policy
         next_attempt_at=None,
         cancel_requested=False,
         result=None,

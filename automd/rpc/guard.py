@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from dataclasses import replace
 from typing import Any
 
 from pydantic import ValidationError
@@ -57,7 +56,7 @@ class Guard:
             raise
         if not spec.mutating:
             return ctx
-        return replace(ctx, audit=self._audit.note(ctx.peer, spec.name))
+        return ctx.with_audit(self._audit.note(ctx.peer, spec.name))
 
     async def settle(
         self, ctx: CallContext, params: Params | None, error: AutomdError | None

@@ -109,6 +109,10 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+# json.loads given any option makes a new decoder on every call: one, made once.
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+
+
 def decode_body(body: bytes) -> Any:
     """Parse a request body as strict UTF-8 JSON, raising ParseError with a useful reason."""
     try:
@@ -116,7 +120,9 @@ def decode_body(body: bytes) -> Any:
     except UnicodeDecodeError as exc:
         raise ParseError(data=f"request body is not valid UTF-8 (byte {exc.start})") from None
     try:
-        return json.loads(text, parse_constant=_reject_constant)
+        if text.startswith("\ufeff"):  # refused as json.loads refuses it, in its words
+            raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
+        return _DECODER.decode(text)
     except json.JSONDecodeError as exc:
         raise ParseError(data=f"{exc.msg} at line {exc.lineno} column {exc.colno}") from None
     except ValueError as exc:
@@ -125,9 +131,14 @@ def decode_body(body: bytes) -> Any:
         raise ParseError(data="JSON nested too deeply") from None
 
 
+# json.dumps makes a new encoder on every call given any option: one, made once (every reply
+# encodes its id with it).
+_ENCODER = json.JSONEncoder(separators=(",", ":"))
+
+
 def encode(payload: Any) -> bytes:
     # ensure_ascii keeps the output valid UTF-8 even for strings holding lone surrogates.
-    return json.dumps(payload, separators=(",", ":")).encode("ascii")
+    return _ENCODER.encode(payload).encode("ascii")
 
 
 def error_reply(request_id: Any, error: AutomdError) -> Reply:
@@ -219,7 +230,8 @@ class Dispatcher:
             reply_id, is_notification = request_id, "id" not in request
             spec, params = self._validate_envelope(request)
             method = spec.name
-            params = idempotency.with_header(spec, params, ctx.idempotency_key)
+            if ctx.idempotency_key is not None:  # the header, applied in its one place
+                params = idempotency.with_header(spec, params, ctx.idempotency_key)
             if is_notification and ctx.streaming:
                 ctx = dataclasses.replace(ctx, streaming=False)
             result = await self._call(spec, params, ctx)

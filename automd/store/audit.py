@@ -28,13 +28,19 @@ class AuditRecord:
 
 
 _COLUMNS = [f.name for f in fields(AuditRecord)]
+# json.dumps(sort_keys=True) would make a new encoder on every entry written.
+_PARAMS_JSON = json.JSONEncoder(sort_keys=True)
 
 
-def insert(conn: sqlite3.Connection, record: AuditRecord) -> int:
+def insert(conn: sqlite3.Connection, record: AuditRecord, *, job_id: str | None = None) -> int:
+    """`job_id`: the job the entry names, when the write learns it (a submit's new or replayed
+    job) and the record does not."""
     values = [getattr(record, name) for name in _COLUMNS[1:]]
     values[_COLUMNS.index("params") - 1] = (
-        None if record.params is None else json.dumps(record.params, sort_keys=True)
+        None if record.params is None else _PARAMS_JSON.encode(record.params)
     )
+    if job_id is not None:
+        values[_COLUMNS.index("job_id") - 1] = job_id
     cursor = conn.execute(
         f"INSERT INTO audit ({', '.join(_COLUMNS[1:])}) VALUES ({', '.join('?' * len(values))})",
         values,

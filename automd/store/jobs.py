@@ -102,9 +102,13 @@ def _event(row: Sequence[Any]) -> EventRecord:
     return EventRecord(*row)
 
 
+# json.dumps would make a new encoder for these options on every call (every job written).
+_JSON = json.JSONEncoder(separators=(",", ":"), sort_keys=True)
+
+
 def _encode(column: str, value: Any) -> Any:
     if column in _JSON_COLUMNS:
-        return json.dumps(value, separators=(",", ":"), sort_keys=True)
+        return _JSON.encode(value)
     if isinstance(value, bool):
         return int(value)
     return value

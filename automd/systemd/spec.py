@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Self
 
 from dbus_fast import Variant
@@ -78,13 +79,7 @@ class UnitTemplate(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> Self:
-        if not self.argv or not self.argv[0].startswith("/"):
-            raise ValueError(f"argv[0] must be an absolute executable path: {self.argv!r}")
-        if any("\0" in arg for arg in self.argv):
-            raise ValueError("argv must not contain NUL characters")
-        for key, value in self.environment.items():
-            if not _ENV_NAME.fullmatch(key) or "\0" in value:
-                raise ValueError(f"invalid environment variable: {key!r}")
+        check_command(self.argv, self.environment)
         if self.working_directory is not None and not self.working_directory.startswith("/"):
             raise ValueError(f"working_directory must be absolute: {self.working_directory!r}")
         for path in self.read_write_paths:
@@ -101,6 +96,18 @@ class UnitTemplate(BaseModel):
         if overridden:
             raise ValueError(f"sandbox must not set {sorted(overridden)}")
         return self
+
+
+def check_command(argv: tuple[str, ...], environment: Mapping[str, str]) -> None:
+    """What a unit runs: an absolute executable, then arguments, and its environment; raises
+    ValueError. Also for a template copied with a new command (jobs/plan.py), unvalidated."""
+    if not argv or not argv[0].startswith("/"):
+        raise ValueError(f"argv[0] must be an absolute executable path: {argv!r}")
+    if any("\0" in arg for arg in argv):
+        raise ValueError("argv must not contain NUL characters")
+    for key, value in environment.items():
+        if not _ENV_NAME.fullmatch(key) or "\0" in value:
+            raise ValueError(f"invalid environment variable: {key!r}")
 
 
 class UnitSpec(UnitTemplate):

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from automd.definitions.loader import load_definitions, load_file
-from automd.definitions.model import Definition
+from automd.definitions.model import Definition, Limits
 from automd.definitions.render import (
     InvalidJobParameter,
     params_json_schema,
@@ -17,7 +17,7 @@ from automd.definitions.render import (
     render_environment,
     validate_params,
 )
-from automd.jobs.plan import make_plan
+from automd.jobs.plan import make_plan, plan_json
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "etc/automd/jobs.d"
@@ -301,6 +301,57 @@ def test_sandbox_overrides_reach_the_plan() -> None:
     assert plan.sandbox["MemoryDenyWriteExecute"] is False
     assert plan.sandbox["ProtectProc"] == "default"
     assert plan.sandbox["NoNewPrivileges"] is True  # the rest stays hardened
+
+
+def test_a_definition_makes_its_plans_fixed_part_once_and_a_copy_anew() -> None:
+    d = definition(argv=["{text}"], parameters={"text": {"type": "string"}})
+    one, two = (make_plan(d, {"text": text}) for text in ("a", "b"))
+    assert (one.argv, two.argv) == (("/usr/bin/echo", "a"), ("/usr/bin/echo", "b"))
+    assert one.sandbox is two.sandbox  # made once, for every job of the definition
+    changed = d.model_copy(update={"executable": "/usr/bin/printf", "limits": Limits(tasks_max=5)})
+    plan = make_plan(changed, {"text": "a"})
+    assert (plan.argv, plan.tasks_max) == (("/usr/bin/printf", "a"), 5)
+    secret = definition(parameters={"token": {"type": "string", "secret": True}})
+    assert secret.model_copy(update={"parameters": {}}).secret_names == frozenset()
+    assert secret.secret_names == {"token"}
+
+
+@pytest.mark.parametrize(
+    "text", ["plain", "ünïcødé ✓", 'a "quote" and a \\', "tab\tand\nnewline", "\u2028\x7f\x1b"]
+)
+def test_a_stored_plan_is_the_plans_own_json(text: str) -> None:
+    """job.submit stores plan_json(), which serialises only the command per job: it must be
+    make_plan()'s JSON byte for byte, with every kind of field set."""
+    d = definition(
+        description="all of it",
+        argv=["{text}", {"if": "flag", "args": ["--flag={text}"]}],
+        environment={"GREETING": "hello {text}"},
+        parameters={
+            "text": {"type": "string", "allow_control_characters": True},
+            "flag": {"type": "boolean", "default": True},
+        },
+        working_directory="/srv",
+        user="backup",
+        limits={"memory_max": "64M", "cpu_quota": "50%", "tasks_max": 8,
+                "log_rate_limit_burst": 5},
+        retry={"max_attempts": 3, "on_exit_codes": [1, 2]},
+        concurrency=2,
+        sandbox={"profile": "strict", "read_write_paths": ["/srv/out"],
+                 "overrides": {"MemoryDenyWriteExecute": False}},
+        directories={"state": ["s"], "cache": ["c"], "logs": ["l"]},
+    )  # fmt: skip
+    values = validate_params(d, {"text": text})
+    for limit in (None, (30.0, 10_000)):
+        made = make_plan(d, values, log_rate_limit=limit).model_dump_json()
+        assert plan_json(d, values, log_rate_limit=limit) == made
+    assert plan_json(definition(), {}) == make_plan(definition(), {}).model_dump_json()
+
+
+def test_each_command_is_checked_as_a_whole_template_is() -> None:
+    d = definition(argv=["{text}"], parameters={"text": {"type": "string"}})
+    # A NUL cannot pass validate_params; make_plan refuses it all the same.
+    with pytest.raises(ValueError, match="NUL"):
+        make_plan(d, {"text": "a\x00b"})
 
 
 def test_log_rate_limits_come_from_the_definition_else_from_the_daemon() -> None:

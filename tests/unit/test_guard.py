@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ from automd.api.jobs import JobState
 from automd.api.methods import METHODS
 from automd.api.openrpc import build_document
 from automd.api.system import ReloadResult
-from automd.audit import DETAIL_MAX, AuditLog
+from automd.audit import DETAIL_MAX, AuditLog, AuditNote
 from automd.authz import Authorizer
 from automd.config import AccessSettings, JobsSettings
 from automd.definitions.registry import DefinitionRegistry
@@ -42,6 +42,7 @@ from automd.store.db import Store
 from automd.system import SystemInfo
 from automd.systemd.bus import SystemdBus
 from automd.systemd.manager import Manager
+from automd.trace import TraceContext
 
 ROOT, ALICE, CAROL, DEPLOY, STRANGER = 0, 51001, 51002, 51003, 54321
 # Like the shipped rules and the per-job example of docs/polkit.md: alice may read, run and
@@ -496,3 +497,17 @@ async def test_a_key_no_utf8_can_encode_is_recorded_escaped(stack: Stack) -> Non
     assert reply["error"]["code"] == ErrorCode.INVALID_PARAMS
     (entry,) = await stack.trail(alice)
     assert entry["detail"] == "-32602 Invalid params: params.\\ud800: unknown parameter"
+
+
+def test_a_context_given_its_audit_note_keeps_everything_else() -> None:
+    """CallContext.with_audit spells its fields out (it runs on every mutating call): a field
+    added to the context and not carried over would vanish from every mutating call."""
+    peer = PeerCredentials(pid=7, uid=ALICE, gid=ALICE, process="ci")
+    ctx = CallContext(
+        peer=peer, streaming=True, trace=TraceContext("ab" * 16, "cd" * 8, "01"),
+        audit=None, idempotency_key="key-1",
+    )  # fmt: skip
+    # Every field is set to something other than its default above, so none is missed.
+    assert all(getattr(ctx, f.name) != f.default for f in fields(CallContext) if f.name != "audit")
+    note = AuditNote(peer, "job.submit", 1.0)
+    assert ctx.with_audit(note) == replace(ctx, audit=note)

@@ -110,10 +110,11 @@ class Harness:
         self.systemd = FakeSystemd()
         self.store: Store
         self.service: JobService
+        self.registry: DefinitionRegistry
 
     async def open(self) -> JobService:
         write_definitions(self.tmp_path / "jobs.d")
-        registry = DefinitionRegistry(self.tmp_path / "jobs.d")
+        self.registry = registry = DefinitionRegistry(self.tmp_path / "jobs.d")
         registry.reload()
         self.store = await Store.open(self.tmp_path / "state")
         self.service = JobService(self.store, registry, self.systemd, self.settings)  # type: ignore[arg-type]
@@ -313,6 +314,31 @@ async def test_concurrency_limits_hold(harness: Harness) -> None:
     harness.finish(harness.systemd.started[5])
     for job_id in ids:
         await harness.wait_for(job_id, JobState.SUCCEEDED)
+
+
+async def test_a_reload_changes_what_the_next_submit_runs(harness: Harness) -> None:
+    """Each definition keeps the fixed part of its plans (made once, not on every submit): a
+    reload loads new definitions, so the next submit runs the new one, and a job queued before
+    keeps the plan it was submitted with. So does a reloaded log rate limit setting."""
+    before, _ = await harness.service.submit("echo", {"text": "a"}, None, CALLER)
+    (harness.tmp_path / "jobs.d" / "echo.toml").write_text(
+        'executable = "/usr/bin/printf"\nargv = ["{text}"]\nconcurrency = 2\n'
+        "[limits]\nruntime_max_seconds = 60\n[sandbox]\nprivate_network = true\n"
+        '[parameters.text]\ntype = "string"\ndefault = "hi"\n'
+    )
+    harness.registry.reload()
+    after, _ = await harness.service.submit("echo", {"text": "b"}, None, CALLER)
+    harness.service.settings = harness.settings.model_copy(update={"log_rate_limit_burst": 7})
+    quieter, _ = await harness.service.submit("echo", {"text": "c"}, None, CALLER)
+    old, new, last = (RunPlan.model_validate_json(job.plan) for job in (before, after, quieter))
+    assert (old.argv, new.argv, last.argv) == (
+        ("/usr/bin/echo", "a"), ("/usr/bin/printf", "b"), ("/usr/bin/printf", "c")
+    )  # fmt: skip
+    assert (old.runtime_max_usec, new.runtime_max_usec) == (3_600_000_000, 60_000_000)
+    assert (old.sandbox["PrivateNetwork"], new.sandbox["PrivateNetwork"]) == (False, True)
+    assert (new.log_rate_limit_burst, last.log_rate_limit_burst) == (10_000, 7)
+    stored = await harness.service.get(before.id)
+    assert RunPlan.model_validate_json(stored.plan).argv == ("/usr/bin/echo", "a")
 
 
 async def test_queue_full(tmp_path: Path) -> None:

@@ -15,11 +15,11 @@ from automd.api.codes import ErrorCode
 from automd.api.methods import METHODS as METHODS_OF_API
 from automd.api.methods import MethodSpec, Permission
 from automd.api.model import NoParams, Params, Result
-from automd.errors import AutomdError
+from automd.errors import AutomdError, ParseError
 from automd.metrics import Metrics
 from automd.peer import PeerCredentials
 from automd.rpc.context import CallContext
-from automd.rpc.protocol import Dispatcher, Handler, ResultStream, StreamReply
+from automd.rpc.protocol import Dispatcher, Handler, ResultStream, StreamReply, decode_body, encode
 
 
 class EchoParams(Params):
@@ -491,3 +491,26 @@ async def test_a_stream_where_none_is_allowed_is_an_internal_error(
         reply = await always.handle(json.dumps(req("t.count", {"text": "x"})).encode(), CTX)
     assert isinstance(reply, bytes)
     assert json.loads(reply)["error"]["code"] == ErrorCode.INTERNAL_ERROR
+
+
+@pytest.mark.parametrize("payload", [7, "id-ü", "\ud800", None, {"b": [1.5, True], "a": "x"}])
+def test_encode_is_compact_ascii_json(payload: Any) -> None:
+    """encode() keeps one encoder rather than json.dumps' new one per call: same bytes."""
+    assert encode(payload) == json.dumps(payload, separators=(",", ":")).encode("ascii")
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (b"\xef\xbb\xbf{}", "Unexpected UTF-8 BOM (decode using utf-8-sig) at line 1 column 1"),
+        (b'{"a": NaN}', "NaN is not valid JSON"),
+        (b'{"a": 1,}', "Expecting property name enclosed in double quotes at line 1 column 9"),
+        (b"[1] [2]", "Extra data at line 1 column 5"),
+    ],
+)
+def test_a_body_is_refused_as_json_loads_refuses_it(body: bytes, reason: str) -> None:
+    """decode_body keeps one decoder rather than json.loads' new one per call: same verdicts."""
+    with pytest.raises(ParseError) as info:
+        decode_body(body)
+    assert info.value.data == reason
+    assert decode_body(b' {"a": [1, 2.5, "\\u00fc"]} ') == {"a": [1, 2.5, "ü"]}
