@@ -265,9 +265,25 @@ def install_automd(c: Container) -> None:
     # Group automd-admin comes from the shipped sysusers.d entry, like group automd.
     c.run(["useradd", "-m", "-G", f"automd,{ADMIN_GROUP}", ADMIN_USER])
     install_polkit_policy(c)
+    install_schedule_generator(c, dropin[-2:] if checkout_in_a_home(checkout) else dropin[-1:])
     c.run(["systemctl", "daemon-reload"])
     # Only the socket: the service is socket-activated on the first connection.
     c.run(["systemctl", "start", "automd.socket"])
+
+
+def install_schedule_generator(c: Container, visible: list[str]) -> None:
+    """The schedule generator, as the package installs it but under /etc (the container's /usr
+    is the host's): a link to the checkout venv's script. The schedules' firing services get
+    what automd.service's test drop-in gives it to see the checkout (`visible`): a drop-in
+    for every unit named automd-schedule-*.service (systemd's prefix drop-ins)."""
+    generator = c.checkout / ".venv" / "bin" / "automd-schedule-generator"
+    c.run(["install", "-d", "-m", "0755", "/etc/systemd/system-generators"])
+    c.run(["ln", "-sf", str(generator), "/etc/systemd/system-generators/"])
+    c.write_file(
+        "/etc/systemd/system/automd-schedule-.service.d/10-test.conf",
+        "\n".join(["# Written by tests/integration/conftest.py: the checkout's automctl.",
+                   "[Service]", *visible]) + "\n",
+    )  # fmt: skip
 
 
 def install_polkit_policy(c: Container) -> None:
