@@ -220,6 +220,7 @@ class Daemon:
             output=JobOutput(jobs, logs),
             schedules=ScheduleRequests(self.schedules, self.registry, self.authz, timers, store),
         )
+        schedule_requests = services.schedules
         dispatcher = Dispatcher(
             METHODS,
             Handlers(services).table(),
@@ -245,6 +246,8 @@ class Daemon:
                 store_unwritable=lambda: store.writer.unwritable,
                 store_refusals=lambda: store.writer.disk_failures,
                 store_held=lambda: store.writer.held,
+                schedule_firings=lambda: self.schedules.firings,
+                schedules=schedule_requests.metric_rows,
             ),
             store,
         )

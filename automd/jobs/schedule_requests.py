@@ -102,7 +102,7 @@ class ScheduleRequests:
             detail=firing.detail,
         )
 
-    async def list(self) -> ScheduleListResult:
+    async def every(self) -> ScheduleListResult:
         last = await schedule_rows.last_jobs(self._store)
         found = [
             await self._view(definition, schedule, last.get((definition.name, schedule.name)))
@@ -110,6 +110,14 @@ class ScheduleRequests:
             for schedule in definition.schedules
         ]
         return ScheduleListResult(schedules=found)
+
+    async def metric_rows(self) -> list[tuple[str, str, float | None, str | None]]:
+        """(definition, schedule, next elapse, newest job's state) of each schedule."""
+        return [
+            (s.definition, s.name, None if s.next_elapse is None else s.next_elapse.timestamp(),
+             None if s.last_state is None else s.last_state.value)
+            for s in (await self.every()).schedules
+        ]  # fmt: skip
 
     async def get(self, params: ScheduleParams) -> ScheduleGetResult:
         definition, schedule = self._schedules.find(params.definition, params.schedule)

@@ -162,7 +162,7 @@ class Handlers:
     # --- schedules ---------------------------------------------------------------------------
 
     async def schedule_list(self, params: NoParams, ctx: CallContext) -> ScheduleListResult:
-        return await self.s.schedules.list()
+        return await self.s.schedules.every()
 
     async def schedule_get(self, params: ScheduleParams, ctx: CallContext) -> ScheduleGetResult:
         return await self.s.schedules.get(params)

@@ -10,6 +10,7 @@ timer is stopped (then they wait for the wall clock to pass it).
 from __future__ import annotations
 
 import itertools
+import json
 import math
 import time
 from collections.abc import AsyncIterator
@@ -20,11 +21,20 @@ from typing import Any
 import pytest
 
 from tests.daemon.harness import Connection
-from tests.integration.conftest import HERE, JOBS_DIR, Gate, wait_for, wait_for_async
+from tests.integration.conftest import (
+    CHECKOUT,
+    HERE,
+    JOBS_DIR,
+    TEST_USER,
+    Gate,
+    wait_for,
+    wait_for_async,
+)
 from tests.integration.container import Container
 from tests.integration.test_jobs import Api
 
 EVERY_5S = "*:*:0/5"
+AUTOMCTL = str(CHECKOUT / ".venv" / "bin" / "automctl")
 GATED = (HERE / "jobs.d" / "gated.toml").read_text()
 
 
@@ -310,3 +320,42 @@ async def test_a_bad_calendar_is_reported_and_a_removed_schedule_loses_its_timer
              lambda s: not s.endswith("/active"))  # fmt: skip
     gone = container.run(["ls", "/run/systemd/generator"]).stdout.decode()
     assert "sched-bad" not in gone
+
+
+async def test_schedules_are_listed_with_their_timers_run_now_and_measured(
+    container: Container, schedules: Schedules
+) -> None:
+    text = (
+        'executable = "/bin/true"\n'
+        + schedule_table("hourly", "hourly")
+        + schedule_table("off", "daily", enabled=False)
+    )
+    await schedules.install("sched-list", text, timer("sched-list", "hourly"))
+    listed = json.loads(container.run([AUTOMCTL, "schedules", "--json"]).stdout)
+    mine = {s["name"]: s for s in listed["schedules"] if s["definition"] == "sched-list"}
+    assert mine["hourly"]["timer_state"] == "active"
+    assert 0 < _at(mine["hourly"]["next_elapse"]) - time.time() <= 3600
+    assert (mine["off"]["enabled"], mine["off"]["next_elapse"]) == (False, None)
+    table = container.run([AUTOMCTL, "schedules"]).stdout.decode().splitlines()
+    assert table[0].split() == ["NEXT", "LEFT", "LAST", "SCHEDULE", "DEFINITION", "LAST", "STATE"]
+    assert any("hourly" in row and "sched-list" in row for row in table[1:])
+    # Fired now by a member of group automd (run permission), with the schedule's own params.
+    ran = container.run([AUTOMCTL, "--json", "schedule", "run", "sched-list:hourly"],
+                        user=TEST_USER)  # fmt: skip
+    fired = json.loads(ran.stdout)
+    assert fired["outcome"] == "created"
+    job = fired["job"]
+    assert (job["schedule"], job["caller_uid"]) == ("hourly", container.user(TEST_USER).uid)
+    await schedules.api.wait(job["id"], "succeeded")
+    got = await schedules.api.call("schedule.get", definition="sched-list", schedule="hourly")
+    assert (got["schedule"]["last_job"], got["schedule"]["last_state"]) == (job["id"], "succeeded")
+    unknown = await schedules.api.error("schedule.get", definition="sched-list", schedule="nope")
+    assert unknown["code"] == 1009
+    page = container.run(["curl", "-s", "--unix-socket", "/run/automd.sock",
+                          "http://automd/metrics"]).stdout.decode()  # fmt: skip
+    series = [line for line in page.splitlines() if 'definition="sched-list"' in line]
+    assert any(s.startswith("automd_schedule_next_fire_timestamp_seconds{") for s in series)
+    assert any(s.startswith("automd_schedule_last_job{") and 'state="succeeded"' in s
+               and s.endswith(" 1.0") for s in series), series  # fmt: skip
+    assert any(s.startswith("automd_schedule_firings_total{") and 'outcome="created"' in s
+               for s in series), series  # fmt: skip
