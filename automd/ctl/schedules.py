@@ -51,7 +51,7 @@ def cmd_schedules(ctx: Context, args: argparse.Namespace) -> int:
 
 def schedule_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("action", choices=["run"], help="run: fire the schedule now")
-    parser.add_argument("name", metavar="DEFINITION:SCHEDULE", help="the schedule")
+    parser.add_argument("schedule", metavar="DEFINITION:SCHEDULE", help="the schedule")
 
 
 def _split(name: str) -> tuple[str, str]:
@@ -70,7 +70,7 @@ def _report(ctx: Context, fired: dict[str, Any]) -> int:
 
 
 def cmd_schedule(ctx: Context, args: argparse.Namespace) -> int:
-    definition, schedule = _split(args.name)
+    definition, schedule = _split(args.schedule)
     fired = ctx.client.call("schedule.run_now", {"definition": definition, "schedule": schedule})
     return _report(ctx, fired)
 
