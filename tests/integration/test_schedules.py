@@ -359,3 +359,55 @@ async def test_schedules_are_listed_with_their_timers_run_now_and_measured(
                and s.endswith(" 1.0") for s in series), series  # fmt: skip
     assert any(s.startswith("automd_schedule_firings_total{") and 'outcome="created"' in s
                for s in series), series  # fmt: skip
+
+
+async def test_firings_wait_for_max_running(
+    container: Container, schedules: Schedules, new_gate: Any
+) -> None:
+    gate = new_gate()
+    config = "/etc/automd/automd.toml"
+    container.write_file(config, "[jobs]\nmax_running = 1\n")
+    container.run(["systemctl", "try-reload-or-restart", "automd.service"])
+    try:
+        names = ("sched-cap-a", "sched-cap-b")
+        for name in names:
+            table = schedule_table("s", overlap="queue", params={"gate": gate.name})
+            await schedules.install(name, GATED + table, timer(name, "s"))
+
+        async def unfinished() -> list[dict[str, Any]]:
+            return [j for n in names for j in await schedules.jobs(n)]
+
+        jobs = await wait_for_async("a job of each", unfinished,
+                                    lambda found: {j["definition"] for j in found} == set(names),
+                                    within=60)  # fmt: skip
+        for name in names:
+            await schedules.remove(name, timer(name, "s"))
+        gate.open_all()
+        spans = []
+        for job in await unfinished():
+            await schedules.api.wait(job["id"], "succeeded")
+            attempt = (await schedules.api.call("job.get", id=job["id"]))["attempts"][0]
+            spans.append((_at(attempt["started_at"]), _at(attempt["finished_at"])))
+        spans.sort()
+        for (_, end), (start, _) in itertools.pairwise(spans):
+            assert start >= end, spans  # jobs.max_running = 1 over both schedules
+        assert len(spans) >= len(jobs)
+    finally:
+        container.run(["rm", "-f", config])
+        container.run(["systemctl", "try-reload-or-restart", "automd.service"])
+        gate.open_all()
+
+
+async def test_a_daemon_reload_for_schedules_leaves_running_jobs_followed(
+    container: Container, schedules: Schedules, new_gate: Any
+) -> None:
+    gate = new_gate()
+    job = await schedules.api.submit("gated", gate=gate.name)
+    await schedules.api.wait(job["id"], "running")
+    reloads = len(container.journal("_PID=1", "MESSAGE=Reloading."))
+    text = 'executable = "/bin/true"\n' + schedule_table("daily", "daily")
+    await schedules.install("sched-reload", text, timer("sched-reload", "daily"))
+    assert len(container.journal("_PID=1", "MESSAGE=Reloading.")) > reloads  # a daemon-reload
+    gate.open()
+    done = await schedules.api.wait(job["id"], "succeeded", "failed", "unknown")
+    assert done["state"] == "succeeded", done

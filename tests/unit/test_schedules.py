@@ -18,6 +18,7 @@ from automd.definitions.schedule import (
     unit_base,
 )
 from automd.generator import write_units
+from automd.jobs.dispatcher import claim_free_slots
 from automd.jobs.schedules import ScheduleService
 from automd.jobs.service import Caller, JobService
 from automd.schedule_units import render_units, written_units
@@ -184,5 +185,25 @@ async def test_replace_cancels_a_queued_job_and_says_why(tmp_path: Path) -> None
         assert old is not None
         assert old.state == "cancelled"
         assert old.outcome == "replaced by the firing of 1970-01-01T00:00:02.000+00:00"
+    finally:
+        await store.close()
+
+
+async def test_the_dispatcher_starts_a_schedules_jobs_one_after_another(tmp_path: Path) -> None:
+    store, service = await _service(tmp_path, "queue")
+    try:
+        first = await service.fire("j", "s", 1, ROOT)
+        second = await service.fire("j", "s", 2, ROOT)
+        assert first.job is not None
+        assert second.job is not None
+        claimed, _ = await store.write(lambda conn: claim_free_slots(conn, 10, 3.0))
+        assert [c.job.id for c in claimed] == [first.job.id]
+        # Still running: nothing more may start, however many slots are free.
+        again, _ = await store.write(lambda conn: claim_free_slots(conn, 10, 4.0))
+        assert again == []
+        done = first.job.id
+        await store.write(lambda conn: rows.update_job(conn, done, state="succeeded"))
+        after, _ = await store.write(lambda conn: claim_free_slots(conn, 10, 5.0))
+        assert [c.job.id for c in after] == [second.job.id]
     finally:
         await store.close()
