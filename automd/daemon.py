@@ -30,8 +30,7 @@ from automd.jobs import views
 from automd.jobs.output import JobOutput
 from automd.jobs.queries import JobQueries
 from automd.jobs.requests import JobRequests
-from automd.jobs.schedule_requests import ScheduleRequests
-from automd.jobs.schedules import ScheduleService
+from automd.jobs.schedule_requests import schedule_parts
 from automd.jobs.service import JobService
 from automd.jobs.timersync import TimerSync
 from automd.log import set_level, setup_logging
@@ -52,7 +51,6 @@ from automd.system import SystemInfo
 from automd.systemd.bus import SystemdBus
 from automd.systemd.manager import Manager
 from automd.systemd.polkit import PolkitAuthority, Subject
-from automd.systemd.timers import Timers
 from automd.systemd.units import Systemd
 from automd.watchdog import start_watchdog
 
@@ -154,7 +152,6 @@ class Daemon:
         self.metrics = Metrics()
         self._metrics_site: MetricsSite | None = None
         self._timer_sync: TimerSync | None = None
-        self._syncs: set[asyncio.Task[None]] = set()
 
     def _state_dir(self) -> Path:
         return self.options.state_dir or self.config.state.directory
@@ -205,11 +202,10 @@ class Daemon:
         self.audit = AuditLog(store, retention_days=self.config.access.audit_retention_days)
         checks = {"journal": logs.health, "queue": jobs.queue_health, "open_files": self._fd_health}
         system = SystemInfo(store, manager, checks, history=jobs.retention.describe)
-        timers = Timers(manager)
-        self._timer_sync = TimerSync(timers, self.registry)
-        self.schedules = ScheduleService(
-            store, self.registry, jobs, systemd, last_trigger=timers.last_trigger
+        schedules = schedule_parts(
+            store, self.registry, jobs, systemd=systemd, manager=manager, authz=self.authz
         )
+        self._timer_sync = schedules.sync
         services = Services(
             system=system,
             jobs=JobRequests(jobs, self.registry, self.authz),
@@ -218,9 +214,8 @@ class Daemon:
             reload=self._reload_definitions,
             audit=self.audit,
             output=JobOutput(jobs, logs),
-            schedules=ScheduleRequests(self.schedules, self.registry, self.authz, timers, store),
+            schedules=schedules.requests,
         )
-        schedule_requests = services.schedules
         dispatcher = Dispatcher(
             METHODS,
             Handlers(services).table(),
@@ -246,8 +241,8 @@ class Daemon:
                 store_unwritable=lambda: store.writer.unwritable,
                 store_refusals=lambda: store.writer.disk_failures,
                 store_held=lambda: store.writer.held,
-                schedule_firings=lambda: self.schedules.firings,
-                schedules=schedule_requests.metric_rows,
+                schedule_firings=lambda: schedules.service.firings,
+                schedules=schedules.requests.metric_rows,
             ),
             store,
         )
@@ -258,7 +253,8 @@ class Daemon:
         # Counted before other threads start opening journal readers of their own.
         reader_fds = parts.logs.reader_descriptors()
         await parts.jobs.start()
-        self._sync_timers()
+        if self._timer_sync is not None:
+            self._timer_sync.soon()
         parts.log_watch = asyncio.create_task(parts.logs.watch(), name="joblog-watch")
         await self.audit.purge_expired()
         # Everything but the connections and their readers is open now: the base of the
@@ -287,8 +283,8 @@ class Daemon:
         if self._metrics_site is not None:
             await self._metrics_site.drain()
         parts.logs.shutdown()
-        for sync in list(self._syncs):
-            sync.cancel()
+        if self._timer_sync is not None:
+            self._timer_sync.close()
         # Jobs keep running in their own units; the next start re-adopts them.
         await parts.jobs.stop()
         self.audit.stop()
@@ -349,18 +345,10 @@ class Daemon:
         if not self._stop.is_set():
             notify(STATUS=self._status_line())
 
-    def _sync_timers(self) -> None:
-        """Bring the schedules' timers in line with the definitions, in the background: a
-        daemon-reload can take seconds, and neither readiness nor a reload call waits for it."""
-        if self._timer_sync is None:
-            return
-        task = asyncio.get_running_loop().create_task(self._timer_sync.sync())
-        self._syncs.add(task)
-        task.add_done_callback(self._syncs.discard)
-
     def _reload_definitions(self) -> ReloadResult:
         loaded = self.registry.reload()
-        self._sync_timers()
+        if self._timer_sync is not None:  # the schedules' timers follow, in the background
+            self._timer_sync.soon()
         return ReloadResult(
             definitions=len(loaded.definitions),
             errors=[views.definition_error_view(e) for e in loaded.errors],

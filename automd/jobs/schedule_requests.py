@@ -8,7 +8,7 @@ polkit per definition with the schedule's parameters, exactly as job.submit's ru
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from automd.api.jobs import JobState
@@ -30,12 +30,15 @@ from automd.errors import AutomdError
 from automd.jobs import views
 from automd.jobs.plan import redact
 from automd.jobs.schedules import Firing, ScheduleService
-from automd.jobs.service import Caller
+from automd.jobs.service import Caller, JobService
+from automd.jobs.timersync import TimerSync
 from automd.peer import PeerCredentials
 from automd.store import schedules as schedule_rows
 from automd.store.db import Store
 from automd.store.jobs import JobRecord
+from automd.systemd.manager import Manager
 from automd.systemd.timers import Timers, TimerState
+from automd.systemd.units import Systemd
 
 
 def _time(usec: int | None) -> datetime | None:
@@ -154,3 +157,27 @@ class ScheduleRequests:
                 else datetime.fromtimestamp(last.trigger_at, UTC)
             ),
         )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ScheduleParts:
+    """What the daemon needs of schedules: firing, the API's use cases, the timers' sync."""
+
+    service: ScheduleService
+    requests: ScheduleRequests
+    sync: TimerSync
+
+
+def schedule_parts(
+    store: Store,
+    registry: DefinitionRegistry,
+    jobs: JobService,
+    *,
+    systemd: Systemd,
+    manager: Manager,
+    authz: Authorizer,
+) -> ScheduleParts:
+    timers = Timers(manager)
+    service = ScheduleService(store, registry, jobs, systemd, last_trigger=timers.last_trigger)
+    requests = ScheduleRequests(service, registry, authz, timers, store)
+    return ScheduleParts(service, requests, TimerSync(timers, registry))

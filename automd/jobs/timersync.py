@@ -44,8 +44,20 @@ class TimerSync:
         self._directory = directory
         self._installed = installed
         self._lock = asyncio.Lock()
+        self._tasks: set[asyncio.Task[None]] = set()
         #: daemon-reloads asked for since start.
         self.reloads = 0
+
+    def soon(self) -> None:
+        """sync() in the background: a daemon-reload can take seconds, and neither readiness
+        nor a reload call waits for it."""
+        task = asyncio.get_running_loop().create_task(self.sync(), name="automd-timer-sync")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
 
     async def sync(self) -> None:
         """One pass; passes never overlap (a reload during one runs after it)."""

@@ -5,13 +5,16 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pytest
 
 from tests.integration.container import Container, ContainerError
+
+if TYPE_CHECKING:
+    from tests.integration.schedule_kit import Schedules
 
 HERE = Path(__file__).parent
 CHECKOUT = Path(__file__).parents[2]
@@ -204,6 +207,19 @@ def new_gate(container: Container) -> Iterator[Callable[[], Gate]]:
     yield new
     for gate in made:
         gate.open_all()
+
+
+@pytest.fixture
+async def schedules(container: Container, new_gate: Any) -> AsyncIterator[Schedules]:
+    """Definitions with schedules for one test (tests/integration/schedule_kit.py); removed,
+    their timers stopped, afterwards. After new_gate, so gated jobs are let go after this."""
+    from tests.integration.schedule_kit import Schedules  # noqa: PLC0415 (it imports this)
+    from tests.integration.test_jobs import Api  # noqa: PLC0415
+
+    made = Schedules(container, Api(container))
+    yield made
+    for name in list(made.written):
+        await made.remove(name)
 
 
 def checkout_in_a_home(checkout: Path) -> bool:

@@ -1,6 +1,6 @@
 """Schedules against the container's real systemd: the generator's timers fire the jobs, once
-per firing, with each overlap policy, with and without catch-up, and reloads add and remove
-timers (issue 19's "Done when").
+per firing, with and without catch-up, and reloads add and remove timers (issue 19's "Done
+when"; the overlap policies: test_schedule_overlap.py).
 
 Schedules here fire every 5 s (`*:*:0/5`); tests wait on jobs, audit entries, the journal and
 unit properties, never for a time, except where the point is a firing time passing while the
@@ -9,109 +9,27 @@ timer is stopped (then they wait for the wall clock to pass it).
 
 from __future__ import annotations
 
-import itertools
 import json
 import math
 import time
-from collections.abc import AsyncIterator
-from datetime import datetime
 from functools import partial
 from typing import Any
 
-import pytest
-
-from tests.daemon.harness import Connection
 from tests.integration.conftest import (
-    CHECKOUT,
-    HERE,
     JOBS_DIR,
     TEST_USER,
-    Gate,
     wait_for,
     wait_for_async,
 )
 from tests.integration.container import Container
-from tests.integration.test_jobs import Api
-
-EVERY_5S = "*:*:0/5"
-AUTOMCTL = str(CHECKOUT / ".venv" / "bin" / "automctl")
-GATED = (HERE / "jobs.d" / "gated.toml").read_text()
-
-
-def timer(definition: str, schedule: str) -> str:
-    return f"automd-schedule-{definition}:{schedule}.timer"
-
-
-def schedule_table(name: str, calendar: str = EVERY_5S, **keys: Any) -> str:
-    lines = ["", "[[schedule]]", f'name = "{name}"', f'calendar = "{calendar}"']
-    for key, value in keys.items():
-        shown = (
-            ("true" if value else "false") if isinstance(value, bool)
-            else f"{{ {', '.join(f'{k} = {v!r}' for k, v in value.items())} }}"
-            if isinstance(value, dict) else f'"{value}"'
-        )  # fmt: skip
-        lines.append(f"{key} = {shown}".replace("'", '"'))
-    return "\n".join(lines) + "\n"
-
-
-def timer_state(c: Container, unit: str) -> str:
-    shown = c.show(unit, "LoadState", "ActiveState")
-    return f"{shown['LoadState']}/{shown['ActiveState']}"
-
-
-class Schedules:
-    """Definitions with schedules written into the container's jobs.d for one test, and removed
-    (their timers stopped by automd's reload) after it."""
-
-    def __init__(self, c: Container, api: Api) -> None:
-        self.c = c
-        self.api = api
-        self.written: list[str] = []
-
-    async def install(self, name: str, text: str, *timers: str) -> None:
-        self.c.write_file(f"{JOBS_DIR}/{name}.toml", text)
-        self.written.append(name)
-        await self.api.call("system.reload")
-        for unit in timers:
-            wait_for(f"{unit} active", partial(timer_state, self.c, unit), "loaded/active".__eq__)
-
-    async def remove(self, name: str, *timers: str) -> None:
-        self.c.run(["rm", "-f", f"{JOBS_DIR}/{name}.toml"])
-        self.written.remove(name)
-        await self.api.call("system.reload")
-        for unit in timers:
-            wait_for(f"{unit} gone", partial(timer_state, self.c, unit),
-                     lambda s: not s.endswith("/active"))  # fmt: skip
-
-    async def jobs(self, definition: str, schedule: str | None = None) -> list[dict[str, Any]]:
-        params: dict[str, Any] = {"definition": definition, "limit": 500}
-        if schedule is not None:
-            params["schedule"] = schedule
-        listed = await self.api.call("job.list", **params)
-        return list(reversed(listed["jobs"]))  # oldest first
-
-    async def firings(self, definition: str) -> list[dict[str, Any]]:
-        """schedule.fire's audit entries for the definition, oldest first."""
-        # audit.list's "method" param cannot pass through Api.call(method, **params).
-        conn = await Connection.open(self.api.socket)
-        try:
-            reply = await conn.call("audit.list", {"method": "schedule.fire", "limit": 1000})
-        finally:
-            await conn.close()
-        listed = reply["result"]
-        return [e for e in reversed(listed["entries"]) if e["definition"] == definition]
-
-
-@pytest.fixture
-async def schedules(container: Container, new_gate: Any) -> AsyncIterator[Schedules]:
-    made = Schedules(container, Api(container))
-    yield made
-    for name in list(made.written):
-        await made.remove(name)
-
-
-def _at(iso: str) -> float:
-    return datetime.fromisoformat(iso).timestamp()
+from tests.integration.schedule_kit import (
+    AUTOMCTL,
+    Schedules,
+    at,
+    schedule_table,
+    timer,
+    timer_state,
+)
 
 
 async def test_a_5s_schedule_fires_on_time_once_per_firing(
@@ -133,7 +51,7 @@ async def test_a_5s_schedule_fires_on_time_once_per_firing(
     assert len(jobs) == len(ran) == len(firings) >= 6
     assert all(f["outcome"] == "ok" and f["params"]["trigger_usec"] for f in firings), firings
     # Trigger times are systemd's (TRIGGER_TIMER_REALTIME_USEC), one per 5 s slot, on time.
-    triggers = [_at(job["trigger_at"]) for job in jobs]
+    triggers = [at(job["trigger_at"]) for job in jobs]
     assert len({math.floor(t / 5) for t in triggers}) == len(triggers), triggers
     late = [t - 5 * math.floor(t / 5) for t in triggers]
     assert max(late) < 2.5, late
@@ -164,83 +82,6 @@ async def test_a_firing_delivered_twice_creates_one_job(
     # Started by hand without a timer's trigger time, each start is a firing of its own (now).
     container.run(["systemctl", "start", service])
     assert len(await schedules.jobs("sched-once")) == 2
-
-
-async def _gated(schedules: Schedules, name: str, gate: Gate, *tables: str) -> None:
-    text = GATED + "".join(tables)
-    units = [timer(name, t.split('name = "')[1].split('"')[0]) for t in tables]
-    await schedules.install(name, text, *units)
-    _ = gate
-
-
-async def test_overlap_skip_skips_while_the_last_job_runs(
-    container: Container, schedules: Schedules, new_gate: Any
-) -> None:
-    gate = new_gate()
-    table = schedule_table("s", overlap="skip", params={"gate": gate.name})
-    await _gated(schedules, "sched-skip", gate, table)
-    firings = await wait_for_async(
-        "two firings skipped", lambda: schedules.firings("sched-skip"),
-        lambda found: sum("skipped" in f["detail"] for f in found) >= 2, within=90,
-    )  # fmt: skip
-    jobs = await schedules.jobs("sched-skip")
-    assert [j["state"] for j in jobs] == ["running"], jobs
-    assert firings[0]["job_id"] == jobs[0]["id"]
-    assert all(f["job_id"] is None for f in firings[1:]), firings
-    gate.open()
-    await wait_for_async("a new job after the first ended", lambda: schedules.jobs("sched-skip"),
-                         lambda found: len(found) >= 2, within=60)  # fmt: skip
-
-
-async def test_overlap_queue_runs_one_after_another_within_concurrency(
-    container: Container, schedules: Schedules, new_gate: Any
-) -> None:
-    gate = new_gate()
-    # Two schedules of one definition with concurrency = 1: "q" queues its own firings, and
-    # "other" (same calendar) must wait for the definition's one run slot.
-    tables = [
-        schedule_table(n, overlap="queue", params={"gate": gate.name}) for n in ("q", "other")
-    ]
-    # A top-level key must precede GATED's tables ([limits], [sandbox]).
-    text = "concurrency = 1\n" + GATED + "".join(tables)
-    await schedules.install("sched-queue", text, timer("sched-queue", "q"),
-                            timer("sched-queue", "other"))  # fmt: skip
-    jobs = await wait_for_async(
-        "three firings of q", lambda: schedules.jobs("sched-queue", "q"),
-        lambda found: len(found) >= 3, within=90,
-    )  # fmt: skip
-    everyone = await schedules.jobs("sched-queue")
-    running = [j for j in everyone if j["state"] in ("starting", "running")]
-    assert len(running) == 1, everyone  # concurrency = 1 across both schedules
-    assert [j["state"] for j in jobs[1:]] == ["queued"] * (len(jobs) - 1), jobs
-    await schedules.remove("sched-queue", timer("sched-queue", "q"), timer("sched-queue", "other"))
-    gate.open()
-    ids = [j["id"] for j in jobs]
-    done = [await schedules.api.wait(i, "succeeded") for i in ids]
-    details = [(await schedules.api.call("job.get", id=i)) for i in ids]
-    spans = [(_at(d["attempts"][0]["started_at"]), _at(d["attempts"][0]["finished_at"]))
-             for d in details]  # fmt: skip
-    for (_, end), (start, _) in itertools.pairwise(spans):
-        assert start >= end, spans  # one after another
-    assert len(done) == len(ids)
-
-
-async def test_overlap_replace_cancels_the_running_job_and_says_why(
-    container: Container, schedules: Schedules, new_gate: Any
-) -> None:
-    gate = new_gate()
-    table = schedule_table("r", overlap="replace", params={"gate": gate.name})
-    await _gated(schedules, "sched-replace", gate, table)
-    jobs = await wait_for_async(
-        "a job replaced", lambda: schedules.jobs("sched-replace"),
-        lambda found: len(found) >= 2 and found[0]["state"] == "cancelled", within=90,
-    )  # fmt: skip
-    first, second = jobs[0], jobs[1]
-    assert first["outcome"].startswith(f"replaced by the firing of {second['trigger_at'][:19]}")
-    second = await schedules.api.wait(second["id"], "running", "cancelled")
-    detail = await schedules.api.call("job.get", id=first["id"])
-    replacing = await schedules.api.call("job.get", id=second["id"])
-    assert _at(replacing["attempts"][0]["started_at"]) >= _at(detail["job"]["finished_at"])
 
 
 async def test_persistent_catches_up_once_and_non_persistent_not_at_all(
@@ -284,13 +125,13 @@ async def test_persistent_catches_up_once_and_non_persistent_not_at_all(
     for name in ("catchup", "nocatch"):
         await wait_for_async(
             f"{name} fired after {following}", partial(schedules.jobs, "sched-persist", name),
-            lambda found: any(_at(j["trigger_at"]) >= following for j in found), within=60,
+            lambda found: any(at(j["trigger_at"]) >= following for j in found), within=60,
         )  # fmt: skip
     for name, expected in (("catchup", 1), ("nocatch", 0)):
         jobs = await schedules.jobs("sched-persist", name)
-        between = [j for j in jobs if started - 0.5 <= _at(j["trigger_at"]) < following]
+        between = [j for j in jobs if started - 0.5 <= at(j["trigger_at"]) < following]
         assert len(between) == expected, (name, started, following, jobs)
-        assert not [j for j in jobs if stopped < _at(j["trigger_at"]) < started - 0.5], jobs
+        assert not [j for j in jobs if stopped < at(j["trigger_at"]) < started - 0.5], jobs
 
 
 async def test_a_bad_calendar_is_reported_and_a_removed_schedule_loses_its_timer(
@@ -334,7 +175,7 @@ async def test_schedules_are_listed_with_their_timers_run_now_and_measured(
     listed = json.loads(container.run([AUTOMCTL, "schedules", "--json"]).stdout)
     mine = {s["name"]: s for s in listed["schedules"] if s["definition"] == "sched-list"}
     assert mine["hourly"]["timer_state"] == "active"
-    assert 0 < _at(mine["hourly"]["next_elapse"]) - time.time() <= 3600
+    assert 0 < at(mine["hourly"]["next_elapse"]) - time.time() <= 3600
     assert (mine["off"]["enabled"], mine["off"]["next_elapse"]) == (False, None)
     table = container.run([AUTOMCTL, "schedules"]).stdout.decode().splitlines()
     assert table[0].split() == ["NEXT", "LEFT", "LAST", "SCHEDULE", "DEFINITION", "LAST", "STATE"]
@@ -359,43 +200,6 @@ async def test_schedules_are_listed_with_their_timers_run_now_and_measured(
                and s.endswith(" 1.0") for s in series), series  # fmt: skip
     assert any(s.startswith("automd_schedule_firings_total{") and 'outcome="created"' in s
                for s in series), series  # fmt: skip
-
-
-async def test_firings_wait_for_max_running(
-    container: Container, schedules: Schedules, new_gate: Any
-) -> None:
-    gate = new_gate()
-    config = "/etc/automd/automd.toml"
-    container.write_file(config, "[jobs]\nmax_running = 1\n")
-    container.run(["systemctl", "try-reload-or-restart", "automd.service"])
-    try:
-        names = ("sched-cap-a", "sched-cap-b")
-        for name in names:
-            table = schedule_table("s", overlap="queue", params={"gate": gate.name})
-            await schedules.install(name, GATED + table, timer(name, "s"))
-
-        async def unfinished() -> list[dict[str, Any]]:
-            return [j for n in names for j in await schedules.jobs(n)]
-
-        jobs = await wait_for_async("a job of each", unfinished,
-                                    lambda found: {j["definition"] for j in found} == set(names),
-                                    within=60)  # fmt: skip
-        for name in names:
-            await schedules.remove(name, timer(name, "s"))
-        gate.open_all()
-        spans = []
-        for job in await unfinished():
-            await schedules.api.wait(job["id"], "succeeded")
-            attempt = (await schedules.api.call("job.get", id=job["id"]))["attempts"][0]
-            spans.append((_at(attempt["started_at"]), _at(attempt["finished_at"])))
-        spans.sort()
-        for (_, end), (start, _) in itertools.pairwise(spans):
-            assert start >= end, spans  # jobs.max_running = 1 over both schedules
-        assert len(spans) >= len(jobs)
-    finally:
-        container.run(["rm", "-f", config])
-        container.run(["systemctl", "try-reload-or-restart", "automd.service"])
-        gate.open_all()
 
 
 async def test_a_daemon_reload_for_schedules_leaves_running_jobs_followed(
