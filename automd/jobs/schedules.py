@@ -19,7 +19,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Literal, cast
 
 from automd.definitions.model import Definition
 from automd.definitions.registry import DefinitionRegistry
@@ -195,7 +195,8 @@ def _fire(
         found = None if earlier.job_id is None else rows.load_job(conn, earlier.job_id)
         detail = f"firing of {when(trigger)} already taken: {earlier.detail}"
         _audit(conn, audit, found.id if found else None, detail)
-        return Firing(earlier.outcome, found, detail, replayed=True)  # type: ignore[arg-type]
+        outcome = cast(FiringOutcome, earlier.outcome)  # the store holds what _record wrote
+        return Firing(outcome, found, detail, replayed=True)
     firing_rows.purge_firings(conn, definition, schedule, trigger - KEEP_FIRINGS_USEC)
     unfinished = firing_rows.unfinished_of_schedule(conn, definition, schedule)
     if unfinished and overlap is Overlap.SKIP:
