@@ -30,7 +30,9 @@ from automd.jobs import views
 from automd.jobs.output import JobOutput
 from automd.jobs.queries import JobQueries
 from automd.jobs.requests import JobRequests
+from automd.jobs.schedule_requests import schedule_parts
 from automd.jobs.service import JobService
+from automd.jobs.timersync import TimerSync
 from automd.log import set_level, setup_logging
 from automd.memreport import MemoryReport
 from automd.metrics import Gauges, Metrics
@@ -150,6 +152,7 @@ class Daemon:
         self._status_pending = False
         self.metrics = Metrics()
         self._metrics_site: MetricsSite | None = None
+        self._timer_sync: TimerSync | None = None
 
     def _state_dir(self) -> Path:
         return self.options.state_dir or self.config.state.directory
@@ -200,6 +203,10 @@ class Daemon:
         self.audit = AuditLog(store, retention_days=self.config.access.audit_retention_days)
         checks = {"journal": logs.health, "queue": jobs.queue_health, "open_files": self._fd_health}
         system = SystemInfo(store, manager, checks, history=jobs.retention.describe)
+        schedules = schedule_parts(
+            store, self.registry, jobs, systemd=systemd, manager=manager, authz=self.authz
+        )
+        self._timer_sync = schedules.sync
         services = Services(
             system=system,
             jobs=JobRequests(jobs, self.registry, self.authz),
@@ -208,6 +215,7 @@ class Daemon:
             reload=self._reload_definitions,
             audit=self.audit,
             output=JobOutput(jobs, logs),
+            schedules=schedules.requests,
         )
         dispatcher = Dispatcher(
             METHODS,
@@ -234,6 +242,8 @@ class Daemon:
                 store_unwritable=lambda: store.writer.unwritable,
                 store_refusals=lambda: store.writer.disk_failures,
                 store_held=lambda: store.writer.held,
+                schedule_firings=lambda: schedules.service.firings,
+                schedules=schedules.requests.metric_rows,
             ),
             store,
         )
@@ -244,6 +254,8 @@ class Daemon:
         # Counted before other threads start opening journal readers of their own.
         reader_fds = parts.logs.reader_descriptors()
         await parts.jobs.start()
+        if self._timer_sync is not None:
+            self._timer_sync.soon()
         parts.log_watch = asyncio.create_task(parts.logs.watch(), name="joblog-watch")
         await self.audit.purge_expired()
         # Everything but the connections and their readers is open now: the base of the
@@ -272,6 +284,8 @@ class Daemon:
         if self._metrics_site is not None:
             await self._metrics_site.drain()
         parts.logs.shutdown()
+        if self._timer_sync is not None:
+            self._timer_sync.close()
         # Jobs keep running in their own units; the next start re-adopts them.
         await parts.jobs.stop()
         self.audit.stop()
@@ -335,6 +349,8 @@ class Daemon:
 
     def _reload_definitions(self) -> ReloadResult:
         loaded = self.registry.reload()
+        if self._timer_sync is not None:  # the schedules' timers follow, in the background
+            self._timer_sync.soon()
         return ReloadResult(
             definitions=len(loaded.definitions),
             errors=[views.definition_error_view(e) for e in loaded.errors],

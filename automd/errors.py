@@ -123,6 +123,11 @@ class UnknownDefinition(AutomdError):
     message = "No such job definition"
 
 
+class UnknownSchedule(AutomdError):
+    code = ErrorCode.UNKNOWN_SCHEDULE
+    message = "No such schedule"
+
+
 class JobNotFound(AutomdError):
     code = ErrorCode.JOB_NOT_FOUND
     message = "No such job"

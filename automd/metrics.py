@@ -9,7 +9,7 @@ by the part that sees it, and read here at scrape time; those reset when automd 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -110,6 +110,9 @@ def _bucket(value: float) -> int:
     return len(RUNTIME_BUCKETS)
 
 
+ScheduleRow = tuple[str, str, float | None, str | None]
+
+
 @dataclass(frozen=True)
 class Gauges:
     """Live values read from the daemon's parts at scrape time."""
@@ -132,6 +135,11 @@ class Gauges:
     store_refusals: Callable[[], Mapping[str, int]]
     #: Job updates waiting for the disk to take them.
     store_held: Callable[[], int]
+    #: Schedule firings since start, by (definition, schedule, outcome: created or skipped).
+    schedule_firings: Callable[[], Mapping[tuple[str, str, str], int]] = lambda: {}
+    #: Each loaded schedule now, read at scrape time: (definition, schedule, next elapse in
+    #: seconds since the epoch or None, the state of its newest job or None).
+    schedules: Callable[[], Awaitable[list[ScheduleRow]]] | None = None
 
 
 class DaemonCollector(Collector):
@@ -141,10 +149,12 @@ class DaemonCollector(Collector):
         self.gauges = gauges
         self.totals = _JobTotals()
         self.unfinished: Sequence[Sequence[Any]] = []
+        self.schedules: list[ScheduleRow] = []
 
     def collect(self) -> Iterable[Metric]:
         yield from self._job_metrics()
         yield from self._live_metrics()
+        yield from self._schedule_metrics()
         yield from self._store_metrics()
         info = InfoMetricFamily("automd_build", "automd's version and API version.")
         info.add_metric([], {"version": __version__, "api_version": API_VERSION})
@@ -235,6 +245,34 @@ class DaemonCollector(Collector):
             refused.add_metric([reason], count)
         yield refused
 
+    def _schedule_metrics(self) -> Iterable[Metric]:
+        # Labels are admin-written definition and schedule names: one series per schedule.
+        firings = CounterMetricFamily(
+            "automd_schedule_firings",
+            "Schedule firings by outcome: created (a job) or skipped (overlap = skip).",
+            labels=["definition", "schedule", "outcome"],
+        )
+        for (definition, schedule, outcome), count in sorted(
+            self.gauges.schedule_firings().items()
+        ):
+            firings.add_metric([definition, schedule, outcome], count)
+        upcoming = GaugeMetricFamily(
+            "automd_schedule_next_fire_timestamp_seconds",
+            "When systemd fires the schedule's timer next (seconds since the epoch).",
+            labels=["definition", "schedule"],
+        )
+        last = GaugeMetricFamily(
+            "automd_schedule_last_job",
+            "1 for the state of the newest job each schedule created.",
+            labels=["definition", "schedule", "state"],
+        )
+        for definition, schedule, next_at, state in self.schedules:
+            if next_at is not None:
+                upcoming.add_metric([definition, schedule], next_at)
+            if state is not None:
+                last.add_metric([definition, schedule, state], 1)
+        yield from (firings, upcoming, last)
+
     def _store_metrics(self) -> Iterable[Metric]:
         g = self.gauges
         size, wal = g.store_sizes()
@@ -300,6 +338,8 @@ class Metrics:
             if len(rows) < _CHUNK:
                 break
         self.daemon.unfinished = await jobs_rows.unfinished_per_definition(self._store)
+        if self.daemon.gauges.schedules is not None:
+            self.daemon.schedules = await self.daemon.gauges.schedules()
 
     def render(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST

@@ -75,6 +75,10 @@ class JobView(Result):
         description="W3C traceparent of the submit; its trace id is AUTOMD_TRACE_ID in the "
         "journal and in the job's TRACEPARENT"
     )
+    schedule: str | None = Field(
+        None, description="the definition's schedule whose firing created the job"
+    )
+    trigger_at: datetime | None = Field(None, description="that firing's trigger time")
 
 
 class AttemptView(Result):
@@ -191,6 +195,9 @@ class JobLogsResult(Result):
 class JobListParams(Params):
     state: list[JobState] | None = None
     definition: DefinitionName | None = None
+    schedule: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")] | None = Field(
+        None, description="only jobs created by firings of this schedule (with definition)"
+    )
     since: Timestamp | None = Field(None, description="created at or after (RFC 3339)")
     until: Timestamp | None = Field(None, description="created before (RFC 3339)")
     # StrictInt: "5", 5.0 and true are not integers (pydantic's lax mode would take them).

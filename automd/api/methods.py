@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from automd.api import audit, definitions, jobs, system
+from automd.api import audit, definitions, jobs, schedules, system
 from automd.api.model import NoParams, Params, Result
 
 
@@ -74,6 +74,16 @@ METHODS: dict[str, MethodSpec] = {
         MethodSpec("definition.get", definitions.DefinitionGetParams,
                    definitions.DefinitionView, "One definition, with a JSON Schema of its "
                    "parameters.", _R),
+        MethodSpec("schedule.list", NoParams, schedules.ScheduleListResult, "The loaded "
+                   "schedules: calendar, next and last elapse of each timer, its last job.", _R),
+        MethodSpec("schedule.get", schedules.ScheduleParams, schedules.ScheduleGetResult,
+                   "One schedule, as schedule.list shows it.", _R),
+        MethodSpec("schedule.run_now", schedules.ScheduleParams, schedules.ScheduleFireResult,
+                   "Fire a schedule now, with its parameters and overlap policy.", _RUN,
+                   mutating=True),
+        MethodSpec("schedule.fire", schedules.ScheduleFireParams, schedules.ScheduleFireResult,
+                   "A timer's firing (called by the schedule's service): at most one job per "
+                   "trigger time, the overlap policy applied atomically.", _A, mutating=True),
         MethodSpec("audit.list", audit.AuditListParams, audit.AuditListResult, "The audit "
                    "trail: mutating calls and denials, newest first.", _A),
     )

@@ -54,6 +54,13 @@ _METHOD_ERRORS: dict[str, tuple[ErrorCode, ...]] = {
     "job.retry": (_E.JOB_NOT_FOUND, _E.INVALID_JOB_STATE, _E.STORE_UNAVAILABLE),
     "system.reload": (_E.STORE_UNAVAILABLE,),
     "definition.get": (_E.UNKNOWN_DEFINITION,),
+    "schedule.get": (_E.UNKNOWN_DEFINITION, _E.UNKNOWN_SCHEDULE),
+    "schedule.run_now": (
+        *(_E.UNKNOWN_DEFINITION, _E.UNKNOWN_SCHEDULE, _E.QUEUE_FULL, _E.STORE_UNAVAILABLE),
+    ),
+    "schedule.fire": (
+        *(_E.UNKNOWN_DEFINITION, _E.UNKNOWN_SCHEDULE, _E.QUEUE_FULL, _E.STORE_UNAVAILABLE),
+    ),
 }
 
 # The default message each code carries on the wire (automd/errors.py, which this package may
@@ -78,6 +85,7 @@ _MESSAGES: dict[ErrorCode, str] = {
     _E.SYSTEMD_UNAVAILABLE: "systemd is not reachable",
     _E.PERMISSION_DENIED: "Permission denied",
     _E.STORE_UNAVAILABLE: "The state store cannot write: the call was not recorded",
+    _E.UNKNOWN_SCHEDULE: "No such schedule",
 }
 
 #: The snapshot the schema-version guard compares with (a source checkout's, not installed).

@@ -1,8 +1,8 @@
 """`automctl __complete KIND [WORDS]`: the daemon's words for the completion scripts.
 
-Definition names, a definition's parameters (`name=`) and job ids are the daemon's, so the
-scripts (completion.py) ask for them here, with a short timeout; any failure completes
-nothing, silently: a TAB must never print an error or hang.
+Definition names, a definition's parameters (`name=`), job ids and schedules are the
+daemon's, so the scripts (completion.py) ask for them here, with a short timeout; any failure
+completes nothing, silently: a TAB must never print an error or hang.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from automd.ctl.exits import Exit
 
 COMPLETE_VERB = "__complete"
 #: What a TAB may ask the daemon for; completion.DAEMON_DESTS maps arguments to these.
-DAEMON_WORDS = ("definitions", "parameters", "jobs")
+DAEMON_WORDS = ("definitions", "parameters", "jobs", "schedules")
 #: A TAB that waits longer than this feels broken; nothing is offered instead.
 TIMEOUT_SECONDS = 1.0
 
@@ -29,6 +29,9 @@ def _words(client: RpcClient, kind: str, words: list[str]) -> list[str]:
             return []
         schema = client.call("definition.get", {"name": words[0]})["params_schema"]
         return [f"{name}=" for name in schema.get("properties", {})]
+    if kind == "schedules":  # DEFINITION:SCHEDULE, as `automctl schedule run` takes them
+        listed = client.call("schedule.list")["schedules"]
+        return [f"{s['definition']}:{s['name']}" for s in listed]
     jobs = client.call("job.list", {"limit": 100})["jobs"]
     return [str(job["id"]) for job in jobs]
 

@@ -25,7 +25,10 @@ PATH_DESTS = frozenset({"socket", "path", "file", "config", "output"})
 #: The option naming the daemon's socket: given on the line, the daemon's words come from it.
 SOCKET_OPTION = "--socket"
 #: Arguments whose values are the daemon's, by dest -> the KIND `automctl __complete` takes.
-DAEMON_DESTS = {"definition": "definitions", "params": "parameters", "id": "jobs", "ids": "jobs"}
+DAEMON_DESTS = {
+    "definition": "definitions", "params": "parameters", "id": "jobs", "ids": "jobs",
+    "schedule": "schedules",
+}  # fmt: skip
 
 # Choices that are plain words are offered; anything a shell might expand is left out.
 _PLAIN = re.compile(r"[\w.:,+/@%-]+")

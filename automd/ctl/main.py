@@ -11,7 +11,7 @@ from typing import Any
 
 from automd import __version__
 from automd.api.codes import DEFAULT_SOCKET
-from automd.ctl import arguments, verbs
+from automd.ctl import arguments, schedules, verbs
 from automd.ctl.client import ClientError, RemoteError, RpcClient
 from automd.ctl.complete_words import COMPLETE_VERB, DAEMON_WORDS, complete_words
 from automd.ctl.completion import SHELLS, completion_script, parser_commands
@@ -213,6 +213,15 @@ VERBS: tuple[Verb, ...] = (
         examples=("automctl audit --since 1h --outcome denied", "automctl audit --uid alice"),
     ),
     Verb(
+        "schedules", "list schedules: next and last firing, last job state",
+        schedules.cmd_schedules, examples=("automctl schedules", "automctl schedules --json"),
+    ),
+    Verb(
+        "schedule", "act on one schedule: run DEFINITION:SCHEDULE fires it now",
+        schedules.cmd_schedule, schedules.schedule_arguments,
+        examples=("automctl schedule run backup:nightly",),
+    ),
+    Verb(
         "health", "check the daemon and what it depends on (exit 1 when degraded)",
         verbs.cmd_health, examples=("automctl health",),
     ),
@@ -230,6 +239,8 @@ VERBS: tuple[Verb, ...] = (
     ),
     # Hidden (no help; completion.py leaves it out): what the completion scripts call.
     Verb(COMPLETE_VERB, "", complete_words, _complete_arguments),
+    # Hidden: what a schedule's service runs when its timer elapses (automd/schedule_units.py).
+    Verb(schedules.FIRE_VERB, "", schedules.cmd_fire, schedules.fire_arguments),
 )  # fmt: skip
 
 

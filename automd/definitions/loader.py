@@ -11,8 +11,11 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from automd.definitions.model import NAME_PATTERN, Definition
+from automd.definitions.model import Definition
+from automd.definitions.names import NAME_PATTERN
 from automd.definitions.problems import problems
+from automd.definitions.render import InvalidJobParameter, validate_params
+from automd.definitions.schedule import Schedule
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +58,17 @@ def _read_toml(path: Path) -> dict[str, Any]:
 
 
 def load_file(path: Path) -> Definition | list[DefinitionError]:
-    """The file's definition, or every problem found in it (each with its key)."""
+    """The file's definition (without the schedules that are bad), or every problem found in
+    it (each with its key)."""
+    loaded = load_with_schedules(path)
+    return loaded[0] if isinstance(loaded, tuple) else loaded
+
+
+def load_with_schedules(
+    path: Path,
+) -> tuple[Definition, list[DefinitionError]] | list[DefinitionError]:
+    """The file's definition with the problems of the schedules it dropped, or every problem
+    found in it (each with its key) when the definition itself is bad."""
     name = path.stem
     if not re.fullmatch(NAME_PATTERN, name):
         reason = f"file name {name!r} is not a valid job name ({NAME_PATTERN})"
@@ -67,10 +80,50 @@ def load_file(path: Path) -> Definition | list[DefinitionError]:
     if "name" in data:
         reason = "the job's name is its file name; remove 'name'"
         return [DefinitionError(str(path), "name", reason)]
+    if "schedules" in data:  # the model's field, filled from [[schedule]] below only
+        return [DefinitionError(str(path), "schedules", "unknown key; did you mean 'schedule'?")]
+    raw_schedules = data.pop("schedule", [])
     try:
-        return Definition.model_validate({**data, "name": name})
+        definition = Definition.model_validate({**data, "name": name})
     except ValidationError as exc:
         return [DefinitionError(str(path), key, why) for key, why in problems(exc, Definition)]
+    schedules, bad = load_schedules(definition, raw_schedules)
+    errors = [DefinitionError(str(path), key, why) for key, why in bad]
+    return definition.model_copy(update={"schedules": schedules}), errors
+
+
+def load_schedules(
+    definition: Definition, raw: Any
+) -> tuple[tuple[Schedule, ...], list[tuple[str, str]]]:
+    """The [[schedule]] tables that are valid, and (key, reason) for each one that is not.
+
+    Each is checked alone, its params against the definition's parameters as a job.submit's
+    would be, so one bad schedule leaves the definition and its other schedules working.
+    """
+    if not isinstance(raw, list):
+        return (), [("schedule", "an array of tables: [[schedule]]")]
+    good: list[Schedule] = []
+    bad: list[tuple[str, str]] = []
+    for index, table in enumerate(raw):
+        label = f"schedule.{table.get('name', index) if isinstance(table, dict) else index}"
+        if not isinstance(table, dict):
+            bad.append((label, "a table: [[schedule]] with name, calendar, ..."))
+            continue
+        try:
+            schedule = Schedule.model_validate(table)
+            validate_params(definition, schedule.params)
+        except ValidationError as exc:
+            bad.extend((f"{label}.{key}" if key else label, why)
+                       for key, why in problems(exc, Schedule))  # fmt: skip
+            continue
+        except InvalidJobParameter as exc:
+            bad.append((f"{label}.{exc.field}", exc.reason))
+            continue
+        if any(known.name == schedule.name for known in good):
+            bad.append((f"{label}.name", f"a second schedule named {schedule.name!r}"))
+            continue
+        good.append(schedule)
+    return tuple(good), bad
 
 
 def load_definitions(directory: Path) -> LoadResult:
@@ -83,11 +136,13 @@ def load_definitions(directory: Path) -> LoadResult:
         errors.append(DefinitionError(str(directory), None, exc.strerror or str(exc)))
         paths = []
     for path in paths:
-        loaded = load_file(path)
-        if isinstance(loaded, Definition):
-            definitions[loaded.name] = loaded
-            continue
+        loaded = load_with_schedules(path)
+        what = "job definition not loaded"
+        if isinstance(loaded, tuple):
+            definition, loaded = loaded
+            definitions[definition.name] = definition
+            what = "schedule not loaded"
         for error in loaded:
-            log.error("job definition not loaded: %s", error)
+            log.error("%s: %s", what, error)
         errors.extend(loaded)
     return LoadResult(definitions, tuple(errors))

@@ -17,10 +17,11 @@ from pydantic import (
     model_validator,
 )
 
+from automd.definitions.names import NAME_PATTERN
 from automd.definitions.params import ParamSpec
+from automd.definitions.schedule import Schedule
 from automd.sandbox import DEFAULT_PROFILE, Profile, SandboxValue, check_property
 
-NAME_PATTERN = r"[a-z0-9][a-z0-9_-]{0,63}"
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _SIZE = re.compile(r"(\d+)\s*([KMGT]?)(i?B?)?", re.IGNORECASE)
 _SIZE_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
@@ -214,6 +215,9 @@ class Definition(_Frozen):
     sandbox: Sandbox = Sandbox()
     directories: Directories = Directories()
     access: Access = Access()
+    #: The file's [[schedule]] tables that loaded; each is checked on its own (loader.py), so
+    #: a bad one is reported and dropped while the definition and its other schedules load.
+    schedules: tuple[Schedule, ...] = ()
 
     @field_validator("executable")
     @classmethod

@@ -23,6 +23,7 @@ from automd.jobs.plan import RunPlan, unit_name, unit_spec
 from automd.jobs.states import AttemptState, JobState, move
 from automd.jobs.tasks import TaskSet
 from automd.store import jobs as rows
+from automd.store import schedules as schedule_rows
 from automd.store.db import Store
 from automd.store.jobs import AttemptRecord, JobRecord
 from automd.systemd.units import Systemd, UnitOutcome
@@ -69,6 +70,9 @@ def claim_free_slots(
     claimed: list[Claimed] = []
     after = ""
     seen = 0
+    # A schedule's jobs run one after another: only its oldest unfinished one may start.
+    # Read once a page holds a scheduled job (most rounds never do).
+    schedule_heads: dict[tuple[str, str], str] | None = None
     while free > 0 and seen < _DISPATCH_WINDOW:
         page = rows.queued_after(conn, after, min(_PAGE, _DISPATCH_WINDOW - seen))
         if not page:
@@ -76,6 +80,11 @@ def claim_free_slots(
         seen += len(page)
         after = page[-1].id
         for job in page:
+            if job.schedule is not None:
+                if schedule_heads is None:
+                    schedule_heads = schedule_rows.oldest_unfinished_per_schedule(conn)
+                if schedule_heads.get((job.definition, job.schedule)) != job.id:
+                    continue
             plan = RunPlan.model_validate_json(job.plan)
             held = per_definition.get(job.definition, 0)
             if plan.concurrency is not None and held >= plan.concurrency:
@@ -180,6 +189,9 @@ class JobDispatcher:
             item.plan, definition=job.definition, job_id=job.id, attempt=item.number,
             trace=None if trace is None else trace.child(),
         )  # fmt: skip
+        if job.schedule is not None:  # journalctl AUTOMD_SCHEDULE=<name> finds its runs
+            fields = {**spec.log_extra_fields, "AUTOMD_SCHEDULE": job.schedule}
+            spec = spec.model_copy(update={"log_extra_fields": fields})
         try:
             await self._systemd.start_unit(spec)
             log.info("job %s: attempt %d started as %s", job.id, item.number, unit,

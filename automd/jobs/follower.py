@@ -143,4 +143,7 @@ def _record_outcome(
         rows.update_attempt(conn, job_id, number, retry_reason=reason)
         return move(conn, job, JobState.WAITING_RETRY, now, attempt=number, detail=reason,
                     next_attempt_at=now + delay, **summary)  # fmt: skip
-    return move(conn, job, verdict.state, now, attempt=number, detail=verdict.reason, **summary)
+    reason = verdict.reason
+    if verdict.state == JobState.CANCELLED and job.cancel_reason:
+        reason = f"{job.cancel_reason}: {reason}"  # why automd cancelled it (a replace)
+    return move(conn, job, verdict.state, now, attempt=number, detail=reason, **summary)

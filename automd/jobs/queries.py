@@ -66,6 +66,7 @@ class JobQueries:
             self._store,
             states=None if params.state is None else [s.value for s in params.state],
             definition=params.definition,
+            schedule=params.schedule,
             since=None if params.since is None else params.since.timestamp(),
             until=None if params.until is None else params.until.timestamp(),
             before_id=params.cursor,

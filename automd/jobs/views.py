@@ -42,6 +42,8 @@ def job_view(job: JobRecord) -> JobView:
         unit=unit_name(job.definition, job.id, job.attempts) if job.attempts else None,
         idempotency_key=job.idempotency_key,
         traceparent=job.traceparent,
+        schedule=job.schedule,
+        trigger_at=_maybe_time(job.trigger_at),
     )
 
 

@@ -25,6 +25,13 @@ from automd.api.jobs import (
 )
 from automd.api.model import NoParams
 from automd.api.openrpc import build_document
+from automd.api.schedules import (
+    ScheduleFireParams,
+    ScheduleFireResult,
+    ScheduleGetResult,
+    ScheduleListResult,
+    ScheduleParams,
+)
 from automd.api.system import DiscoverResult, HealthResult, ReloadResult, VersionResult
 from automd.audit import AuditLog, AuditNote
 from automd.definitions.registry import DefinitionRegistry
@@ -33,6 +40,7 @@ from automd.jobs import views
 from automd.jobs.output import JobOutput
 from automd.jobs.queries import JobQueries
 from automd.jobs.requests import JobRequests
+from automd.jobs.schedule_requests import ScheduleRequests
 from automd.peer import PeerCredentials
 from automd.rpc.context import CallContext
 from automd.rpc.protocol import Handler, ResultStream
@@ -48,6 +56,7 @@ class Services:
     reload: Callable[[], ReloadResult]
     audit: AuditLog
     output: JobOutput
+    schedules: ScheduleRequests
 
 
 def _caller(ctx: CallContext) -> PeerCredentials:
@@ -80,6 +89,10 @@ class Handlers:
             "definition.list": self.definition_list,
             "definition.get": self.definition_get,
             "audit.list": self.audit_list,
+            "schedule.list": self.schedule_list,
+            "schedule.get": self.schedule_get,
+            "schedule.run_now": self.schedule_run_now,
+            "schedule.fire": self.schedule_fire,
         }
 
     # --- system ------------------------------------------------------------------------------
@@ -145,3 +158,21 @@ class Handlers:
 
     async def audit_list(self, params: AuditListParams, ctx: CallContext) -> AuditListResult:
         return await self.s.audit.list(params)
+
+    # --- schedules ---------------------------------------------------------------------------
+
+    async def schedule_list(self, params: NoParams, ctx: CallContext) -> ScheduleListResult:
+        return await self.s.schedules.every()
+
+    async def schedule_get(self, params: ScheduleParams, ctx: CallContext) -> ScheduleGetResult:
+        return await self.s.schedules.get(params)
+
+    async def schedule_run_now(
+        self, params: ScheduleParams, ctx: CallContext
+    ) -> ScheduleFireResult:
+        return await self.s.schedules.run_now(_caller(ctx), params, _note(ctx))
+
+    async def schedule_fire(
+        self, params: ScheduleFireParams, ctx: CallContext
+    ) -> ScheduleFireResult:
+        return await self.s.schedules.fire(_caller(ctx), params, _note(ctx))

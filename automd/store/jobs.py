@@ -40,6 +40,11 @@ class JobRecord:
     traceparent: str | None = None
     #: How the job ended, in words (the verdict that finished it; None while unfinished).
     outcome: str | None = None
+    #: The schedule of `definition` whose firing created the job, and its trigger time.
+    schedule: str | None = None
+    trigger_at: float | None = None
+    #: Why automd cancelled the job for another (a schedule's overlap = replace).
+    cancel_reason: str | None = None
 
 
 @dataclass(frozen=True)
@@ -92,6 +97,10 @@ def _job(row: Sequence[Any]) -> JobRecord:
         values[column] = json.loads(values[column])
     values["cancel_requested"] = bool(values["cancel_requested"])
     return JobRecord(**values)
+
+
+#: A row of every JobRecord column, in field order, as a JobRecord (for other store modules).
+job_from_row = _job
 
 
 def _attempt(row: Sequence[Any]) -> AttemptRecord:
@@ -273,6 +282,7 @@ async def list_jobs(
     *,
     states: Iterable[str] | None = None,
     definition: str | None = None,
+    schedule: str | None = None,
     since: float | None = None,
     until: float | None = None,
     before_id: str | None = None,
@@ -284,6 +294,7 @@ async def list_jobs(
     where, args = where_clause([
         ("state IN (?)", None if states is None else list(states)),
         ("definition = ?", definition),
+        ("schedule = ?", schedule),
         ("created_at >= ?", since),
         ("created_at < ?", until),
         ("id < ?", before_id),

@@ -130,6 +130,28 @@ MIGRATIONS: tuple[Migration, ...] = (
                 WHERE finished_at IS NOT NULL""",
         ),
     ),
+    Migration(
+        8,
+        "schedules: the schedule and trigger time that created a job, why a job was cancelled "
+        "for another (overlap = replace), and each firing once (its key is the primary key)",
+        (
+            "ALTER TABLE jobs ADD COLUMN schedule TEXT",
+            "ALTER TABLE jobs ADD COLUMN trigger_at REAL",
+            "ALTER TABLE jobs ADD COLUMN cancel_reason TEXT",
+            """CREATE INDEX jobs_by_schedule ON jobs (definition, schedule, id)
+                WHERE schedule IS NOT NULL""",
+            """CREATE TABLE schedule_firings (
+                definition TEXT NOT NULL,
+                schedule TEXT NOT NULL,
+                trigger_usec INTEGER NOT NULL,   -- TRIGGER_TIMER_REALTIME_USEC, or the call's
+                at REAL NOT NULL,                -- when automd took it
+                outcome TEXT NOT NULL,           -- created, skipped
+                job_id TEXT,                     -- the job it created (none when skipped)
+                detail TEXT,
+                PRIMARY KEY (definition, schedule, trigger_usec)
+            ) STRICT, WITHOUT ROWID""",
+        ),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

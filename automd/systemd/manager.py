@@ -81,6 +81,26 @@ class Manager:
         )
         return str(job)
 
+    async def start_unit(self, name: str, mode: JobMode) -> str:
+        """StartUnit of a unit with a unit file (a timer); the object path of its job."""
+        (job,) = await self._call("StartUnit", "ss", [name, mode.value])
+        return str(job)
+
+    async def reload(self) -> None:
+        """Reload (systemctl daemon-reload): generators run again, unit files are re-read.
+        systemd answers once the reload is done."""
+        await self._call("Reload", "", [])
+
+    async def read_properties(self, name: str, interface: str) -> dict[str, Any] | None:
+        """One interface's properties of a loaded unit, or None when it is not loaded."""
+        path = await self.get_unit(name)
+        if path is None:
+            return None
+        try:
+            return await self._get_all(path, interface)
+        except SystemdRejected:
+            return None  # unloaded between the calls
+
     async def stop_unit(self, name: str, mode: JobMode) -> bool:
         """StopUnit; False when systemd has no such unit loaded (nothing to stop)."""
         return await self._unless_no_such_unit("StopUnit", "ss", [name, mode.value])

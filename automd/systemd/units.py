@@ -139,7 +139,9 @@ class Systemd:
         names: list[str] = []
         lookups: list[asyncio.Task[None]] = []
         for unit in units:
-            if not _present(unit.load_state, unit.active_state):
+            # A schedule's firing service (automd-schedule-<def>:<name>.service) is no job:
+            # the ':' appears in no job unit's name.
+            if ":" in unit.name or not _present(unit.load_state, unit.active_state):
                 continue
             names.append(unit.name)
             if unit.name not in self._units:

@@ -5,13 +5,16 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pytest
 
 from tests.integration.container import Container, ContainerError
+
+if TYPE_CHECKING:
+    from tests.integration.schedule_kit import Schedules
 
 HERE = Path(__file__).parent
 CHECKOUT = Path(__file__).parents[2]
@@ -206,6 +209,19 @@ def new_gate(container: Container) -> Iterator[Callable[[], Gate]]:
         gate.open_all()
 
 
+@pytest.fixture
+async def schedules(container: Container, new_gate: Any) -> AsyncIterator[Schedules]:
+    """Definitions with schedules for one test (tests/integration/schedule_kit.py); removed,
+    their timers stopped, afterwards. After new_gate, so gated jobs are let go after this."""
+    from tests.integration.schedule_kit import Schedules  # noqa: PLC0415 (it imports this)
+    from tests.integration.test_jobs import Api  # noqa: PLC0415
+
+    made = Schedules(container, Api(container))
+    yield made
+    for name in list(made.written):
+        await made.remove(name)
+
+
 def checkout_in_a_home(checkout: Path) -> bool:
     """Whether the checkout is under /root or /home, which automd.service's ProtectHome=yes
     hides: the test drop-in then relaxes it to ProtectHome=tmpfs (install_automd)."""
@@ -265,9 +281,25 @@ def install_automd(c: Container) -> None:
     # Group automd-admin comes from the shipped sysusers.d entry, like group automd.
     c.run(["useradd", "-m", "-G", f"automd,{ADMIN_GROUP}", ADMIN_USER])
     install_polkit_policy(c)
+    install_schedule_generator(c, dropin[-2:] if checkout_in_a_home(checkout) else dropin[-1:])
     c.run(["systemctl", "daemon-reload"])
     # Only the socket: the service is socket-activated on the first connection.
     c.run(["systemctl", "start", "automd.socket"])
+
+
+def install_schedule_generator(c: Container, visible: list[str]) -> None:
+    """The schedule generator, as the package installs it but under /etc (the container's /usr
+    is the host's): a link to the checkout venv's script. The schedules' firing services get
+    what automd.service's test drop-in gives it to see the checkout (`visible`): a drop-in
+    for every unit named automd-schedule-*.service (systemd's prefix drop-ins)."""
+    generator = c.checkout / ".venv" / "bin" / "automd-schedule-generator"
+    c.run(["install", "-d", "-m", "0755", "/etc/systemd/system-generators"])
+    c.run(["ln", "-sf", str(generator), "/etc/systemd/system-generators/"])
+    c.write_file(
+        "/etc/systemd/system/automd-schedule-.service.d/10-test.conf",
+        "\n".join(["# Written by tests/integration/conftest.py: the checkout's automctl.",
+                   "[Service]", *visible]) + "\n",
+    )  # fmt: skip
 
 
 def install_polkit_policy(c: Container) -> None:

@@ -86,6 +86,7 @@ def test_every_mutating_method_is_audited_whatever_its_outcome(
     keyed = {"definition": "hello", "idempotency_key": "audit-walk"}
     assert "result" in call(c, TEST_USER, "job.submit", **keyed, params={"name": "a"})
     restrict_alice()
+    nightly = {"definition": "backup", "schedule": "nightly"}
     calls: list[tuple[str, str, dict[str, Any], int | None]] = [  # who, method, params, code
         (TEST_USER, "job.submit", {"definition": "hello"}, None),
         (TEST_USER, "job.submit", {"definition": "hello", "params": {"name": "nope"}}, DENIED),
@@ -107,6 +108,13 @@ def test_every_mutating_method_is_audited_whatever_its_outcome(
         (ADMIN_USER, "system.reload", {}, None),
         (TEST_USER, "system.reload", {}, DENIED),
         (ADMIN_USER, "system.reload", {"now": True}, -32602),
+        # The shipped example's schedule (backup:nightly; disabled, so no timer fires it).
+        (TEST_USER, "schedule.run_now", nightly, None),
+        (TEST_USER, "schedule.run_now", {**nightly, "schedule": "nope"}, 1009),
+        (TEST_USER, "schedule.run_now", {**nightly, "x": 1}, -32602),
+        (TEST_USER, "schedule.fire", {**nightly, "trigger_usec": 1}, DENIED),  # admin only
+        (ADMIN_USER, "schedule.fire", {**nightly, "trigger_usec": 1}, None),
+        (ADMIN_USER, "schedule.fire", {"definition": "no-such-job", "schedule": "x"}, 1001),
     ]
     assert {method for _, method, _, _ in calls} == mutating, "a mutating method is not walked"
     replies = []

@@ -31,6 +31,8 @@ from automd.joblog import JobLogs
 from automd.jobs.output import JobOutput
 from automd.jobs.queries import JobQueries
 from automd.jobs.requests import JobRequests
+from automd.jobs.schedule_requests import ScheduleRequests
+from automd.jobs.schedules import ScheduleService
 from automd.jobs.service import Caller, JobService
 from automd.peer import PeerCredentials
 from automd.rpc.context import CallContext
@@ -42,6 +44,7 @@ from automd.store.db import Store
 from automd.system import SystemInfo
 from automd.systemd.bus import SystemdBus
 from automd.systemd.manager import Manager
+from automd.systemd.timers import Timers
 from automd.trace import TraceContext
 
 ROOT, ALICE, CAROL, DEPLOY, STRANGER = 0, 51001, 51002, 51003, 54321
@@ -52,7 +55,8 @@ GRANTS = {ALICE: {"read", "run", "cancel"}, CAROL: {"read", "run", "cancel", "ad
           DEPLOY: {"read", "cancel"}}  # fmt: skip
 DEFINITIONS = {
     "echo": 'executable = "/bin/echo"\nargv = ["{text}"]\n'
-    '[parameters.text]\ntype = "string"\ndefault = "hi"\nmax_length = 10\n',
+    '[parameters.text]\ntype = "string"\ndefault = "hi"\nmax_length = 10\n'
+    '[[schedule]]\nname = "n"\ncalendar = "daily"\n',
     "deploy": 'executable = "/bin/true"\nargv = ["{token}"]\n'
     '[parameters.token]\ntype = "string"\nsecret = true\n',
 }
@@ -137,6 +141,10 @@ async def stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterato
         queries=JobQueries(store), registry=registry,
         reload=lambda: ReloadResult(definitions=2, errors=[]), audit=audit,
         output=JobOutput(jobs, JobLogs()),
+        schedules=ScheduleRequests(
+            ScheduleService(store, registry, jobs, systemd),  # type: ignore[arg-type]
+            registry, authz, Timers(Manager(SystemdBus())), store,
+        ),
     )  # fmt: skip
     rpc = Dispatcher(METHODS, Handlers(services).table(), guard=Guard(authz, audit),
                      max_batch_size=10)  # fmt: skip
@@ -173,6 +181,9 @@ PARAMS: dict[str, dict[str, Any]] = {
     "job.cancel": {"id": "0" * 26},
     "job.retry": {"id": "0" * 26},
     "definition.get": {"name": "echo"},
+    "schedule.get": {"definition": "echo", "schedule": "n"},
+    "schedule.run_now": {"definition": "echo", "schedule": "n"},
+    "schedule.fire": {"definition": "echo", "schedule": "n", "trigger_usec": 1},
 }
 
 
@@ -312,6 +323,18 @@ def _disk_full(
     return setup
 
 
+def _schedule_queue_full(fire: dict[str, Any]) -> Callable[[Stack], Awaitable[dict[str, Any]]]:
+    async def setup(stack: Stack) -> dict[str, Any]:
+        await _queue_full(stack)
+        return fire
+
+    return setup
+
+
+_FIRE = {"definition": "echo", "schedule": "n", "trigger_usec": 1_700_000_000_000_000}
+_RUN_NOW = {"definition": "echo", "schedule": "n"}
+
+
 async def _systemd_away(stack: Stack) -> dict[str, Any]:
     stack.systemd.unavailable = True
     return {"id": await stack.job(ALICE, JobState.RUNNING)}
@@ -339,6 +362,22 @@ CASES: dict[tuple[str, int | None], Case] = {
     ("job.retry", _E.JOB_NOT_FOUND): Case(ALICE, on_job(CAROL, JobState.FAILED)),
     ("job.retry", _E.INVALID_JOB_STATE): Case(ALICE, on_job(ALICE, JobState.RUNNING)),
     ("job.retry", _E.STORE_UNAVAILABLE): Case(ALICE, _disk_full(on_job(ALICE, JobState.FAILED))),
+    ("schedule.fire", None): Case(CAROL, params(_FIRE)),
+    ("schedule.fire", _E.PERMISSION_DENIED): Case(ALICE, params(_FIRE)),
+    ("schedule.fire", _E.INVALID_PARAMS): Case(CAROL, params({**_FIRE, "trigger_usec": "1"})),
+    ("schedule.fire", _E.UNKNOWN_DEFINITION): Case(CAROL, params({**_FIRE, "definition": "x"})),
+    ("schedule.fire", _E.UNKNOWN_SCHEDULE): Case(CAROL, params({**_FIRE, "schedule": "x"})),
+    ("schedule.fire", _E.QUEUE_FULL): Case(CAROL, _schedule_queue_full(_FIRE)),
+    ("schedule.fire", _E.STORE_UNAVAILABLE): Case(CAROL, _disk_full(params(_FIRE))),
+    ("schedule.run_now", None): Case(ALICE, params(_RUN_NOW)),
+    ("schedule.run_now", _E.PERMISSION_DENIED): Case(DEPLOY, params(_RUN_NOW)),
+    ("schedule.run_now", _E.INVALID_PARAMS): Case(ALICE, params({**_RUN_NOW, "now": True})),
+    ("schedule.run_now", _E.UNKNOWN_DEFINITION): Case(
+        ALICE, params({**_RUN_NOW, "definition": "x"})
+    ),
+    ("schedule.run_now", _E.UNKNOWN_SCHEDULE): Case(ALICE, params({**_RUN_NOW, "schedule": "x"})),
+    ("schedule.run_now", _E.QUEUE_FULL): Case(ALICE, _schedule_queue_full(_RUN_NOW)),
+    ("schedule.run_now", _E.STORE_UNAVAILABLE): Case(ALICE, _disk_full(params(_RUN_NOW))),
     ("system.reload", None): Case(CAROL, params({})),
     ("system.reload", _E.PERMISSION_DENIED): Case(ALICE, params({})),
     ("system.reload", _E.INVALID_PARAMS): Case(CAROL, params({"force": True})),
@@ -373,7 +412,8 @@ async def test_every_mutating_call_is_audited_whatever_its_outcome(
     if outcome == "error":
         assert entry["detail"].startswith(f"{code} ")
     if code != _E.INVALID_PARAMS:  # the entry names the job (and definition) it was about
-        submitted = method == "job.submit" and code is None
+        created = ("job.submit", "schedule.fire", "schedule.run_now")
+        submitted = method in created and code is None
         job_id = reply["result"]["job"]["id"] if submitted else call_params.get("id")
         assert entry["job_id"] == job_id
         if method == "job.submit":
