@@ -7,11 +7,14 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import pytest
 
 from tests.integration.container import Container, ContainerError
+
+if TYPE_CHECKING:
+    from tests.integration.fleet import Fleet
 
 HERE = Path(__file__).parent
 CHECKOUT = Path(__file__).parents[2]
@@ -71,6 +74,15 @@ def container(
         )
         install_automd(c)
         yield c
+
+
+@pytest.fixture(scope="session")
+def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
+    """Three more hosts running automd, reached by ssh (fleet.py); always torn down."""
+    from tests.integration.fleet import booted_fleet  # noqa: PLC0415 (fleet.py imports us)
+
+    with booted_fleet(tmp_path_factory.mktemp("fleet")) as booted:
+        yield booted
 
 
 @pytest.fixture(autouse=True)
