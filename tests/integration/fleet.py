@@ -93,13 +93,6 @@ def _boot(keys: Path, name: str) -> Container:
     return host
 
 
-def _shut_down(host: Container) -> None:
-    """Stop the users' managers and polkit first: left to the poweroff, the ssh users' units
-    made it take over 10 s (near Container.stop's grace on a loaded machine)."""
-    host.run(["systemctl", "stop", "user.slice", "polkit.service"], check=False, timeout=60)
-    host.stop()
-
-
 def _install_sshd(host: Container, name: str, keys: Path, users: dict[str, str]) -> str:
     """sshd's configuration and host key inside; users' authorized keys. The known_hosts line."""
     host_key = keys / f"{name}_host_key"
@@ -133,7 +126,11 @@ def _ssh_config(fleet: Fleet) -> str:
     lines = []
     for name, host in fleet.hosts.items():
         sshd = f"/usr/sbin/sshd -i -f {SSHD_DIR}/sshd_config"
-        lines += [f"Host {name}", f"  ProxyCommand nsenter -t {host.pid1} -a {sshd}", ""]
+        # nohup: ssh ends its ProxyCommand with SIGHUP. nsenter killed so would leave its child
+        # sshd a zombie in the host's pid namespace that the host's init reaps late, and the
+        # host's poweroff waits for it; ignoring SIGHUP, nsenter reaps sshd once the stream ends.
+        proxy = f"nohup nsenter -t {host.pid1} -a {sshd}"
+        lines += [f"Host {name}", f"  ProxyCommand {proxy}", ""]
     lines += [
         "Host *",
         f"  IdentityFile {fleet.keys}/%r_key",
@@ -158,7 +155,7 @@ def booted_fleet(keys: Path) -> Iterator[Fleet]:
         # the parent that counts is the thread that started it (a pool's would end).
         for name in HOSTS:
             hosts[name] = _boot(keys, name)
-            stack.callback(_shut_down, hosts[name])
+            stack.callback(hosts[name].stop)
         known = [_install_sshd(host, name, keys, users) for name, host in hosts.items()]
         (keys / "known_hosts").write_text("\n".join(known) + "\n")
         fleet = Fleet(hosts=hosts, keys=keys)
