@@ -20,7 +20,7 @@ from automd.ctl.exits import Exit, exit_for
 from automd.ctl.logs import LOG_FORMATS
 from automd.ctl.messages import describe
 from automd.ctl.render import Output
-from automd.ctl.transport import HOST_ENV, SOCKET_ENV, transport_for
+from automd.ctl.transport import HOST_ENV, SOCKET_ENV, SshTransport, transport_for
 
 
 def _run_arguments(parser: argparse.ArgumentParser) -> None:
@@ -327,10 +327,17 @@ def _main(argv: list[str]) -> int:
             transport = transport_for(args.host, args.socket)
         except ValueError as error:
             raise UsageError(f"{error} (see automctl --help)") from None
+        remote = isinstance(transport, SshTransport)
+        if remote and (
+            named := [v for v in vars(args).values() if isinstance(v, arguments.NamedUid)]
+        ):
+            raise UsageError(
+                f"{named[0].name!r}: give a uid with -H (a user name resolves on this machine)"
+            )
         client = RpcClient(
             transport, timeout=args.timeout, trace=sys.stderr if args.verbose else None
         )
-        ctx = Context(client=client, out=out, err=err, json=args.json)
+        ctx = Context(client=client, out=out, err=err, json=args.json, remote=remote)
         try:
             return int(args.run(ctx, args))
         finally:

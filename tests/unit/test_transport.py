@@ -13,6 +13,7 @@ import pytest
 from automd.ctl.client import RpcClient
 from automd.ctl.errors import ConnectPermissionDenied, DaemonUnreachable, HostUnreachable
 from automd.ctl.exits import Exit, exit_for
+from automd.ctl.main import main
 from automd.ctl.transport import (
     Destination,
     SshTransport,
@@ -149,3 +150,18 @@ def test_the_bridge_takes_no_arguments_but_help() -> None:
     assert b'command="automd-stdio-bridge",restrict' in shown.stdout
     wrong = subprocess.run([BRIDGE, "--socket=x"], capture_output=True, timeout=30, check=False)
     assert wrong.returncode == 2
+
+
+def test_with_a_host_a_user_name_is_refused_before_ssh_runs(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A name resolves on this machine; the host's user of that name may have another uid.
+    monkeypatch.setenv("AUTOMD_SSH", "/nonexistent/ssh")  # would be exit 68 if it ran
+    assert main(["-H", "web1", "list", "--user", "root"]) == Exit.USAGE
+    assert "give a uid with -H" in capsys.readouterr().err
+    assert main(["-H", "web1", "list", "--user", "0"]) == Exit.NOHOST
+
+
+def test_socket_and_host_exclude_each_other(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["-H", "web1", "--socket", "/run/automd.sock", "version"]) == Exit.USAGE
+    assert "exclude each other" in capsys.readouterr().err
