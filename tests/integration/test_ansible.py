@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.conftest import CHECKOUT, TEST_USER
+from tests.integration.conftest import CHECKOUT, TEST_USER, Gate
 from tests.integration.fleet import HOSTS, Fleet
 
 # Each test runs ansible-playbook once or twice over three hosts: 5-15 s a run here, more on a
@@ -80,14 +80,18 @@ def playbook(fleet: Fleet, inventory: Path, *args: str, **extra: Any) -> tuple[i
     return done.returncode, report
 
 
-def job_results(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Each host's result of the automd.automd.job task, over all batches (serial plays), with
-    the callback's word for it (ok, failed, ...) as `_status`."""
+def task_results(report: dict[str, Any], task: str) -> dict[str, dict[str, Any]]:
     return {
         entry["host"]: {**entry["result"], "_status": entry["status"]}
         for entry in report["results"]
-        if entry["task"] == "Run the job and wait for it"
+        if entry["task"] == task
     }
+
+
+def job_results(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Each host's result of the automd.automd.job task, over all batches (serial plays), with
+    the callback's word for it (ok, failed, ...) as `_status`."""
+    return task_results(report, "Run the job and wait for it")
 
 
 def jobs_on(fleet: Fleet, host: str, definition: str) -> list[dict[str, Any]]:
@@ -117,6 +121,10 @@ def test_a_job_on_each_host_then_a_rerun_creates_none(fleet: Fleet, inventory: P
         # The job ran on that host, as alice (automd saw the ssh user).
         assert result["job"]["caller_uid"] == fleet.hosts[name].user(TEST_USER).uid
         fleet.hosts[name].run(["tar", "-tzf", "/var/lib/automd-backups/backup.tar.gz"])
+    # job_info read each job back.
+    for name, info in task_results(report, "Read the job back").items():
+        assert info["job"]["id"] == first[name]["job_id"]
+        assert info["job"]["state"] == "succeeded"
     counts = {name: len(jobs_on(fleet, name, "backup")) for name in HOSTS}
 
     status, report = playbook(fleet, inventory, run_id=run_id)
@@ -171,3 +179,26 @@ def test_check_mode_validates_and_creates_no_job(fleet: Fleet, inventory: Path) 
     failed = job_results(report)["host1"]
     assert "name: must match" in failed["msg"]
     assert {name: len(jobs_on(fleet, name, "hello")) for name in HOSTS} == before
+
+
+def test_a_job_past_its_timeout_fails_the_task_and_is_cancelled(
+    fleet: Fleet, inventory: Path
+) -> None:
+    gate = Gate(fleet.hosts["host1"])  # never opened before the timeout: the job waits
+    try:
+        status, report = playbook(
+            fleet, inventory, run_id=secrets.token_hex(6), automd_hosts="host1",
+            automd_definition="gated", automd_params={"gate": gate.name}, automd_timeout=2,
+            automd_cancel_on_timeout=True,
+        )  # fmt: skip
+    finally:
+        gate.open_all()
+    assert status == 2, json.dumps(report)[-3000:]
+    result = job_results(report)["host1"]
+    assert result["_status"] == "failed"
+    assert "after 2 s; cancelled" in result["msg"]
+    job = result["job_id"]
+    done = fleet.automctl("-H", f"{TEST_USER}@host1", "wait", job, "--timeout", "60")
+    assert done.returncode == 0, done.stderr
+    shown = fleet.automctl("-H", f"{TEST_USER}@host1", "--json", "status", job)
+    assert json.loads(shown.stdout)["job"]["state"] == "cancelled"
