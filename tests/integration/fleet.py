@@ -87,6 +87,11 @@ def _boot(keys: Path, name: str) -> Container:
         host.run(
             ["ln", "-sf", str(CHECKOUT / ".venv" / "bin" / BRIDGE), f"/usr/local/bin/{BRIDGE}"]
         )
+        # No per-user service managers: pam_systemd starts one for each ssh user, and in this
+        # container stopping one at poweroff could hang past Container.stop's grace (seen:
+        # user@1003.service stuck reaching exit.target). automd never needs them, nor do the
+        # sessions (pam_systemd is optional in Debian's PAM stack).
+        host.run(["systemctl", "mask", "--runtime", "user@.service"])
     except BaseException:
         host.stop()
         raise
