@@ -77,6 +77,18 @@ def test_an_unreachable_host_gets_exit_68(fleet: Fleet) -> None:
     assert fleet.automctl("-H", "-oProxyCommand=x", "version").returncode == 64
 
 
+def test_a_host_with_another_key_is_refused_with_exit_68(fleet: Fleet) -> None:
+    # known_hosts says host1 has host2's key: ssh refuses it, as against a spoofed host.
+    known = (fleet.keys / "known_hosts").read_text().splitlines()
+    host2_key = next(line for line in known if line.startswith("host2 ")).split(" ", 1)[1]
+    wrong = fleet.keys / "wrong_known_hosts"
+    wrong.write_text(f"host1 {host2_key}\n")
+    ssh = f"{fleet.ssh} -o UserKnownHostsFile={wrong}"
+    done = fleet.automctl("-H", f"{TEST_USER}@host1", "version", AUTOMD_SSH=ssh)
+    assert done.returncode == 68, (done.stdout, done.stderr)
+    assert "Host key verification failed" in done.stderr
+
+
 def test_logs_follow_streams_while_the_job_runs(fleet: Fleet) -> None:
     host = f"{TEST_USER}@host1"
     gate = Gate(fleet.hosts["host1"])
