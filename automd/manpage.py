@@ -1,10 +1,11 @@
-"""Man pages for automd(8) and automctl(1), generated from their argparse parsers.
+"""Man pages for automd(8), automctl(1), automd-stdio-bridge(1), from their argparse parsers.
 
 The Debian package runs this at build time (debian/rules), so a new option or verb needs no
 change here and the pages cannot drift from `--help`:
 
     python -m automd.manpage automctl > automctl.1
     python -m automd.manpage automd > automd.8
+    python -m automd.manpage automd-stdio-bridge > automd-stdio-bridge.1
 
 Verbs come from the subparsers (automd.ctl.completion.parser_commands, as for the shell
 completions); FILES, EXIT STATUS and SEE ALSO are the only text written here.
@@ -17,11 +18,12 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from automd import __version__, daemon
+from automd import __version__, bridge, daemon
 from automd.api.codes import DEFAULT_SOCKET
 from automd.ctl import main as ctl
 from automd.ctl.completion import parser_commands
 from automd.ctl.exits import MEANINGS
+from automd.ctl.transport import SOCKET_ENV
 
 
 @dataclass(frozen=True)
@@ -59,12 +61,24 @@ PAGES = {
         name="automctl",
         section=1,
         parser=ctl.build_parser,
-        files=((DEFAULT_SOCKET, f"automd's socket, unless --socket or ${ctl.SOCKET_ENV}"),),
+        files=((DEFAULT_SOCKET, f"automd's socket, unless --socket, ${SOCKET_ENV} or -H"),),
         exit_status=(
             *((str(int(status)), text.replace("`", "")) for status, text in MEANINGS.items()),
             ("", "run --wait and wait --success pass a finished job's own exit status through."),
         ),
-        see_also=("automd(8)",),
+        see_also=("automd(8)", "automd-stdio-bridge(1)", "ssh(1)"),
+    ),
+    "automd-stdio-bridge": Page(
+        name="automd-stdio-bridge",
+        section=1,
+        parser=bridge.build_parser,
+        files=((DEFAULT_SOCKET, f"the socket it connects to, unless ${bridge.SOCKET_ENV}"),),
+        exit_status=(
+            ("0", "automd closed the connection (the client's requests were answered)"),
+            (str(bridge.EX_UNAVAILABLE), "the socket cannot be reached (automd not installed?)"),
+            (str(bridge.EX_NOPERM), "the socket refused the user (not root, not in group automd)"),
+        ),
+        see_also=("automctl(1)", "automd(8)", "sshd(8)"),
     ),
 }
 

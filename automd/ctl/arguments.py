@@ -61,13 +61,22 @@ def count(maximum: int) -> Callable[[str], int]:
     return parse
 
 
+class NamedUid(int):
+    """A uid that was given as a user name and resolved on this machine: with -H, refused
+    (main.py), since the other host's user of that name may have another uid."""
+
+    name: str
+
+
 def uid(text: str) -> int:
     """A uid, or a user name resolved here (automd's audit trail records uids)."""
     try:
         value = int(text)
     except ValueError:
         try:
-            return pwd.getpwnam(text).pw_uid
+            resolved = NamedUid(pwd.getpwnam(text).pw_uid)
+            resolved.name = text
+            return resolved
         except (KeyError, ValueError):  # ValueError: a NUL byte in the name
             raise argparse.ArgumentTypeError(
                 f"{shown(text)} is neither a user id nor a known user name"

@@ -1,71 +1,43 @@
-"""A blocking JSON-RPC 2.0 client for automd's Unix socket, on http.client."""
+"""A blocking JSON-RPC 2.0 client for automd, on http.client, over a transport (transport.py)."""
 
 from __future__ import annotations
 
 import http.client
 import itertools
 import json
-import socket
+import select
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import IO, Any
 
 from automd.api.codes import RPC_PATH, STREAM_CONTENT_TYPE
+from automd.ctl.errors import (
+    WHY_NOT_ANSWERING,
+    ClientError,
+    ConnectPermissionDenied,
+    DaemonFailed,
+    DaemonUnreachable,
+    HostUnreachable,
+    NoAnswer,
+    ProtocolError,
+    RemoteError,
+)
+from automd.ctl.transport import Transport, UnixTransport
 
-
-class ClientError(Exception):
-    """Base of everything automctl reports instead of a traceback."""
-
-
-class DaemonUnreachable(ClientError):
-    pass
-
-
-class NoAnswer(DaemonUnreachable):
-    """Connected, but no answer within --timeout: automd may be busy, so worth a retry."""
-
-
-class DaemonFailed(DaemonUnreachable):
-    """The connection was closed before any answer: automd accepted it (or systemd held it for
-    automd) but exited, typically because it cannot start (a bad automd.toml)."""
-
-
-#: Where an administrator reads why automd is not answering (its unit's state and journal).
-WHY_NOT_ANSWERING = "systemctl status automd and journalctl -u automd say why"
-
-
-class ConnectPermissionDenied(ClientError):
-    pass
-
-
-class ProtocolError(ClientError):
-    """The daemon answered, but not with a JSON-RPC reply we understand."""
-
-
-class RemoteError(ClientError):
-    """The daemon answered with a JSON-RPC error object."""
-
-    def __init__(self, code: int, message: str, data: Any = None) -> None:
-        self.code = code
-        self.message = message
-        self.data = data
-        #: The call that failed (set by RpcClient): messages.py words the error with it.
-        self.method = ""
-        self.params: dict[str, Any] = {}
-        super().__init__(f"{message} ({code})" + (f": {_describe(data)}" if data else ""))
-
-    def to_json(self) -> dict[str, Any]:
-        error: dict[str, Any] = {"code": self.code, "message": self.message}
-        if self.data is not None:
-            error["data"] = self.data
-        return error
-
-
-def _describe(data: Any) -> str:
-    if isinstance(data, dict) and "field" in data and "reason" in data:
-        return f"{data['field']}: {data['reason']}" if data["field"] else str(data["reason"])
-    return data if isinstance(data, str) else json.dumps(data)
+# The errors were defined here before errors.py; verbs and tests import them from here.
+__all__ = [
+    "WHY_NOT_ANSWERING",
+    "ClientError",
+    "ConnectPermissionDenied",
+    "DaemonFailed",
+    "DaemonUnreachable",
+    "HostUnreachable",
+    "NoAnswer",
+    "ProtocolError",
+    "RemoteError",
+    "RpcClient",
+]
 
 
 class _PartFailed(ClientError):
@@ -76,20 +48,24 @@ class _PartFailed(ClientError):
         self.original = original
 
 
-class _UnixHTTPConnection(http.client.HTTPConnection):
-    def __init__(self, path: str, timeout: float) -> None:
+class _TransportConnection(http.client.HTTPConnection):
+    """http.client over whatever stream the transport opens (a Unix socket, or ssh's pipes)."""
+
+    def __init__(self, transport: Transport, timeout: float) -> None:
         super().__init__("automd", timeout=timeout)
-        self._path = path
+        self._transport = transport
+        self._timeout = timeout
 
     def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        try:
-            sock.connect(self._path)
-        except BaseException:
-            sock.close()
-            raise
-        self.sock = sock
+        self.sock = self._transport.connect(self._timeout)
+
+    def dropped(self) -> bool:
+        """Whether a kept connection was closed by automd (idle) since its last answer: it
+        then reads as end of file, where a live one has nothing to read."""
+        if self.sock is None:
+            return False
+        readable, _, _ = select.select([self.sock], [], [], 0)
+        return bool(readable)
 
 
 def _result_of(reply: Any, status: int) -> Any:
@@ -112,12 +88,42 @@ def _decode(body: bytes, status: int) -> Any:
         raise ProtocolError(f"unexpected reply from automd (HTTP {status})") from None
 
 
+def _translated(exc: Exception, path: str, timeout: float) -> ClientError:
+    """What a failure to reach automd (or to hear its answer) means, for the person."""
+    if isinstance(exc, FileNotFoundError):
+        return DaemonUnreachable(f"{path}: no such socket (is automd.socket running?)")
+    if isinstance(exc, ConnectionRefusedError):
+        return DaemonUnreachable(f"{path}: connection refused (is automd running?)")
+    if isinstance(exc, PermissionError):
+        return ConnectPermissionDenied(
+            f"{path}: permission denied (are you root or in group automd?)"
+        )
+    if isinstance(exc, TimeoutError):
+        # The socket exists and took the connection: automd is busy, or systemd keeps
+        # restarting it (a bad configuration) while the call waits in the backlog.
+        return NoAnswer(
+            f"{path}: no answer within {timeout:g}s: automd is busy or cannot start;"
+            f" {WHY_NOT_ANSWERING}"
+        )
+    if isinstance(exc, ConnectionResetError | BrokenPipeError | http.client.RemoteDisconnected):
+        # Closed before an answer: the automd that held the connection exited (a failed
+        # start closes the connections systemd passed to it).
+        return DaemonFailed(
+            f"{path}: automd closed the connection without answering: it failed to start "
+            f"or stopped; {WHY_NOT_ANSWERING}"
+        )
+    return DaemonUnreachable(f"{path}: {exc}")
+
+
 class RpcClient:
     def __init__(
-        self, socket_path: str, *, timeout: float = 30.0, trace: IO[str] | None = None
+        self, where: str | Transport, *, timeout: float = 30.0, trace: IO[str] | None = None
     ) -> None:
-        self.socket_path = socket_path
+        """`where`: automd's socket path, or a transport (transport.py: ssh to a host)."""
+        self.transport = UnixTransport(where) if isinstance(where, str) else where
         self.timeout = timeout
+        #: The connection kept between calls, for a transport that keeps one (ssh).
+        self._kept: _TransportConnection | None = None
         self._ids = itertools.count(1)
         #: -v: each request and the time its answer took, on this stream (stderr).
         self._trace = trace
@@ -142,7 +148,7 @@ class RpcClient:
                             raise _PartFailed(exc) from exc
                         continue
                     return _result_of(message, response.status)
-                raise DaemonUnreachable(f"{self.socket_path}: the stream ended without a reply")
+                raise DaemonUnreachable(f"{self.transport.label}: the stream ended without a reply")
         except _PartFailed as failed:
             raise failed.original from None
 
@@ -154,42 +160,51 @@ class RpcClient:
         body = json.dumps(request).encode()
         started = time.monotonic()
         if self._trace:
-            print(f"automctl: -> {self.socket_path} {body.decode()}", file=self._trace)
-        path = self.socket_path
-        conn = _UnixHTTPConnection(path, self.timeout)
+            print(f"automctl: -> {self.transport.label} {body.decode()}", file=self._trace)
+        path = self.transport.label
+        conn = self._connection()
+        response: http.client.HTTPResponse | None = None
         try:
-            conn.request("POST", RPC_PATH, body, headers={"Content-Type": "application/json"})
-            response = conn.getresponse()
+            try:
+                conn.request("POST", RPC_PATH, body, headers={"Content-Type": "application/json"})
+                response = conn.getresponse()
+            except (ConnectionError, http.client.RemoteDisconnected):
+                # The stream ended before an answer: over ssh, ssh's exit status says whether
+                # the host, the bridge or automd failed.
+                conn.close()
+                if (failure := self.transport.failure()) is None:
+                    raise
+                raise failure from None
             yield response
             if self._trace:
                 took = (time.monotonic() - started) * 1000
                 print(f"automctl: <- HTTP {response.status} in {took:.1f} ms", file=self._trace)
-        except FileNotFoundError:
-            raise DaemonUnreachable(f"{path}: no such socket (is automd.socket running?)") from None
-        except ConnectionRefusedError:
-            raise DaemonUnreachable(f"{path}: connection refused (is automd running?)") from None
-        except PermissionError:
-            raise ConnectPermissionDenied(
-                f"{path}: permission denied (are you root or in group automd?)"
-            ) from None
-        except TimeoutError:
-            # The socket exists and took the connection: automd is busy, or systemd keeps
-            # restarting it (a bad configuration) while the call waits in the backlog.
-            raise NoAnswer(
-                f"{path}: no answer within {self.timeout:g}s: automd is busy or cannot start;"
-                f" {WHY_NOT_ANSWERING}"
-            ) from None
-        except (ConnectionResetError, BrokenPipeError, http.client.RemoteDisconnected):
-            # Closed before an answer: the automd that held the connection exited (a failed
-            # start closes the connections systemd passed to it).
-            raise DaemonFailed(
-                f"{path}: automd closed the connection without answering: it failed to start "
-                f"or stopped; {WHY_NOT_ANSWERING}"
-            ) from None
         except RemoteError as error:
             error.method, error.params = method, params or {}
             raise
         except (http.client.HTTPException, OSError) as exc:
-            raise DaemonUnreachable(f"{path}: {exc}") from None
+            raise _translated(exc, path, self.timeout) from None
         finally:
-            conn.close()
+            # A connection is kept only after an answer read to its end (a streamed one may
+            # not be) that did not close it.
+            if not (self.transport.reuse and response is not None and response.isclosed()
+                    and not response.will_close):  # fmt: skip
+                conn.close()
+                self._kept = None
+
+    def _connection(self) -> _TransportConnection:
+        """The kept connection if automd still holds it, else a new one (opened on first use)."""
+        kept = self._kept
+        if kept is not None and not kept.dropped():
+            return kept
+        if kept is not None:
+            kept.close()
+        self._kept = _TransportConnection(self.transport, self.timeout)
+        return self._kept
+
+    def close(self) -> None:
+        """Close a kept connection and let the transport end what it started (ssh)."""
+        if self._kept is not None:
+            self._kept.close()
+            self._kept = None
+        self.transport.close()

@@ -37,7 +37,7 @@ def _words(client: RpcClient, kind: str, words: list[str]) -> list[str]:
 
 
 def complete_words(ctx: Context, args: argparse.Namespace) -> int:
-    client = RpcClient(ctx.client.socket_path, timeout=min(ctx.client.timeout, TIMEOUT_SECONDS))
+    client = RpcClient(ctx.client.transport, timeout=min(ctx.client.timeout, TIMEOUT_SECONDS))
     try:
         found = _words(client, args.kind, args.words)
     except (ClientError, KeyError, TypeError):

@@ -26,3 +26,5 @@ class Context:
     out: Output
     err: Output
     json: bool
+    #: automd is on another host (-H): uids there are not this machine's users.
+    remote: bool = False

@@ -15,6 +15,7 @@ from automd.ctl.client import (
     ClientError,
     ConnectPermissionDenied,
     DaemonUnreachable,
+    HostUnreachable,
     NoAnswer,
     RemoteError,
 )
@@ -26,6 +27,7 @@ class Exit(IntEnum):
     USAGE = 64  # EX_USAGE: invalid arguments or job parameters
     REFUSED = 65  # EX_DATAERR: the job's state or an earlier request does not allow it
     NOT_FOUND = 66  # EX_NOINPUT: no such job or definition
+    NOHOST = 68  # EX_NOHOST: -H: ssh could not reach the host or log in
     UNAVAILABLE = 69  # EX_UNAVAILABLE: automd (or systemd behind it) cannot be reached
     SOFTWARE = 70  # EX_SOFTWARE: automd (or automctl) failed unexpectedly
     TEMPFAIL = 75  # EX_TEMPFAIL: busy, queue full or no answer in time; try again later
@@ -51,10 +53,15 @@ MEANINGS: dict[Exit, str] = {
         "unfinished job (1003), an idempotency key used with other parameters (1004)"
     ),
     Exit.NOT_FOUND: "no such job or definition (EX_NOINPUT; 1001, 1002)",
+    Exit.NOHOST: (
+        "`-H`: ssh could not reach the host or log in (EX_NOHOST): ssh itself failed (status "
+        "255: name not resolved, connection refused or timed out, host key not verified, "
+        "authentication refused) or could not be run; automd there was not asked"
+    ),
     Exit.UNAVAILABLE: (
         "automd cannot be reached: no socket, connection refused, or the connection closed "
         "without an answer because automd failed to start (EX_UNAVAILABLE); or automd cannot "
-        "reach systemd (1006)"
+        "reach systemd (1006); with `-H`, also: no automd-stdio-bridge on the host"
     ),
     Exit.SOFTWARE: (
         "automd failed unexpectedly (EX_SOFTWARE; -32603): its journal says why; or automctl "
@@ -72,7 +79,8 @@ MEANINGS: dict[Exit, str] = {
     ),
     Exit.NOPERM: (
         "permission denied (EX_NOPERM): the socket refused the connection (not root and not "
-        "in group `automd`), or automd denied the call (1007)"
+        "in group `automd`; with `-H`, the ssh user on that host), or automd denied the call "
+        "(1007)"
     ),
     Exit.INTERRUPTED: (
         "Ctrl-C (128 + SIGINT); a job being waited for runs on, and automctl says how to cancel it"
@@ -100,6 +108,8 @@ _BY_CODE = {
 
 def exit_for(error: ClientError) -> Exit:
     """The status of a failure of automctl's own (never a job's)."""
+    if isinstance(error, HostUnreachable):
+        return Exit.NOHOST
     if isinstance(error, NoAnswer):
         return Exit.TEMPFAIL
     if isinstance(error, DaemonUnreachable):

@@ -11,8 +11,11 @@ from automd.ctl.context import Context
 from automd.ctl.render import format_duration
 
 
-def user_name(uid: int) -> str:
-    """The user's name, or the uid when this host has no such user."""
+def user_name(uid: int, *, local: bool = True) -> str:
+    """The user's name, or the uid when this host has no such user. Not `local` (automctl -H):
+    the uid, since this machine's names need not be the other host's."""
+    if not local:
+        return str(uid)
     try:
         return pwd.getpwuid(uid).pw_name
     except KeyError:

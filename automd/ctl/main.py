@@ -20,8 +20,7 @@ from automd.ctl.exits import Exit, exit_for
 from automd.ctl.logs import LOG_FORMATS
 from automd.ctl.messages import describe
 from automd.ctl.render import Output
-
-SOCKET_ENV = "AUTOMD_SOCKET"
+from automd.ctl.transport import HOST_ENV, SOCKET_ENV, SshTransport, transport_for
 
 
 def _run_arguments(parser: argparse.ArgumentParser) -> None:
@@ -257,6 +256,10 @@ def _global_options(
         help=f"automd's socket (default ${SOCKET_ENV} or {DEFAULT_SOCKET})",
     )
     parser.add_argument(
+        "-H", "--host", type=arguments.nonempty, default=default, metavar="[USER@]HOST[:PORT]",
+        help=f"ask automd on this host, over ssh (default ${HOST_ENV}; docs/fleet.md)",
+    )  # fmt: skip
+    parser.add_argument(
         "--json",
         action="store_true",
         default=argparse.SUPPRESS if suppress else False,
@@ -331,12 +334,25 @@ def _main(argv: list[str]) -> int:
     try:
         arguments.check_utf8(argv)
         args = build_parser().parse_args(argv)
-        socket_path = args.socket or os.environ.get(SOCKET_ENV) or DEFAULT_SOCKET
+        try:
+            transport = transport_for(args.host, args.socket)
+        except ValueError as error:
+            raise UsageError(f"{error} (see automctl --help)") from None
+        remote = isinstance(transport, SshTransport)
+        if remote and (
+            named := [v for v in vars(args).values() if isinstance(v, arguments.NamedUid)]
+        ):
+            raise UsageError(
+                f"{named[0].name!r}: give a uid with -H (a user name resolves on this machine)"
+            )
         client = RpcClient(
-            socket_path, timeout=args.timeout, trace=sys.stderr if args.verbose else None
+            transport, timeout=args.timeout, trace=sys.stderr if args.verbose else None
         )
-        ctx = Context(client=client, out=out, err=err, json=args.json)
-        return int(args.run(ctx, args))
+        ctx = Context(client=client, out=out, err=err, json=args.json, remote=remote)
+        try:
+            return int(args.run(ctx, args))
+        finally:
+            client.close()
     except UsageError as error:
         return _fail(out, json_wanted, str(error), Exit.USAGE)
     except ClientError as error:

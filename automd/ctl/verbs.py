@@ -224,7 +224,7 @@ def _list_once(ctx: Context, args: argparse.Namespace) -> int:
     for job in result["jobs"]:
         outcome = cancel_outcome(job) or result_with_status(job)
         state = ctx.out.paint(job["state"], STATE_COLOURS.get(job["state"], "bold"))
-        owner = [user_name(job["caller_uid"])] if owners else []
+        owner = [user_name(job["caller_uid"], local=not ctx.remote)] if owners else []
         rows.append(
             [job["id"], job["definition"], state, relative_time(job["created_at"]), *owner,
              outcome]

@@ -14,6 +14,7 @@ import pytest
 from tests.integration.container import Container, ContainerError
 
 if TYPE_CHECKING:
+    from tests.integration.fleet import Fleet
     from tests.integration.schedule_kit import Schedules
 
 HERE = Path(__file__).parent
@@ -74,6 +75,15 @@ def container(
         )
         install_automd(c)
         yield c
+
+
+@pytest.fixture(scope="session")
+def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
+    """Three more hosts running automd, reached by ssh (fleet.py); always torn down."""
+    from tests.integration.fleet import booted_fleet  # noqa: PLC0415 (fleet.py imports us)
+
+    with booted_fleet(tmp_path_factory.mktemp("fleet")) as booted:
+        yield booted
 
 
 @pytest.fixture(autouse=True)

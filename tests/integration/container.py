@@ -31,6 +31,9 @@ _IRRELEVANT_HOST_UNITS = (
     "nvmf-autoconnect.service",
     "nvmefc-boot-connections.service",
     "smartmontools.service",
+    # openssh-server (for the fleet tests' `sshd -i`) enables ssh.service on the host; inside,
+    # sharing the host's network, it would listen on the host's port 22.
+    "ssh.service",
 )
 
 # nsenter passes our environment through; the host's (VIRTUAL_ENV, PYTHONPATH, ...) must not

@@ -118,6 +118,7 @@ def test_installed_package_serves_jobs(host: Container) -> None:
     for path in (
         "/usr/share/man/man1/automctl.1.gz",
         "/usr/share/man/man8/automd.8.gz",
+        "/usr/share/man/man1/automd-stdio-bridge.1.gz",
         "/usr/share/bash-completion/completions/automctl",
         "/usr/share/zsh/vendor-completions/_automctl",
         "/usr/share/polkit-1/actions/org.automd.policy",
@@ -127,6 +128,14 @@ def test_installed_package_serves_jobs(host: Container) -> None:
         host.run(["test", "-s", path])
     conffiles = host.run(["dpkg-query", "-W", "-f=${Conffiles}", "automd"]).stdout.decode()
     assert "/etc/automd/automd.toml" in conffiles
+
+    # What `automctl -H` runs over ssh (docs/fleet.md): one request in, automd's answer out.
+    body = b'{"jsonrpc":"2.0","method":"system.version","id":1}'
+    head = b"POST /rpc HTTP/1.1\r\nHost: automd\r\nContent-Type: application/json\r\n"
+    request = head + b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+    bridged = host.run(["automd-stdio-bridge"], user=TEST_USER, input=request)
+    assert bridged.stdout.startswith(b"HTTP/1.1 200 ")
+    assert b'"api_version":' in bridged.stdout
 
 
 def test_upgrade_keeps_a_running_job_and_the_database(host: Container) -> None:

@@ -25,9 +25,8 @@ PLACEHOLDERS = ("<id>", "ID", "01jd3k5x2q8v7n4m6p9r0s1t2u")
 ADMIN_VERBS = {"audit"}
 #: The commands not run, each with its reason (the test fails if one is no longer documented).
 NOT_RUN = {
-    "automctl [--socket PATH] [--json] [--no-color] [--timeout SECONDS] [-v] VERB": (
-        "the synopsis, not a command"
-    ),
+    "automctl [-H [USER@]HOST[:PORT] | --socket PATH] [--json] [--no-color] [--timeout SECONDS] "
+    "[-v] VERB": ("the synopsis, not a command"),
     "automctl list --watch 5": (
         "runs until Ctrl-C; tests/unit/test_ctl.py::test_list_watch_redraws_until_ctrl_c"
     ),

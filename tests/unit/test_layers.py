@@ -94,6 +94,16 @@ def test_lower_layers_do_not_reach_up(lower: str, forbidden: set[str]) -> None:
     assert not reached & forbidden, f"{lower} imports {sorted(reached & forbidden)}"
 
 
+def test_the_stdio_bridge_imports_only_the_standard_library_and_api_codes() -> None:
+    """automd-stdio-bridge runs for every `automctl -H` call: nothing heavy (issue 20)."""
+    ours = {name for name in GRAPH["automd.bridge"] if name.startswith("automd")}
+    assert ours <= {"automd", "automd.__version__", "automd.api.codes",
+                    "automd.api.codes.DEFAULT_SOCKET"}  # fmt: skip
+    assert not {area(name) for name in GRAPH["automd.bridge"]} & {
+        "ext:pydantic", "ext:dbus_fast", "ext:aiosqlite", "ext:httptools", "ext:systemd"
+    }  # fmt: skip
+
+
 def test_rpc_handlers_know_no_storage() -> None:
     """Handlers call use cases; rows and SQL stay below them (issue 14 §2)."""
     imported = GRAPH["automd.rpc.handlers"]
