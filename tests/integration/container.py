@@ -31,6 +31,10 @@ _IRRELEVANT_HOST_UNITS = (
     "nvmf-autoconnect.service",
     "nvmefc-boot-connections.service",
     "smartmontools.service",
+    # Installed for the Cockpit test (packaging/apt-packages.txt), enabled on the host: inside,
+    # each container would listen on *:9090 in the shared network namespace, so parallel runs
+    # would collide. tests/integration/cockpit.py starts cockpit-ws on a socket of its own.
+    "cockpit.socket",
 )
 
 # nsenter passes our environment through; the host's (VIRTUAL_ENV, PYTHONPATH, ...) must not
