@@ -39,6 +39,7 @@ def cockpit(container: Container) -> Iterator[Cockpit]:
 
 
 OpenBrowser = Callable[..., Browser]
+CONFIG = "/etc/automd/automd.toml"
 
 
 @pytest.fixture
@@ -261,3 +262,45 @@ def test_the_page_is_listed_by_cockpit_for_members(container: Container, cockpit
     line = next(line for line in listed.splitlines() if line.startswith("automd "))
     assert "Jobs (automd)" in line
     assert line.split()[-1] == "/usr/share/cockpit/automd"
+
+
+@pytest.fixture
+def queue_of_one(container: Container) -> Iterator[None]:
+    """automd accepting at most one unfinished job (jobs.max_unfinished, applied on reload)."""
+    container.write_file(CONFIG, "[jobs]\nmax_unfinished = 1\n")
+    container.run(["systemctl", "try-reload-or-restart", "automd.service"])
+    yield
+    container.run(["rm", "-f", CONFIG])
+    container.run(["systemctl", "try-reload-or-restart", "automd.service"])
+
+
+def test_a_full_queue_is_said_plainly(
+    container: Container,
+    open_browser: OpenBrowser,
+    new_gate: Callable[[], Gate],
+    queue_of_one: None,
+) -> None:
+    waiting = submit(container, TEST_USER, "gated", gate=new_gate().name)  # the one unfinished
+    browser = open_browser(TEST_USER)
+    browser.go("run", "hello")
+    browser.find("#run-form[data-ready]")
+    browser.find("#run-submit").click()
+    browser.wait_text("#run-message", "automd's queue is full (1 unfinished jobs)")
+    assert call(container, TEST_USER, "job.get", id=waiting)["result"]["job"]["state"] in (
+        "queued", "starting", "running",
+    )  # fmt: skip
+
+
+def test_automd_unreachable_is_said_plainly(
+    container: Container, open_browser: OpenBrowser
+) -> None:
+    browser = open_browser(TEST_USER)
+    browser.find("#view-jobs[data-loaded]")
+    container.stop_units("automd.socket", "automd.service")
+    try:
+        # The table keeps polling: the next refresh finds no socket (RemoveOnStop=yes).
+        browser.wait_text("#alerts", "automd is not reachable: /run/automd.sock does not exist")
+    finally:
+        container.start_units("automd.socket")
+    # And recovers by itself once automd is back.
+    browser.wait("the alert gone", lambda: not browser.driver.find_element("id", "alerts").text)
