@@ -20,6 +20,7 @@ window.automd = window.automd || {};
         let nextCursor = null;
         let timer = null;
         let loading = false;
+        let latest = 0; // the request whose answer may be shown: a newer one supersedes it
 
         for (const state of ui.STATES) {
             stateFilter.appendChild(el("option", { value: state }, state.replace("_", " ")));
@@ -28,16 +29,16 @@ window.automd = window.automd || {};
         definitionFilter.addEventListener("change", restart);
         next.addEventListener("click", () => {
             cursors.push(nextCursor);
-            refresh();
+            refresh(true);
         });
         prev.addEventListener("click", () => {
             cursors.pop();
-            refresh();
+            refresh(true);
         });
 
         function restart() {
             cursors = [null];
-            refresh();
+            refresh(true);
         }
 
         function params() {
@@ -55,13 +56,20 @@ window.automd = window.automd || {};
             return p;
         }
 
-        function refresh() {
-            if (loading) {
+        /** Ask for the current page. The periodic refresh skips a turn while an answer is
+         *  awaited; a change of filter or page (`now`) asks at once, and an answer to an
+         *  older question is then dropped, so the table never shows a stale filter. */
+        function refresh(now) {
+            if (loading && !now) {
                 return;
             }
             loading = true;
+            const request = ++latest;
             Promise.all([automd.rpc.call("job.list", params()), ui.loadUsers()])
                     .then(([result, users]) => {
+                        if (request !== latest) {
+                            return;
+                        }
                         render(result.jobs, users);
                         nextCursor = result.next_cursor;
                         next.disabled = !nextCursor;
@@ -69,8 +77,16 @@ window.automd = window.automd || {};
                         root.setAttribute("data-loaded", "true");
                         ui.alert(null);
                     })
-                    .catch(error => ui.alert(automd.rpc.describe(error)))
-                    .finally(() => { loading = false });
+                    .catch(error => {
+                        if (request === latest) {
+                            ui.alert(automd.rpc.describe(error));
+                        }
+                    })
+                    .finally(() => {
+                        if (request === latest) {
+                            loading = false;
+                        }
+                    });
         }
 
         function render(jobs, users) {

@@ -57,6 +57,19 @@ def set_password(c: Container, user: str) -> str:
     return password
 
 
+def end_sessions(c: Container, users: list[str]) -> None:
+    """End the logind sessions Cockpit logins opened for `users`, and their user managers.
+
+    Each login goes through pam_systemd, which starts the user's systemd (user@UID.service)
+    in the shared container; left running, it would have to stop during the container's
+    poweroff, for whichever test module happens to end the session. Stopped here, its stop is
+    this module's, and bounded by the command's timeout.
+    """
+    for user in users:
+        c.run(["loginctl", "terminate-user", user], check=False)
+        c.run(["systemctl", "stop", f"user@{c.user(user).uid}.service"])
+
+
 class CockpitWs:
     """cockpit-ws inside the container on a loopback socket of the host's; `url` reaches it."""
 

@@ -13,12 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from selenium.webdriver.support.ui import Select
 
 from tests.integration.browser import DESKTOP, MOBILE, Browser
-from tests.integration.cockpit import CockpitWs, install_page, set_password
-from tests.integration.conftest import ADMIN_USER, TEST_USER, Gate
+from tests.integration.cockpit import CockpitWs, end_sessions, install_page, set_password
+from tests.integration.conftest import ADMIN_USER, CHECKOUT, TEST_USER, Gate
 from tests.integration.container import Container
-from tests.integration.test_access import call, uid_of
+from tests.integration.test_access import PYTHON, call, uid_of
 
 # Logging in, then a job's whole life, on a loaded 2-core machine.
 pytestmark = pytest.mark.timeout(300)
@@ -36,10 +37,12 @@ def cockpit(container: Container) -> Iterator[Cockpit]:
     passwords = {user: set_password(container, user) for user in (TEST_USER, ADMIN_USER)}
     with CockpitWs(container) as ws:
         yield Cockpit(ws.url, passwords)
+    end_sessions(container, list(passwords))
 
 
 OpenBrowser = Callable[..., Browser]
 CONFIG = "/etc/automd/automd.toml"
+CLIENT_ENV = {"PYTHONPATH": str(CHECKOUT)}
 
 
 @pytest.fixture
@@ -304,3 +307,53 @@ def test_automd_unreachable_is_said_plainly(
         container.start_units("automd.socket")
     # And recovers by itself once automd is back.
     browser.wait("the alert gone", lambda: not browser.driver.find_element("id", "alerts").text)
+
+
+SUBMIT_MANY = """
+import json, sys
+from automd.ctl.client import RpcClient
+client = RpcClient("/run/automd.sock")
+for i in range(int(sys.argv[1])):
+    client.call("job.submit", {"definition": "hello", "params": {"name": f"page {i}"}})
+"""
+
+
+def shown_jobs(browser: Browser) -> list[str]:
+    jobs: list[str] = browser.driver.execute_script(
+        "return [...document.querySelectorAll('#jobs-body tr')].map(tr => tr.dataset.job)"
+    )
+    return jobs
+
+
+def shown_states(browser: Browser) -> set[str]:
+    states: list[str] = browser.driver.execute_script(
+        "return [...document.querySelectorAll('#jobs-body tr')].map(tr => tr.dataset.state)"
+    )
+    return set(states)
+
+
+def test_the_table_filters_by_state_and_definition_and_pages_by_cursor(
+    container: Container, open_browser: OpenBrowser
+) -> None:
+    # More of alice's hello jobs than a page holds (25), and one failed job of another kind.
+    container.run([PYTHON, "-c", SUBMIT_MANY, "30"], user=TEST_USER, env=CLIENT_ENV)
+    failed = submit(container, TEST_USER, "fail", code=3)
+    browser = open_browser(TEST_USER)
+    browser.find("#view-jobs[data-loaded]")
+
+    Select(browser.find("#filter-definition")).select_by_value("hello")
+    newest = [job["id"] for job in jobs_of(container, TEST_USER, "hello")]
+    first = browser.wait("the first page of hello jobs", lambda: shown_jobs(browser) == newest[:25])
+    assert first
+    browser.find("#jobs-next").click()
+    browser.wait("the second page", lambda: shown_jobs(browser) == newest[25:50])
+    browser.find("#jobs-prev").click()
+    browser.wait("the first page again", lambda: shown_jobs(browser) == newest[:25])
+
+    Select(browser.find("#filter-definition")).select_by_value("")
+    Select(browser.find("#filter-state")).select_by_value("failed")
+    browser.wait(
+        "only failed jobs, the one failed after its two attempts among them",
+        lambda: shown_states(browser) == {"failed"} and failed in shown_jobs(browser),
+    )
+    assert "exit 3" in browser.text(row(failed))
