@@ -134,6 +134,8 @@ window.automd = window.automd || {};
         "org.automd.admin": "administer automd (everyone's jobs, the audit trail)",
     };
 
+    const DONE = { cancel: "cancelled", retry: "retried" };
+
     /** One clear sentence for an error, for the person looking at the page. */
     function describe(error) {
         const data = error.data || {};
@@ -163,7 +165,7 @@ window.automd = window.automd || {};
             return "There is no job " + data.id + " (or it is not yours).";
         case 1003:
             return "The job is " + data.state + ": it cannot be " +
-                   (data.operation === "cancel" ? "cancelled" : data.operation + "ed") + ".";
+                   (DONE[data.operation] || data.operation) + ".";
         case 1004:
             return "This idempotency key was already used for another request (job " +
                    data.job + ").";

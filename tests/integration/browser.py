@@ -22,7 +22,7 @@ from tests.integration.conftest import CHECKOUT, WAIT_SECONDS
 T = TypeVar("T")
 
 #: Where the screenshots go: $AUTOMD_TEST_ARTIFACTS/cockpit, else test-artifacts/cockpit in
-#: the checkout (ignored by git); CI keeps the directory as the run's artifacts.
+#: the checkout (ignored by git), where they stay after the run for a reviewer to look at.
 ARTIFACTS = Path(os.environ.get("AUTOMD_TEST_ARTIFACTS", CHECKOUT / "test-artifacts")) / "cockpit"
 DESKTOP = (1280, 800)
 MOBILE = (390, 844)  # a phone's CSS viewport
