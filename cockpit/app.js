@@ -16,10 +16,10 @@ window.automd = window.automd || {};
 
     function start() {
         const views = {
-            jobs: automd.JobsView(document.getElementById("view-jobs")),
-            job: automd.JobView(document.getElementById("view-job")),
-            run: automd.RunView(document.getElementById("view-run")),
-            audit: automd.AuditView(document.getElementById("view-audit")),
+            jobs: new automd.JobsView(document.getElementById("view-jobs")),
+            job: new automd.JobView(document.getElementById("view-job")),
+            run: new automd.RunView(document.getElementById("view-run")),
+            audit: new automd.AuditView(document.getElementById("view-audit")),
         };
         let current = null;
 

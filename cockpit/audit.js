@@ -8,64 +8,65 @@ window.automd = window.automd || {};
     const el = ui.el;
     const PAGE_SIZE = 50;
 
-    function AuditView(root) {
-        const body = root.querySelector("#audit-body");
-        const outcome = root.querySelector("#audit-outcome");
-        const more = root.querySelector("#audit-more");
-        let nextCursor = null;
+    class AuditView {
+        constructor(root) {
+            this.root = root;
+            this.body = root.querySelector("#audit-body");
+            this.outcome = root.querySelector("#audit-outcome");
+            this.more = root.querySelector("#audit-more");
+            this.nextCursor = null;
+            this.outcome.addEventListener("change", () => this.load(null));
+            this.more.addEventListener("click", () => this.load(this.nextCursor));
+        }
 
-        outcome.addEventListener("change", () => load(null));
-        more.addEventListener("click", () => load(nextCursor));
+        show() {
+            this.load(null);
+        }
 
-        function load(cursor) {
+        hide() {}
+
+        /** The first page (cursor null), or the page after `cursor` appended to the table. */
+        load(cursor) {
             const params = { limit: PAGE_SIZE };
-            if (outcome.value) {
-                params.outcome = outcome.value;
+            if (this.outcome.value) {
+                params.outcome = this.outcome.value;
             }
             if (cursor !== null) {
                 params.cursor = cursor;
             }
             Promise.all([automd.rpc.call("audit.list", params), ui.loadUsers()])
                     .then(([result, users]) => {
+                        const rows = result.entries.map(entry => this.row(entry, users));
                         if (cursor === null) {
-                            body.replaceChildren();
+                            this.body.replaceChildren(...rows);
+                        } else {
+                            this.body.append(...rows);
                         }
-                        for (const entry of result.entries) {
-                            body.appendChild(row(entry, users));
-                        }
-                        nextCursor = result.next_cursor;
-                        more.disabled = nextCursor === null;
-                        root.setAttribute("data-loaded", "true");
+                        this.nextCursor = result.next_cursor;
+                        this.more.disabled = this.nextCursor === null;
+                        this.root.setAttribute("data-loaded", "true");
                         ui.alert(null);
                     })
                     .catch(error => {
-                        body.replaceChildren();
+                        this.body.replaceChildren();
                         ui.alert(automd.rpc.describe(error));
                     });
         }
 
-        function row(entry, users) {
+        row(entry, users) {
+            const cell = (label, content) => el("td", { "data-label": label }, content);
             return el("tr", { "data-method": entry.method, "data-uid": String(entry.uid),
                               "data-job": entry.job_id || "" },
-                      el("td", { "data-label": "At" }, ui.time(entry.at)),
-                      el("td", { "data-label": "Caller" }, ui.userName(users, entry.uid)),
-                      el("td", { "data-label": "Process" },
-                         (entry.process || "") + (entry.pid ? " [" + entry.pid + "]" : "")),
-                      el("td", { "data-label": "Method" }, entry.method),
-                      el("td", { "data-label": "Job" },
-                         [entry.definition, entry.job_id].filter(Boolean).join(" ")),
-                      el("td", { "data-label": "Outcome" },
-                         el("span", { class: "outcome outcome-" + entry.outcome },
-                            entry.outcome)),
-                      el("td", { "data-label": "Detail" }, entry.detail || ""));
+                      cell("At", ui.time(entry.at)),
+                      cell("Caller", ui.userName(users, entry.uid)),
+                      cell("Process",
+                           (entry.process || "") + (entry.pid ? " [" + entry.pid + "]" : "")),
+                      cell("Method", entry.method),
+                      cell("Job", [entry.definition, entry.job_id].filter(Boolean).join(" ")),
+                      cell("Outcome", el("span", { class: "outcome outcome-" + entry.outcome },
+                                         entry.outcome)),
+                      cell("Detail", entry.detail || ""));
         }
-
-        return {
-            show() {
-                load(null);
-            },
-            hide() {},
-        };
     }
 
     automd.AuditView = AuditView;

@@ -12,19 +12,24 @@ window.automd = window.automd || {};
 (function (automd) {
     const el = automd.ui.el;
 
-    /** Build the form's fields for `schema` into `container`; returns a RunForm. */
-    function RunForm(container, schema) {
-        const properties = schema.properties || {};
-        const required = new Set(schema.required || []);
-        const fields = {};
-
-        container.replaceChildren();
-        for (const name of Object.keys(properties)) {
-            fields[name] = buildField(container, name, properties[name], required.has(name));
+    /** The fields for `schema`, built into `container`, and their checks. */
+    class RunForm {
+        constructor(container, schema) {
+            const properties = schema.properties || {};
+            const required = new Set(schema.required || []);
+            this.fields = {};
+            container.replaceChildren();
+            for (const name of Object.keys(properties)) {
+                const field = buildField(container, name, properties[name], required.has(name));
+                const event = field.schema.type === "boolean" ? "change" : "input";
+                field.input.addEventListener(event, () => this.check(name));
+                this.fields[name] = field;
+            }
         }
 
-        function fieldValue(name) {
-            const field = fields[name];
+        /** A field's value as typed: {value}, {empty: true} or {error} (not a number). */
+        fieldValue(name) {
+            const field = this.fields[name];
             const prop = field.schema;
             if (prop.type === "boolean") {
                 return { value: field.input.checked };
@@ -34,17 +39,15 @@ window.automd = window.automd || {};
                 return { empty: true };
             }
             if (prop.type === "integer") {
-                if (!/^-?\d+$/.test(text.trim())) {
-                    return { error: "must be a whole number" };
-                }
-                return { value: Number(text.trim()) };
+                return /^-?\d+$/.test(text.trim()) ? { value: Number(text.trim()) }
+                                                   : { error: "must be a whole number" };
             }
             return { value: text };
         }
 
-        function check(name) {
-            const field = fields[name];
-            const got = fieldValue(name);
+        check(name) {
+            const field = this.fields[name];
+            const got = this.fieldValue(name);
             let message = got.error || null;
             if (!message && got.empty) {
                 message = field.required ? "is required" : null;
@@ -55,13 +58,14 @@ window.automd = window.automd || {};
             return message === null;
         }
 
-        /** Check every field; the params to submit, or null when one is invalid. */
-        function values() {
+        /** Check every field; the params to submit, or null when one is invalid. An empty
+         *  optional field is left out, so automd applies its default. */
+        values() {
             let ok = true;
             const params = {};
-            for (const name of Object.keys(fields)) {
-                ok = check(name) && ok;
-                const got = fieldValue(name);
+            for (const name of Object.keys(this.fields)) {
+                ok = this.check(name) && ok;
+                const got = this.fieldValue(name);
                 if (!got.empty && got.error === undefined) {
                     params[name] = got.value;
                 }
@@ -69,27 +73,22 @@ window.automd = window.automd || {};
             return ok ? params : null;
         }
 
-        /** automd's -32602: `params.<name>` fields onto their inputs; what is left over
-         *  (not a parameter) is returned for the form's own message. */
-        function showServerErrors(data) {
+        /** automd's -32602: `params.<name>` errors onto their fields; the rest (not about a
+         *  parameter) is returned for the form's own message. */
+        showServerErrors(data) {
             const errors = (data && data.errors) || (data ? [data] : []);
             const unplaced = [];
             for (const error of errors) {
-                const name = (error.field || "").replace(/^params\./, "");
-                if (error.field && error.field.startsWith("params.") && fields[name]) {
-                    setError(fields[name], error.reason);
+                const field = error.field || "";
+                const name = field.replace(/^params\./, "");
+                if (field.startsWith("params.") && this.fields[name]) {
+                    setError(this.fields[name], error.reason);
                 } else {
-                    unplaced.push((error.field ? error.field + ": " : "") + error.reason);
+                    unplaced.push((field ? field + ": " : "") + error.reason);
                 }
             }
             return unplaced;
         }
-
-        for (const name of Object.keys(fields)) {
-            const event = fields[name].schema.type === "boolean" ? "change" : "input";
-            fields[name].input.addEventListener(event, () => check(name));
-        }
-        return { values: values, showServerErrors: showServerErrors, fields: fields };
     }
 
     function buildField(container, name, prop, required) {

@@ -9,169 +9,169 @@ window.automd = window.automd || {};
     const el = ui.el;
     const REFRESH_MS = 1500;
 
-    function JobView(root) {
-        const title = root.querySelector("#job-title");
-        const facts = root.querySelector("#job-facts");
-        const attempts = root.querySelector("#job-attempts");
-        const output = root.querySelector("#job-output");
-        const outputState = root.querySelector("#job-output-state");
-        const cancel = root.querySelector("#job-cancel");
-        const retry = root.querySelector("#job-retry");
-        let jobId = null;
-        let timer = null;
-        let follow = null;
-        let job = null;
+    class JobView {
+        constructor(root) {
+            this.root = root;
+            this.title = root.querySelector("#job-title");
+            this.facts = root.querySelector("#job-facts");
+            this.attempts = root.querySelector("#job-attempts");
+            this.output = root.querySelector("#job-output");
+            this.outputState = root.querySelector("#job-output-state");
+            this.cancel = root.querySelector("#job-cancel");
+            this.retry = root.querySelector("#job-retry");
+            this.jobId = null;
+            this.timer = null;
+            this.follow = null;
 
-        cancel.addEventListener("click", () => act("job.cancel", "Cancel requested."));
-        retry.addEventListener("click", () => act("job.retry", "Retry queued.", true));
+            this.cancel.addEventListener("click",
+                                         () => this.act("job.cancel", "Cancel requested."));
+            this.retry.addEventListener("click",
+                                        () => this.act("job.retry", "Retry queued.", true));
+        }
 
-        function act(method, done, restartOutput) {
-            cancel.disabled = true;
-            retry.disabled = true;
-            automd.rpc.call(method, { id: jobId })
+        show(id) {
+            this.jobId = id;
+            this.title.textContent = id;
+            this.facts.replaceChildren();
+            this.attempts.replaceChildren();
+            this.root.removeAttribute("data-state");
+            this.refresh();
+            this.startOutput();
+        }
+
+        hide() {
+            this.stopOutput();
+            window.clearInterval(this.timer);
+            this.timer = null;
+            this.jobId = null;
+        }
+
+        act(method, done, restartOutput) {
+            this.cancel.disabled = true;
+            this.retry.disabled = true;
+            automd.rpc.call(method, { id: this.jobId })
                     .then(result => {
                         ui.alert(done, "info");
-                        render(result.job, null);
+                        this.render(result.job, null, null);
                         if (restartOutput) {
-                            startOutput();
+                            this.startOutput();
                         }
-                        refresh();
+                        this.refresh();
                     })
                     .catch(error => {
                         ui.alert(automd.rpc.describe(error));
-                        refresh();
+                        this.refresh();
                     });
         }
 
-        function refresh() {
-            const id = jobId;
+        refresh() {
+            const id = this.jobId;
+            if (id === null) {
+                return;
+            }
             Promise.all([automd.rpc.call("job.get", { id: id }), ui.loadUsers()])
                     .then(([result, users]) => {
-                        if (id === jobId) {
-                            render(result.job, users, result.attempts);
+                        if (id === this.jobId) {
+                            this.render(result.job, users, result.attempts);
                         }
                     })
                     .catch(error => ui.alert(automd.rpc.describe(error)));
         }
 
-        function render(view, users, attemptList) {
-            job = view;
-            title.textContent = view.definition + " " + view.id;
-            root.setAttribute("data-state", view.state);
-            cancel.hidden = ui.isFinal(view.state);
-            cancel.disabled = view.cancel_requested;
-            retry.hidden = !ui.isFinal(view.state);
-            retry.disabled = false;
+        render(job, users, attempts) {
+            const final = ui.isFinal(job.state);
+            this.title.textContent = job.definition + " " + job.id;
+            this.root.setAttribute("data-state", job.state);
+            this.cancel.hidden = final;
+            this.cancel.disabled = job.cancel_requested;
+            this.retry.hidden = !final;
+            this.retry.disabled = false;
             if (users) {
-                renderFacts(view, users);
+                this.renderFacts(job, users);
             }
-            if (attemptList) {
-                renderAttempts(attemptList);
+            if (attempts) {
+                this.attempts.replaceChildren(...attempts.map(a => this.attemptRow(a)));
             }
-            if (ui.isFinal(view.state) && timer !== null) {
-                window.clearInterval(timer);
-                timer = null;
-            } else if (!ui.isFinal(view.state) && timer === null) {
-                timer = window.setInterval(refresh, REFRESH_MS);
+            // The facts follow the job until it has ended; its output has a stream of its own.
+            if (final && this.timer !== null) {
+                window.clearInterval(this.timer);
+                this.timer = null;
+            } else if (!final && this.timer === null) {
+                this.timer = window.setInterval(() => this.refresh(), REFRESH_MS);
             }
         }
 
-        function renderFacts(view, users) {
-            const traceId = view.traceparent ? view.traceparent.split("-")[1] : "";
+        renderFacts(job, users) {
+            const traceId = job.traceparent ? job.traceparent.split("-")[1] : "";
             const rows = [
-                ["State", ui.stateLabel(view.state)],
-                ["Outcome", view.outcome || (view.cancel_requested ? "cancel requested" : "")],
-                ["Result", view.result || ""],
-                ["Exit status", ui.exitStatus(view)],
-                ["Parameters", JSON.stringify(view.params)],
-                ["Caller", ui.userName(users, view.caller_uid)],
-                ["Created", ui.time(view.created_at)],
-                ["Finished", ui.time(view.finished_at)],
-                ["Duration", ui.duration(view.created_at, view.finished_at)],
-                ["Attempts", view.attempts + " of " + view.max_attempts],
-                ["Unit", view.unit || ""],
+                ["State", ui.stateLabel(job.state)],
+                ["Outcome", job.outcome || (job.cancel_requested ? "cancel requested" : "")],
+                ["Result", job.result || ""],
+                ["Exit status", ui.exitStatus(job)],
+                ["Parameters", JSON.stringify(job.params)],
+                ["Caller", ui.userName(users, job.caller_uid)],
+                ["Created", ui.time(job.created_at)],
+                ["Finished", ui.time(job.finished_at)],
+                ["Duration", ui.duration(job.created_at, job.finished_at)],
+                ["Attempts", job.attempts + " of " + job.max_attempts],
+                ["Unit", job.unit || ""],
                 ["Trace id", traceId],
             ];
-            facts.replaceChildren();
-            for (const [name, value] of rows) {
-                facts.appendChild(el("div", { class: "fact", "data-fact": name },
-                                     el("dt", {}, name),
-                                     el("dd", {}, value)));
-            }
+            this.facts.replaceChildren(...rows.map(([name, value]) => el(
+                "div", { class: "fact", "data-fact": name }, el("dt", {}, name), el("dd", {}, value)
+            )));
         }
 
-        function renderAttempts(list) {
-            attempts.replaceChildren();
-            for (const a of list) {
-                attempts.appendChild(el("tr", {},
-                                        el("td", { "data-label": "Attempt" }, String(a.number)),
-                                        el("td", { "data-label": "Unit" }, a.unit || ""),
-                                        el("td", { "data-label": "State" }, a.state),
-                                        el("td", { "data-label": "Result" }, a.result || ""),
-                                        el("td", { "data-label": "Exit status" },
-                                           ui.exitStatus(a)),
-                                        el("td", { "data-label": "Started" },
-                                           ui.time(a.started_at)),
-                                        el("td", { "data-label": "Finished" },
-                                           ui.time(a.finished_at))));
-            }
+        attemptRow(a) {
+            const cell = (label, content) => el("td", { "data-label": label }, content);
+            return el("tr", {},
+                      cell("Attempt", String(a.number)),
+                      cell("Unit", a.unit || ""),
+                      cell("State", a.state),
+                      cell("Result", a.result || ""),
+                      cell("Exit status", ui.exitStatus(a)),
+                      cell("Started", ui.time(a.started_at)),
+                      cell("Finished", ui.time(a.finished_at)));
         }
 
-        function startOutput() {
-            stopOutput();
-            output.replaceChildren();
-            outputState.textContent = "following…";
-            root.setAttribute("data-output", "following");
-            const stream = automd.rpc.followLogs({ id: jobId }, part => {
+        startOutput() {
+            this.stopOutput();
+            this.output.replaceChildren();
+            this.setOutputState("following", "following…");
+            const stream = automd.rpc.followLogs({ id: this.jobId }, part => {
                 for (const entry of part.entries) {
-                    output.appendChild(el("div", { class: "line" }, entry.message));
+                    this.output.appendChild(el("div", { class: "line" }, entry.message));
                 }
-                output.scrollTop = output.scrollHeight;
+                this.output.scrollTop = this.output.scrollHeight;
             });
-            follow = stream;
+            this.follow = stream;
             stream.done.then(result => {
-                if (follow !== stream) {
-                    return;
+                if (this.follow === stream) {
+                    this.follow = null;
+                    const finished = result && result.finished;
+                    this.setOutputState(finished ? "complete" : "ended",
+                                        finished ? "complete" : "stream ended");
                 }
-                follow = null;
-                const finished = result && result.finished;
-                outputState.textContent = finished ? "complete" : "stream ended";
-                root.setAttribute("data-output", finished ? "complete" : "ended");
             }).catch(error => {
-                if (follow === stream) {
-                    outputState.textContent = automd.rpc.describe(error);
-                    root.setAttribute("data-output", "error");
+                if (this.follow === stream) {
+                    this.follow = null;
+                    this.setOutputState("error", automd.rpc.describe(error));
                 }
             });
         }
 
-        function stopOutput() {
-            if (follow) {
-                const stream = follow;
-                follow = null;
+        setOutputState(state, text) {
+            this.outputState.textContent = text;
+            this.root.setAttribute("data-output", state);
+        }
+
+        stopOutput() {
+            if (this.follow) {
+                const stream = this.follow;
+                this.follow = null;
                 stream.close();
             }
         }
-
-        return {
-            show(id) {
-                jobId = id;
-                job = null;
-                title.textContent = id;
-                facts.replaceChildren();
-                attempts.replaceChildren();
-                root.removeAttribute("data-state");
-                refresh();
-                startOutput();
-            },
-            hide() {
-                stopOutput();
-                window.clearInterval(timer);
-                timer = null;
-                jobId = null;
-            },
-            current: () => job,
-        };
     }
 
     automd.JobView = JobView;

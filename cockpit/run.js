@@ -19,87 +19,93 @@ window.automd = window.automd || {};
         return "cockpit-" + Array.from(bytes, b => b.toString(16).padStart(2, "0")).join("");
     }
 
-    function RunView(root) {
-        const picker = root.querySelector("#run-definition");
-        const description = root.querySelector("#run-description");
-        const fieldsBox = root.querySelector("#run-fields");
-        const form = root.querySelector("#run-form");
-        const submit = root.querySelector("#run-submit");
-        const message = root.querySelector("#run-message");
-        let runForm = null;
-        let definition = null;
-        let key = null;
-        let inFlight = null;
+    class RunView {
+        constructor(root) {
+            this.picker = root.querySelector("#run-definition");
+            this.description = root.querySelector("#run-description");
+            this.fields = root.querySelector("#run-fields");
+            this.form = root.querySelector("#run-form");
+            this.submit = root.querySelector("#run-submit");
+            this.message = root.querySelector("#run-message");
+            this.runForm = null;
+            this.definition = null;
+            this.key = null;
+            this.inFlight = false;
 
-        picker.addEventListener("change", () => cockpit.location.go(["run", picker.value]));
-        form.addEventListener("submit", event => {
-            event.preventDefault();
-            send();
-        });
+            this.picker.addEventListener("change",
+                                         () => cockpit.location.go(["run", this.picker.value]));
+            this.form.addEventListener("submit", event => {
+                event.preventDefault();
+                this.send();
+            });
+        }
 
-        function load(name) {
-            automd.rpc.call("definition.list").then(result => {
-                picker.replaceChildren(el("option", { value: "" }, "Choose a job definition"));
-                for (const d of result.definitions) {
-                    picker.appendChild(el("option", { value: d.name }, d.name + " — " +
-                                          d.description));
-                }
-                picker.value = name || "";
-            }).catch(error => ui.alert(automd.rpc.describe(error)));
-            form.hidden = !name;
-            if (!name) {
-                return;
+        show(name) {
+            this.form.removeAttribute("data-ready");
+            this.form.hidden = !name;
+            this.loadDefinitions(name);
+            if (name) {
+                this.loadForm(name);
             }
-            automd.rpc.call("definition.get", { name: name }).then(result => {
-                definition = result.name;
-                description.textContent = result.description;
-                runForm = automd.RunForm(fieldsBox, result.params_schema);
-                key = newKey();
-                message.textContent = "";
-                form.setAttribute("data-ready", "true");
+        }
+
+        hide() {}
+
+        loadDefinitions(name) {
+            automd.rpc.call("definition.list").then(result => {
+                this.picker.replaceChildren(
+                    el("option", { value: "" }, "Choose a job definition"),
+                    ...result.definitions.map(d => el("option", { value: d.name },
+                                                      d.name + " — " + d.description)));
+                this.picker.value = name || "";
             }).catch(error => ui.alert(automd.rpc.describe(error)));
         }
 
-        function send() {
-            message.textContent = "";
-            const params = runForm.values();
+        loadForm(name) {
+            automd.rpc.call("definition.get", { name: name }).then(result => {
+                this.definition = result.name;
+                this.description.textContent = result.description;
+                this.runForm = new automd.RunForm(this.fields, result.params_schema);
+                this.key = newKey();
+                this.message.textContent = "";
+                this.form.setAttribute("data-ready", "true");
+            }).catch(error => ui.alert(automd.rpc.describe(error)));
+        }
+
+        send() {
+            this.message.textContent = "";
+            const params = this.runForm.values();
             if (params === null) {
-                message.textContent = "Correct the fields marked above.";
+                this.message.textContent = "Correct the fields marked above.";
                 return;
             }
-            if (inFlight) {
-                return; // the same submission is on its way; its reply will navigate
+            if (this.inFlight) {
+                return; // this submission is on its way; its reply moves to the job
             }
-            submit.disabled = true;
-            inFlight = automd.rpc.call("job.submit",
-                                       { definition: definition, params: params },
-                                       { "Idempotency-Key": key })
+            this.inFlight = true;
+            this.submit.disabled = true;
+            const request = { definition: this.definition, params: params };
+            automd.rpc.call("job.submit", request, { "Idempotency-Key": this.key })
                     .then(result => {
-                        key = newKey(); // this submission is done; the next one is new
+                        this.key = newKey(); // this submission is done; the next one is new
                         cockpit.location.go(["job", result.job.id]);
                     })
-                    .catch(error => {
-                        if (error.code === -32602) {
-                            const rest = runForm.showServerErrors(error.data);
-                            message.textContent = rest.length ? "automd refused: " +
-                                rest.join("; ") : "automd refused the fields marked above.";
-                        } else {
-                            message.textContent = automd.rpc.describe(error);
-                        }
-                    })
+                    .catch(error => this.refused(error))
                     .finally(() => {
-                        inFlight = null;
-                        submit.disabled = false;
+                        this.inFlight = false;
+                        this.submit.disabled = false;
                     });
         }
 
-        return {
-            show(name) {
-                form.removeAttribute("data-ready");
-                load(name);
-            },
-            hide() {},
-        };
+        refused(error) {
+            if (error.code !== -32602) {
+                this.message.textContent = automd.rpc.describe(error);
+                return;
+            }
+            const rest = this.runForm.showServerErrors(error.data);
+            this.message.textContent = rest.length ? "automd refused: " + rest.join("; ")
+                                                   : "automd refused the fields marked above.";
+        }
     }
 
     automd.RunView = RunView;

@@ -104,8 +104,8 @@ window.automd = window.automd || {};
         const area = document.getElementById("alerts");
         area.replaceChildren();
         if (message) {
-            area.appendChild(el("div", { class: "alert alert-" + (kind || "danger"), role: "alert" },
-                                message));
+            const classes = "alert alert-" + (kind || "danger");
+            area.appendChild(el("div", { class: classes, role: "alert" }, message));
         }
     }
 
