@@ -34,6 +34,10 @@ _IRRELEVANT_HOST_UNITS = (
     # openssh-server (for the fleet tests' `sshd -i`) enables ssh.service on the host; inside,
     # sharing the host's network, it would listen on the host's port 22.
     "ssh.service",
+    # Installed for the Cockpit test (packaging/apt-packages.txt), enabled on the host: inside,
+    # each container would listen on *:9090 in the shared network namespace, so parallel runs
+    # would collide. tests/integration/cockpit.py starts cockpit-ws on a socket of its own.
+    "cockpit.socket",
 )
 
 # nsenter passes our environment through; the host's (VIRTUAL_ENV, PYTHONPATH, ...) must not

@@ -124,6 +124,8 @@ def test_installed_package_serves_jobs(host: Container) -> None:
         "/usr/share/polkit-1/actions/org.automd.policy",
         "/usr/share/polkit-1/rules.d/50-automd.rules",
         "/usr/share/doc/automd/README.md",
+        "/usr/share/cockpit/automd/manifest.json",  # the Cockpit page (docs/cockpit.md)
+        "/usr/share/cockpit/automd/index.html",
     ):
         host.run(["test", "-s", path])
     conffiles = host.run(["dpkg-query", "-W", "-f=${Conffiles}", "automd"]).stdout.decode()
