@@ -319,12 +319,10 @@ class Daemon:
         loop.add_signal_handler(signal.SIGUSR2, MemoryReport().log)
 
     async def _announce_ready(self, system: SystemInfo, where: str) -> None:
-        systemd_version = await system.systemd_version()
-        systemd_text = f"systemd {systemd_version}" if systemd_version else "systemd unreachable"
-        status = (
-            f"Serving API {API_VERSION} on {where}; {systemd_text}; "
-            f"{len(self.registry.definitions)} job definitions"
-        )
+        version = await system.systemd_version()
+        systemd = f"systemd {version}" if version else "systemd unreachable"
+        count = len(self.registry.definitions)
+        status = f"Serving API {API_VERSION} on {where}; {systemd}; {count} job definitions"
         log.info("automd %s ready: %s", __version__, status)
         self._status = status
         notify(READY="1", STATUS=self._status_line())
