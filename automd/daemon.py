@@ -316,7 +316,7 @@ class Daemon:
         loop.add_signal_handler(signal.SIGTERM, self._stop.set)
         loop.add_signal_handler(signal.SIGINT, self._stop.set)
         loop.add_signal_handler(signal.SIGHUP, lambda: self._reload(server, logs))
-        loop.add_signal_handler(signal.SIGUSR2, MemoryReport().log)
+        loop.add_signal_handler(signal.SIGUSR2, MemoryReport().request)
 
     async def _announce_ready(self, system: SystemInfo, where: str) -> None:
         version = await system.systemd_version()

@@ -8,6 +8,7 @@ sites). Without tracing it says how to turn it on. docs/systemd.md shows the use
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import tracemalloc
 
@@ -20,27 +21,40 @@ TOP = 15
 class MemoryReport:
     def __init__(self) -> None:
         self._baseline: tracemalloc.Snapshot | None = None
+        self._making: asyncio.Task[None] | None = None
 
-    def log(self) -> None:
+    def request(self) -> asyncio.Task[None] | None:
+        """Make a report in a thread, off the event loop: comparing thousands of traced
+        allocations takes seconds, which on the loop would starve the watchdog (a soak saw
+        systemd kill automd for it). One at a time."""
         if not tracemalloc.is_tracing():
             log.info("memory report: allocations are not traced; start automd with "
                      "PYTHONTRACEMALLOC=25 in its environment to see them")  # fmt: skip
+            return None
+        if self._making is not None and not self._making.done():
+            log.info("memory report: one is being made already")
+            return None
+        self._making = asyncio.get_running_loop().create_task(asyncio.to_thread(self._make))
+        return self._making
+
+    def _make(self) -> None:
+        try:
+            snapshot = tracemalloc.take_snapshot()
+            current, peak = tracemalloc.get_traced_memory()
+            if self._baseline is None:
+                self._baseline = snapshot
+                lines = [f"{s.size / 1024:.0f} KiB in {s.count} blocks: {_where(s.traceback)}"
+                         for s in snapshot.statistics("traceback")[:TOP]]  # fmt: skip
+                heading = "baseline taken; largest sites"
+            else:
+                grown = snapshot.compare_to(self._baseline, "traceback")[:TOP]
+                lines = [f"{d.size_diff / 1024:+.0f} KiB ({d.count_diff:+d} blocks) to "
+                         f"{d.size / 1024:.0f} KiB: {_where(d.traceback)}"
+                         for d in grown]  # fmt: skip
+                heading = "growth since the baseline, largest first"
+        except Exception:  # a diagnostic must not take the daemon down
+            log.exception("memory report failed")
             return
-        snapshot = tracemalloc.take_snapshot().filter_traces(
-            [tracemalloc.Filter(False, tracemalloc.__file__)]
-        )
-        current, peak = tracemalloc.get_traced_memory()
-        if self._baseline is None:
-            self._baseline = snapshot
-            stats = snapshot.statistics("traceback")[:TOP]
-            lines = [f"{s.size / 1024:.0f} KiB in {s.count} blocks: {_where(s.traceback)}"
-                     for s in stats]  # fmt: skip
-            heading = "baseline taken; largest sites"
-        else:
-            diffs = snapshot.compare_to(self._baseline, "traceback")[:TOP]
-            lines = [f"{d.size_diff / 1024:+.0f} KiB ({d.count_diff:+d} blocks) to "
-                     f"{d.size / 1024:.0f} KiB: {_where(d.traceback)}" for d in diffs]  # fmt: skip
-            heading = "growth since the baseline, largest first"
         log.info("memory report: %.1f MiB traced (peak %.1f MiB); %s:\n%s",
                  current / 2**20, peak / 2**20, heading, "\n".join(lines))  # fmt: skip
 

@@ -188,8 +188,22 @@ async def canceller(load: Load) -> None:
         load.finished += 1
 
 
-def memory_report(c: Container) -> None:
+def memory_report(c: Container, heading: str) -> None:
+    """Asks automd for a report (automd/memreport.py) and returns once it is in the journal:
+    with thousands of traced allocations, taking the snapshot takes seconds."""
+
+    def logged() -> int:
+        found = c.run(["journalctl", "--no-pager", "-o", "cat", "-u", "automd.service",
+                       "-g", heading], check=False)  # fmt: skip
+        return found.stdout.count(heading.encode())
+
+    before = logged()
     c.run(["systemctl", "kill", "--kill-whom=main", "--signal=SIGUSR2", "automd.service"])
+    deadline = time.monotonic() + 300
+    while logged() == before:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"automd logged no {heading!r} report within 300 s")
+        time.sleep(1)
 
 
 def main_pid(c: Container) -> int:
@@ -363,12 +377,12 @@ async def soak(args: argparse.Namespace, path: Path) -> None:
                   asyncio.create_task(canceller(load))]  # fmt: skip
         watch = asyncio.create_task(sampler(load, c, started, samples, path))
         if args.tracemalloc:
-            memory_report(c)  # the baseline, before the load has grown anything
+            await asyncio.to_thread(memory_report, c, "baseline taken")  # before growth
         await asyncio.wait([watch], timeout=args.minutes * 60)
         if watch.done():  # before the stop it only ends by failing: say so now, not at the end
             watch.result()
         if args.tracemalloc:
-            memory_report(c)  # growth over the run, by allocation site
+            await asyncio.to_thread(memory_report, c, "growth since the baseline")
         load.stop.set()
         await asyncio.wait(tasks, timeout=60)
         await watch
