@@ -93,6 +93,9 @@ def test_alice_sees_only_her_jobs_in_a_live_table(
     carols = submit(container, ADMIN_USER, "hello", name="carol")
     alices = submit(container, TEST_USER, "hello", name="alice")
     browser = open_browser(TEST_USER)
+    # Served by Debian's socket-activated cockpit-ws, reached through its Unix socket.
+    ws = container.show("cockpit-wsinstance-http.service", "ActiveState", "TriggeredBy")
+    assert ws == {"ActiveState": "active", "TriggeredBy": "cockpit-wsinstance-http.socket"}
     assert browser.menu_entries() == ["Jobs (automd)"]
     browser.find(row(alices))
     alice = f"{TEST_USER} ({uid_of(container, TEST_USER)})"
@@ -244,17 +247,14 @@ def test_carol_sees_everyones_jobs_and_alices_runs_in_the_audit_trail(
     carol.screenshot("audit")
 
 
-FAR = "2099-01-01 00:00:00"  # a calendar that never fires during the test
-
-
 async def test_alice_runs_a_schedule_now_and_opens_its_job(
     container: Container, open_browser: OpenBrowser, schedules: Schedules
 ) -> None:
-    true = 'executable = "/bin/true"\n'
-    await schedules.install("cockpit-sched", true + schedule_table("yearly", FAR),
+    true, far = 'executable = "/bin/true"\n', "2099-01-01 00:00:00"  # fires during no test
+    await schedules.install("cockpit-sched", true + schedule_table("yearly", far),
                             timer("cockpit-sched", "yearly"))  # fmt: skip
     carols = true + '[access]\nallowed_users = ["carol"]\n'
-    await schedules.install("cockpit-carol", carols + schedule_table("off", FAR, enabled=False))
+    await schedules.install("cockpit-carol", carols + schedule_table("off", far, enabled=False))
     browser = open_browser(TEST_USER)
     browser.find("#tab-schedules").click()
     mine, not_mine = (f"#schedules-body tr[data-schedule='{s}']"
@@ -270,9 +270,8 @@ async def test_alice_runs_a_schedule_now_and_opens_its_job(
     browser.wait_text("#job-facts [data-fact=State] dd", "succeeded")
     assert browser.text("#job-title") == f"cockpit-sched {job_id}"
     browser.find("#tab-schedules").click()
-    last = f"{mine} td[data-label='Last job']"
-    browser.find(f"{last} [data-state=succeeded]")
-    assert browser.text(f"{last} a.job-link") == job_id
+    browser.find(f"{mine} td[data-label='Last job'] [data-state=succeeded]")
+    assert browser.text(f"{mine} td[data-label='Last job'] a.job-link") == job_id
     # automd's refusal (the definition admits only carol) is said in the row, and runs nothing.
     browser.find(f"{not_mine} .run-now").click()
     browser.wait_text(f"{not_mine} .run-error", "Not authorized: you may not run this job")
