@@ -2,10 +2,7 @@
  * the tabs between them.
  *
  *   /            jobs            /job/<id>   one job            /run[/<definition>]   run form
- *   /audit       the audit trail (admins)
- *
- * A schedules view will get its own route and tab here once automd has schedule.* methods
- * (issue 19): VIEWS below is the one place to add it.
+ *   /schedules   the schedules and their timers          /audit      the audit trail (admins)
  */
 "use strict";
 
@@ -19,6 +16,7 @@ window.automd = window.automd || {};
             jobs: new automd.JobsView(document.getElementById("view-jobs")),
             job: new automd.JobView(document.getElementById("view-job")),
             run: new automd.RunView(document.getElementById("view-run")),
+            schedules: new automd.SchedulesView(document.getElementById("view-schedules")),
             audit: new automd.AuditView(document.getElementById("view-audit")),
         };
         let current = null;
@@ -26,7 +24,7 @@ window.automd = window.automd || {};
         function route() {
             const path = cockpit.location.path;
             const name = path[0] === "job" && path[1] ? "job"
-                : ["run", "audit"].includes(path[0]) ? path[0] : "jobs";
+                : ["run", "schedules", "audit"].includes(path[0]) ? path[0] : "jobs";
             if (current) {
                 views[current].hide();
             }

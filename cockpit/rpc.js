@@ -161,6 +161,8 @@ window.automd = window.automd || {};
             return "automd could not record the request (" + data.reason + "): nothing was done.";
         case 1001:
             return "There is no job definition named " + data.definition + ".";
+        case 1009:
+            return "There is no schedule " + data.definition + ":" + data.schedule + ".";
         case 1002:
             return "There is no job " + data.id + " (or it is not yours).";
         case 1003:

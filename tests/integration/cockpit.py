@@ -1,24 +1,28 @@
 """Cockpit in the test container serving the page of cockpit/, reached from the host.
 
-cockpit-ws runs inside the container as Debian runs its plain-HTTP instance
-(cockpit-wsinstance-http.service: user cockpit-wsinstance, `--no-tls --port=0`, socket-activated),
-so logins go through the container's PAM (the setuid cockpit-session) and each session's
-cockpit-bridge runs as the user who logged in. Its listening socket is made here, on the host:
-127.0.0.1 with a port the kernel picks, held open from before cockpit-ws starts until it
-stops. Parallel test runs share the host's network namespace with their containers (nspawn
-without --private-network), so a fixed port (Cockpit's 9090) would collide between them, and
-a port picked, closed and then reused could be taken in between; a socket held open cannot.
-The socket is handed over as systemd would (LISTEN_FDS), which cockpit-ws supports since
-that is how systemd starts it. Nothing listens beyond the loopback address.
+cockpit-ws runs inside the container as Debian's plain-HTTP instance,
+cockpit-wsinstance-http.service (user cockpit-wsinstance, `--no-tls --port=0`), started by
+systemd from cockpit-wsinstance-http.socket, a Unix socket in the container's /run. So logins
+go through the container's PAM (the setuid cockpit-session) and each session's cockpit-bridge
+runs as the user who logged in. Debian's two units are used as shipped but for one line each:
+both are BindsTo=cockpit.service, the TLS front (cockpit-tls) behind cockpit.socket on port
+9090, which test containers mask (they share the host's network namespace, so parallel runs
+would collide on it). Copies without that line, under the same names in the container's
+/run/systemd/system, take the shipped units' place there (systemd's full override).
+
+The browser reaches that Unix socket through the container's root (/proc/PID/root): a small
+forwarder in the test process accepts on 127.0.0.1 with a port the kernel picks and copies
+bytes to and from the socket. No address of any network interface is used, nothing inside
+the container listens on TCP, and no traffic leaves this machine.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import secrets
 import shutil
-import socket
-import subprocess
+import threading
 from pathlib import Path
 
 from tests.integration.container import Container
@@ -26,13 +30,11 @@ from tests.integration.container import Container
 PAGE_SOURCE = Path(__file__).parents[2] / "cockpit"
 COCKPIT_DIR = "/usr/share/cockpit"  # the host's, read-only: the page is overlaid on it
 OUR_COCKPIT_DIR = "/run/automd-test-cockpit"
-COCKPIT_WS = "/usr/lib/cockpit/cockpit-ws"
-WS_USER = "cockpit-wsinstance"
-# The first fd a socket-activated service gets (SD_LISTEN_FDS_START).
-_LISTEN_FD = 3
-# cockpit-ws exits after this many seconds without a connection when socket-activated (systemd
-# would start it again); here nothing would, so it is told to stay for the whole test run.
-_IDLE_SECONDS = 24 * 3600
+WS_UNITS = ("cockpit-wsinstance-http.socket", "cockpit-wsinstance-http.service")
+WS_SOCKET = "/run/cockpit/wsinstance/http.sock"  # ListenStream= of the shipped socket unit
+_SHIPPED_UNITS = "/usr/lib/systemd/system"
+_OVERRIDE_UNITS = "/run/systemd/system"
+_CHUNK = 64 * 1024
 
 
 def install_page(c: Container) -> None:
@@ -71,59 +73,34 @@ def end_sessions(c: Container, users: list[str]) -> None:
 
 
 class CockpitWs:
-    """cockpit-ws inside the container on a loopback socket of the host's; `url` reaches it."""
+    """Debian's socket-activated cockpit-ws inside the container, and a forwarder on the host
+    to its Unix socket; `url` reaches it."""
 
     def __init__(self, c: Container) -> None:
         self._container = c
-        self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._proc: subprocess.Popen[bytes] | None = None
-        self.log = b""
+        self._forwarder = UnixForwarder(f"{c.root}{WS_SOCKET}")
 
     @property
     def url(self) -> str:
-        host, port = self._listener.getsockname()
-        return f"http://{host}:{port}"
+        return self._forwarder.url
 
     def start(self) -> None:
-        self._listener.bind(("127.0.0.1", 0))
-        self._listener.listen(64)
-        fd = self._listener.fileno()
-        account = self._container.user(WS_USER)
-        # bash moves the inherited socket to fd 3 and sets LISTEN_PID to its own pid, which
-        # exec keeps: what sd_listen_fds() in cockpit-ws checks.
-        move = "" if fd == _LISTEN_FD else f"exec {_LISTEN_FD}<&{fd} {fd}<&-; "
-        script = (
-            f"{move}LISTEN_PID=$$ LISTEN_FDS=1 COCKPIT_WS_PROCESS_IDLE={_IDLE_SECONDS} "
-            f"exec {COCKPIT_WS} --no-tls --port=0"
-        )
-        argv = [
-            "nsenter", "-t", str(self._container.pid1), "-a",
-            "setpriv", f"--reuid={account.uid}", f"--regid={account.gid}", "--init-groups",
-            "bash", "-c", script,
-        ]  # fmt: skip
-        self._proc = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            pass_fds=(fd,),
-            env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"},
-        )
+        for unit in WS_UNITS:
+            shipped = self._container.run(["cat", f"{_SHIPPED_UNITS}/{unit}"]).stdout.decode()
+            assert "BindsTo=cockpit.service" in shipped, f"{unit} changed: {shipped}"
+            unbound = "".join(line for line in shipped.splitlines(keepends=True)
+                              if not line.startswith("BindsTo="))  # fmt: skip
+            self._container.write_file(f"{_OVERRIDE_UNITS}/{unit}", unbound)
+        self._container.run(["systemctl", "daemon-reload"])
+        # systemctl returns once the socket listens; the first connection starts cockpit-ws.
+        self._container.run(["systemctl", "start", WS_UNITS[0]])
+        self._forwarder.start()
 
     def stop(self) -> None:
-        """Stop the cockpit-ws this object started, by its pid, and close the socket."""
-        proc, self._proc = self._proc, None
-        if proc is not None:
-            # nsenter forks once to enter the PID namespace: cockpit-ws is its only child.
-            for child in _children(proc.pid):
-                with contextlib.suppress(ProcessLookupError):
-                    subprocess.run(["kill", "-TERM", str(child)], check=False)
-            try:
-                self.log, _ = proc.communicate(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                self.log, _ = proc.communicate()
-        self._listener.close()
+        self._forwarder.stop()
+        self._container.run(["systemctl", "stop", *WS_UNITS])
+        self._container.run(["rm", "-f", *(f"{_OVERRIDE_UNITS}/{unit}" for unit in WS_UNITS)])
+        self._container.run(["systemctl", "daemon-reload"])
 
     def __enter__(self) -> CockpitWs:
         self.start()
@@ -133,10 +110,71 @@ class CockpitWs:
         self.stop()
 
 
-def _children(pid: int) -> list[int]:
-    with contextlib.suppress(FileNotFoundError):
-        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    return []
+class UnixForwarder:
+    """127.0.0.1:<a free port> -> a Unix socket, one connection to it per accepted one, run by
+    asyncio in a thread of its own (the tests drive the browser synchronously meanwhile)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.url = ""
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def start(self) -> None:
+        self._thread.start()
+        listening = asyncio.run_coroutine_threadsafe(self._listen(), self._loop)
+        self.url = listening.result(timeout=30)
+
+    async def _listen(self) -> str:
+        self._server = await asyncio.start_server(self._connect, "127.0.0.1", 0)
+        host, port = self._server.sockets[0].getsockname()[:2]
+        return f"http://{host}:{port}"
+
+    async def _connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        self._writers.add(writer)
+        try:
+            inner_reader, inner_writer = await asyncio.open_unix_connection(self.path)
+            self._writers.add(inner_writer)
+            await asyncio.gather(_copy(reader, inner_writer), _copy(inner_reader, writer))
+        except OSError:
+            writer.close()  # no listener: the browser sees the connection end
+        finally:
+            self._writers = {w for w in self._writers if not w.is_closing()}
+            self._tasks.discard(task)
+
+    def stop(self) -> None:
+        async def close() -> None:
+            if self._server is not None:
+                self._server.close()
+            # Connections still open (the browsers' keep-alives) are closed, and their copying
+            # ends with them.
+            for writer in list(self._writers):
+                writer.close()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+        if self._thread.is_alive():
+            asyncio.run_coroutine_threadsafe(close(), self._loop).result(timeout=30)
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=30)
+        self._loop.close()
+
+
+async def _copy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Bytes from reader to writer until either side ends; then both directions' write side
+    is closed, so the peer sees the end as it would on a direct connection."""
+    with contextlib.suppress(ConnectionError, OSError):
+        while data := await reader.read(_CHUNK):
+            writer.write(data)
+            await writer.drain()
+    writer.close()
+    with contextlib.suppress(ConnectionError, OSError):
+        await writer.wait_closed()
 
 
 def chromium_paths() -> tuple[str, str]:

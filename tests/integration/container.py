@@ -36,7 +36,7 @@ _IRRELEVANT_HOST_UNITS = (
     "ssh.service",
     # Installed for the Cockpit test (packaging/apt-packages.txt), enabled on the host: inside,
     # each container would listen on *:9090 in the shared network namespace, so parallel runs
-    # would collide. tests/integration/cockpit.py starts cockpit-ws on a socket of its own.
+    # would collide. tests/integration/cockpit.py starts Debian's cockpit-ws on its Unix socket.
     "cockpit.socket",
 )
 

@@ -19,6 +19,7 @@ from tests.integration.browser import DESKTOP, MOBILE, Browser
 from tests.integration.cockpit import CockpitWs, end_sessions, install_page, set_password
 from tests.integration.conftest import ADMIN_USER, CHECKOUT, TEST_USER, Gate
 from tests.integration.container import Container
+from tests.integration.schedule_kit import Schedules, schedule_table, timer
 from tests.integration.test_access import PYTHON, call, uid_of
 
 # Logging in, then a job's whole life, on a loaded 2-core machine.
@@ -92,6 +93,9 @@ def test_alice_sees_only_her_jobs_in_a_live_table(
     carols = submit(container, ADMIN_USER, "hello", name="carol")
     alices = submit(container, TEST_USER, "hello", name="alice")
     browser = open_browser(TEST_USER)
+    # Served by Debian's socket-activated cockpit-ws, reached through its Unix socket.
+    ws = container.show("cockpit-wsinstance-http.service", "ActiveState", "TriggeredBy")
+    assert ws == {"ActiveState": "active", "TriggeredBy": "cockpit-wsinstance-http.socket"}
     assert browser.menu_entries() == ["Jobs (automd)"]
     browser.find(row(alices))
     alice = f"{TEST_USER} ({uid_of(container, TEST_USER)})"
@@ -241,6 +245,43 @@ def test_carol_sees_everyones_jobs_and_alices_runs_in_the_audit_trail(
     assert f"{TEST_USER} ({alice_uid})" in entry.text
     assert "cockpit-bridge" in entry.text
     carol.screenshot("audit")
+
+
+async def test_alice_runs_a_schedule_now_and_opens_its_job(
+    container: Container, open_browser: OpenBrowser, schedules: Schedules
+) -> None:
+    true, far = 'executable = "/bin/true"\n', "2099-01-01 00:00:00"  # fires during no test
+    await schedules.install("cockpit-sched", true + schedule_table("yearly", far),
+                            timer("cockpit-sched", "yearly"))  # fmt: skip
+    carols = true + '[access]\nallowed_users = ["carol"]\n'
+    await schedules.install("cockpit-carol", carols + schedule_table("off", far, enabled=False))
+    browser = open_browser(TEST_USER)
+    browser.find("#tab-schedules").click()
+    mine, not_mine = (f"#schedules-body tr[data-schedule='{s}']"
+                      for s in ("cockpit-sched:yearly", "cockpit-carol:off"))  # fmt: skip
+    assert "2099" in browser.text(f"{mine} td[data-label=Next]")
+    assert browser.text(f"{not_mine} td[data-label=Enabled]") == "no"
+    browser.find(f"{mine} .run-now").click()
+    link = browser.find(f"{mine} .run-outcome a.job-link")
+    job_id = link.text
+    job = call(container, TEST_USER, "job.get", id=job_id)["result"]["job"]
+    assert (job["schedule"], job["caller_uid"]) == ("yearly", uid_of(container, TEST_USER))
+    link.click()
+    browser.wait_text("#job-facts [data-fact=State] dd", "succeeded")
+    assert browser.text("#job-title") == f"cockpit-sched {job_id}"
+    browser.find("#tab-schedules").click()
+    browser.find(f"{mine} td[data-label='Last job'] [data-state=succeeded]")
+    assert browser.text(f"{mine} td[data-label='Last job'] a.job-link") == job_id
+    # automd's refusal (the definition admits only carol) is said in the row, and runs nothing.
+    browser.find(f"{not_mine} .run-now").click()
+    browser.wait_text(f"{not_mine} .run-error", "Not authorized: you may not run this job")
+    assert not call(container, TEST_USER, "job.list", definition="cockpit-carol")["result"]["jobs"]
+    browser.screenshot("schedules")
+    phone = open_browser(TEST_USER, MOBILE)
+    phone.go("schedules")
+    phone.driver.execute_script("arguments[0].scrollIntoView()", phone.find(mine))
+    assert not phone.overflows_horizontally()
+    phone.screenshot("schedules-mobile")
 
 
 def test_the_page_fits_a_phone(container: Container, open_browser: OpenBrowser) -> None:
