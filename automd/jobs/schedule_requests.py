@@ -8,6 +8,7 @@ polkit per definition with the schedule's parameters, exactly as job.submit's ru
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
@@ -107,12 +108,14 @@ class ScheduleRequests:
 
     async def every(self) -> ScheduleListResult:
         last = await schedule_rows.last_jobs(self._store)
-        found = [
-            await self._view(definition, schedule, last.get((definition.name, schedule.name)))
+        # The timers are read at once, not one round trip after another: a metrics scrape
+        # asks for every schedule too.
+        found = await asyncio.gather(*(
+            self._view(definition, schedule, last.get((definition.name, schedule.name)))
             for definition in self._registry.definitions.values()
             for schedule in definition.schedules
-        ]
-        return ScheduleListResult(schedules=found)
+        ))  # fmt: skip
+        return ScheduleListResult(schedules=list(found))
 
     async def metric_rows(self) -> list[tuple[str, str, float | None, str | None]]:
         """(definition, schedule, next elapse, newest job's state) of each schedule."""

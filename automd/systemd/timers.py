@@ -7,6 +7,7 @@ systemd to re-run it and to bring the timers' states in line.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 
@@ -67,8 +68,10 @@ class Timers:
 
     async def state(self, name: str) -> TimerState | None:
         """What systemd says of a loaded timer; None when it is not loaded."""
-        unit = await self._manager.read_properties(name, UNIT_IFACE)
-        timer = await self._manager.read_properties(name, TIMER_IFACE)
+        unit, timer = await asyncio.gather(
+            self._manager.read_properties(name, UNIT_IFACE),
+            self._manager.read_properties(name, TIMER_IFACE),
+        )
         if unit is None or timer is None or unit.get("LoadState") != "loaded":
             return None
         return TimerState(
