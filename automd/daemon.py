@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import gc
 import logging
 import signal
-import socket
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -19,7 +17,7 @@ from automd.api.methods import METHODS
 from automd.api.system import HealthCheck, ReloadResult
 from automd.audit import AuditLog
 from automd.authz import Authorizer, PolkitCheck
-from automd.config import DEFAULT_CONFIG_PATH, Config, load_config, reloaded, starts_in_flight
+from automd.config import Config, load_config, reloaded, starts_in_flight
 from automd.definitions.registry import DefinitionRegistry
 from automd.errors import ConfigError, StoreError
 from automd.http.admission import Limits
@@ -27,26 +25,23 @@ from automd.http.sites import MetricsSite, RpcServer
 from automd.joblog import JobLogs
 from automd.jobs import states as job_states
 from automd.jobs import views
+from automd.jobs.definition_requests import DefinitionRequests
 from automd.jobs.output import JobOutput
 from automd.jobs.queries import JobQueries
 from automd.jobs.requests import JobRequests
+from automd.jobs.revisions import Revisions
 from automd.jobs.schedule_requests import schedule_parts
 from automd.jobs.service import JobService
 from automd.jobs.timersync import TimerSync
 from automd.log import set_level, setup_logging
 from automd.memreport import MemoryReport
 from automd.metrics import Gauges, Metrics
+from automd.options import Options, listening_sockets, parse_args
+from automd.peer import PeerCredentials
 from automd.rpc.guard import Guard
 from automd.rpc.handlers import Handlers, Services
 from automd.rpc.protocol import Dispatcher
-from automd.sd import (
-    ActivatedSockets,
-    ListenError,
-    activated_sockets,
-    bind_socket,
-    notify,
-    open_notify_socket,
-)
+from automd.sd import ActivatedSockets, ListenError, notify, open_notify_socket
 from automd.store.db import Store
 from automd.system import SystemInfo
 from automd.systemd.bus import SystemdBus
@@ -64,57 +59,6 @@ EXIT_USAGE = 64
 EXIT_SOFTWARE = 70
 EXIT_CANTCREAT = 73
 EXIT_CONFIG = 78
-
-
-@dataclass(frozen=True)
-class Options:
-    config_path: Path | None
-    listen: Path | None
-    state_dir: Path | None
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """automd's command line; also the source of its man page (automd/manpage.py)."""
-    parser = argparse.ArgumentParser(
-        prog="automd",
-        description="automd daemon: runs allowlisted jobs as transient systemd units.",
-    )
-    parser.add_argument(
-        "--config", type=Path, help=f"configuration file (default {DEFAULT_CONFIG_PATH})"
-    )
-    parser.add_argument(
-        "--listen",
-        type=Path,
-        metavar="PATH",
-        help="bind this Unix socket instead of taking one from systemd (development, tests)",
-    )
-    parser.add_argument("--state-dir", type=Path, help="override state.directory")
-    parser.add_argument("--version", action="version", version=f"automd {__version__}")
-    return parser
-
-
-def parse_args(argv: list[str] | None) -> Options:
-    args = build_parser().parse_args(argv)
-    return Options(config_path=args.config, listen=args.listen, state_dir=args.state_dir)
-
-
-def _listening_sockets(options: Options) -> tuple[ActivatedSockets, str]:
-    if options.listen is not None:
-        return ActivatedSockets(api=bind_socket(options.listen)), str(options.listen)
-    sockets = activated_sockets()
-    if sockets.api is None:
-        raise ListenError(
-            "not socket-activated: start automd.socket, or pass --listen PATH to bind a socket"
-        )
-    where = f"{sockets.api.getsockname()} (socket-activated)"
-    if sockets.metrics is not None:
-        where += f", metrics on {_address(sockets.metrics)}"
-    return sockets, where
-
-
-def _address(sock: socket.socket) -> str:
-    name = sock.getsockname()
-    return f"{name[0]}:{name[1]}" if isinstance(name, tuple) else str(name)
 
 
 def polkit_check(bus: SystemdBus) -> PolkitCheck:
@@ -153,6 +97,8 @@ class Daemon:
         self.metrics = Metrics()
         self._metrics_site: MetricsSite | None = None
         self._timer_sync: TimerSync | None = None
+        self._revisions: Revisions | None = None
+        self._reloading: asyncio.Task[None] | None = None
 
     def _state_dir(self) -> Path:
         return self.options.state_dir or self.config.state.directory
@@ -161,7 +107,7 @@ class Daemon:
         # Before anything else holds descriptors: a WATCHDOG=1 must never need a new one.
         open_notify_socket()
         try:
-            sockets, where = _listening_sockets(self.options)
+            sockets, where = listening_sockets(self.options)
         except ListenError as exc:
             log.error("%s", exc)
             return EXIT_USAGE
@@ -174,8 +120,9 @@ class Daemon:
                 if sock is not None:
                     sock.close()
             return EXIT_CANTCREAT
-        self.registry.reload()
-        parts = self._build(store)
+        revisions = self._revisions = Revisions(store, self.registry)
+        await revisions.reload("start")
+        parts = self._build(store, revisions)
         # Everything built so far lives as long as automd: keep it out of the garbage
         # collector's full passes, which otherwise walk it all and stall every request.
         gc.freeze()
@@ -189,13 +136,14 @@ class Daemon:
         log.info("stopped after %d requests", parts.server.requests_total)
         return 0
 
-    def _build(self, store: Store) -> _Parts:
+    def _build(self, store: Store, revisions: Revisions) -> _Parts:
         bus = SystemdBus()
         manager = Manager(bus)
         systemd = Systemd(manager, max_outstanding_starts=starts_in_flight(self.config.jobs))
         jobs = self._jobs = JobService(
             store, self.registry, systemd, self.config.jobs, retention=self.config.retention
         )
+        jobs.follower.on_final = revisions.job_finished
         logs = JobLogs(max_followers=self.config.server.max_log_followers)
         self.authz = Authorizer(
             polkit_check(bus) if self.config.access.polkit else None, self.config.access
@@ -211,8 +159,8 @@ class Daemon:
             system=system,
             jobs=JobRequests(jobs, self.registry, self.authz),
             queries=JobQueries(store),
-            registry=self.registry,
-            reload=self._reload_definitions,
+            definitions=DefinitionRequests(self.registry, revisions),
+            reload=self._reload_by,
             audit=self.audit,
             output=JobOutput(jobs, logs),
             schedules=schedules.requests,
@@ -288,6 +236,8 @@ class Daemon:
             self._timer_sync.close()
         # Jobs keep running in their own units; the next start re-adopts them.
         await parts.jobs.stop()
+        if self._revisions is not None:
+            await self._revisions.stop()
         self.audit.stop()
         await parts.systemd.close()
         await parts.bus.close()
@@ -315,7 +265,7 @@ class Daemon:
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, self._stop.set)
         loop.add_signal_handler(signal.SIGINT, self._stop.set)
-        loop.add_signal_handler(signal.SIGHUP, lambda: self._reload(server, logs))
+        loop.add_signal_handler(signal.SIGHUP, lambda: self._on_sighup(server, logs))
         loop.add_signal_handler(signal.SIGUSR2, MemoryReport().request)
 
     async def _announce_ready(self, system: SystemInfo, where: str) -> None:
@@ -345,8 +295,12 @@ class Daemon:
         if not self._stop.is_set():
             notify(STATUS=self._status_line())
 
-    def _reload_definitions(self) -> ReloadResult:
-        loaded = self.registry.reload()
+    async def _reload_by(self, peer: PeerCredentials) -> ReloadResult:
+        return await self._reload_definitions(f"reload by uid {peer.uid} (system.reload)")
+
+    async def _reload_definitions(self, source: str) -> ReloadResult:
+        assert self._revisions is not None  # built before serving
+        loaded = await self._revisions.reload(source)
         if self._timer_sync is not None:  # the schedules' timers follow, in the background
             self._timer_sync.soon()
         return ReloadResult(
@@ -354,7 +308,17 @@ class Daemon:
             errors=[views.definition_error_view(e) for e in loaded.errors],
         )
 
-    def _reload(self, server: RpcServer, logs: JobLogs) -> None:
+    def _on_sighup(self, server: RpcServer, logs: JobLogs) -> None:
+        previous = self._reloading
+
+        async def reload() -> None:
+            if previous is not None:  # one after the other, each reading the files anew
+                await asyncio.wait([previous])
+            await self._reload(server, logs)
+
+        self._reloading = asyncio.create_task(reload(), name="automd-reload")
+
+    async def _reload(self, server: RpcServer, logs: JobLogs) -> None:
         notify(RELOADING="1", STATUS="Reloading configuration")
         try:
             config, waiting = reloaded(self.config, load_config(self.options.config_path))
@@ -376,7 +340,7 @@ class Daemon:
             self.authz.settings = config.access
             self.audit.retention_days = config.access.audit_retention_days
         self.registry.directory = config.jobs.definitions_directory
-        self._reload_definitions()
+        await self._reload_definitions("reload by SIGHUP")
         log.info("configuration reloaded")
         notify(READY="1", STATUS="Configuration reloaded; serving")
 

@@ -128,6 +128,11 @@ class UnknownSchedule(AutomdError):
     message = "No such schedule"
 
 
+class UnknownRevision(AutomdError):
+    code = ErrorCode.UNKNOWN_REVISION
+    message = "No such revision of this definition"
+
+
 class JobNotFound(AutomdError):
     code = ErrorCode.JOB_NOT_FOUND
     message = "No such job"

@@ -18,7 +18,7 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from automd import __version__, bridge, daemon
+from automd import __version__, bridge, daemon, options
 from automd.api.codes import DEFAULT_SOCKET
 from automd.ctl import main as ctl
 from automd.ctl.completion import parser_commands
@@ -40,7 +40,7 @@ PAGES = {
     "automd": Page(
         name="automd",
         section=8,
-        parser=daemon.build_parser,
+        parser=options.build_parser,
         files=(
             ("/etc/automd/automd.toml", "daemon settings (reference: docs/config.md)"),
             ("/etc/automd/jobs.d/*.toml", "job definitions (docs/definitions.md)"),

@@ -25,7 +25,7 @@ from automd.api.model import Result
 from automd.definitions.loader import load_definitions
 from automd.definitions.render import InvalidJobParameter, validate_params
 from automd.jobs import views
-from automd.jobs.service import Caller, new_job_record, request_fingerprint
+from automd.jobs.records import Caller, new_job_record, request_fingerprint
 from automd.store.db import migrate
 from automd.store.jobs import AttemptRecord, EventRecord, JobRecord
 

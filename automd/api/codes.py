@@ -4,7 +4,7 @@ from enum import IntEnum
 
 #: Version of the JSON-RPC API (methods, params, results, error codes). See docs/api.md for
 #: the compatibility policy: additions bump the minor version, removals or changes the major.
-API_VERSION = "0.7.0"
+API_VERSION = "0.8.0"
 
 #: Where the daemon listens when socket-activated by the shipped automd.socket.
 DEFAULT_SOCKET = "/run/automd.sock"
@@ -48,3 +48,4 @@ class ErrorCode(IntEnum):
     PERMISSION_DENIED = 1007
     STORE_UNAVAILABLE = 1008
     UNKNOWN_SCHEDULE = 1009
+    UNKNOWN_REVISION = 1010

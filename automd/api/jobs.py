@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, JsonValue, StrictBool, StrictInt
 
@@ -79,6 +79,11 @@ class JobView(Result):
         None, description="the definition's schedule whose firing created the job"
     )
     trigger_at: datetime | None = Field(None, description="that firing's trigger time")
+    revision: int | None = Field(
+        None,
+        description="the definition's revision the job runs (definition.history); null for "
+        "jobs recorded before automd 0.8",
+    )
 
 
 class AttemptView(Result):
@@ -93,6 +98,7 @@ class AttemptView(Result):
     started_at: datetime
     finished_at: datetime | None
     retry_reason: str | None
+    revision: int | None = Field(None, description="the definition's revision it ran")
 
 
 class JobEventView(Result):
@@ -134,6 +140,15 @@ class JobIdParams(Params):
 
     def audit_names(self) -> AuditNames:
         return AuditNames(job_id=self.id)
+
+
+class JobRetryParams(JobIdParams):
+    revision: Literal["submitted", "current"] = Field(
+        "submitted",
+        description="submitted: run the revision the job was submitted with (what was "
+        "reviewed when it was asked for); current: the definition's active revision, the "
+        "job's params checked again (refused for jobs with secret params, which are not kept)",
+    )
 
 
 class JobGetResult(Result):

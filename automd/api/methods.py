@@ -67,13 +67,20 @@ METHODS: dict[str, MethodSpec] = {
                    "job ends.", _R),
         MethodSpec("job.cancel", jobs.JobIdParams, jobs.JobResult, "Dequeue a waiting job, or "
                    "stop a running one's whole unit.", _C, mutating=True),
-        MethodSpec("job.retry", jobs.JobIdParams, jobs.JobResult, "Queue a new attempt of a "
-                   "finished job.", _RUN, mutating=True),
+        MethodSpec("job.retry", jobs.JobRetryParams, jobs.JobResult, "Queue a new attempt of "
+                   "a finished job, of the revision it was submitted with unless asked for "
+                   "the current one.", _RUN, mutating=True),
         MethodSpec("definition.list", NoParams, definitions.DefinitionListResult, "The loaded "
                    "job definitions, and the files that failed to load.", _R),
         MethodSpec("definition.get", definitions.DefinitionGetParams,
-                   definitions.DefinitionView, "One definition, with a JSON Schema of its "
-                   "parameters.", _R),
+                   definitions.DefinitionView, "One definition (its active revision, or the "
+                   "one asked for), with a JSON Schema of its parameters.", _R),
+        MethodSpec("definition.history", definitions.DefinitionParams,
+                   definitions.DefinitionHistoryResult, "A definition's revisions, which one "
+                   "is active or under canary, and what changed that, newest first.", _R),
+        MethodSpec("definition.rollback", definitions.DefinitionRollbackParams,
+                   definitions.DefinitionRollbackResult, "Make an earlier revision of a "
+                   "definition active again, without editing its file.", _A, mutating=True),
         MethodSpec("schedule.list", NoParams, schedules.ScheduleListResult, "The loaded "
                    "schedules: calendar, next and last elapse of each timer, its last job.", _R),
         MethodSpec("schedule.get", schedules.ScheduleParams, schedules.ScheduleGetResult,

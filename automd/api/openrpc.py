@@ -53,7 +53,9 @@ _METHOD_ERRORS: dict[str, tuple[ErrorCode, ...]] = {
     ),
     "job.retry": (_E.JOB_NOT_FOUND, _E.INVALID_JOB_STATE, _E.STORE_UNAVAILABLE),
     "system.reload": (_E.STORE_UNAVAILABLE,),
-    "definition.get": (_E.UNKNOWN_DEFINITION,),
+    "definition.get": (_E.UNKNOWN_DEFINITION, _E.UNKNOWN_REVISION),
+    "definition.history": (_E.UNKNOWN_DEFINITION,),
+    "definition.rollback": (_E.UNKNOWN_DEFINITION, _E.UNKNOWN_REVISION, _E.STORE_UNAVAILABLE),
     "schedule.get": (_E.UNKNOWN_DEFINITION, _E.UNKNOWN_SCHEDULE),
     "schedule.run_now": (
         *(_E.UNKNOWN_DEFINITION, _E.UNKNOWN_SCHEDULE, _E.QUEUE_FULL, _E.STORE_UNAVAILABLE),
@@ -86,6 +88,7 @@ _MESSAGES: dict[ErrorCode, str] = {
     _E.PERMISSION_DENIED: "Permission denied",
     _E.STORE_UNAVAILABLE: "The state store cannot write: the call was not recorded",
     _E.UNKNOWN_SCHEDULE: "No such schedule",
+    _E.UNKNOWN_REVISION: "No such revision of this definition",
 }
 
 #: The snapshot the schema-version guard compares with (a source checkout's, not installed).

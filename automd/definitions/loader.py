@@ -57,6 +57,15 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ValueError(f"invalid TOML: {exc}") from None
 
 
+#: The model's fields a file may not set: automd fills them in.
+_NOT_FROM_FILE = (
+    ("name", "the job's name is its file name; remove 'name'"),
+    ("revision", "automd numbers the revisions of a definition itself; remove 'revision'"),
+    # The model's field, filled from [[schedule]] below only.
+    ("schedules", "unknown key; did you mean 'schedule'?"),
+)
+
+
 def load_file(path: Path) -> Definition | list[DefinitionError]:
     """The file's definition (without the schedules that are bad), or every problem found in
     it (each with its key)."""
@@ -77,11 +86,9 @@ def load_with_schedules(
         data = _read_toml(path)
     except ValueError as exc:
         return [DefinitionError(str(path), None, str(exc))]
-    if "name" in data:
-        reason = "the job's name is its file name; remove 'name'"
-        return [DefinitionError(str(path), "name", reason)]
-    if "schedules" in data:  # the model's field, filled from [[schedule]] below only
-        return [DefinitionError(str(path), "schedules", "unknown key; did you mean 'schedule'?")]
+    refused = [DefinitionError(str(path), key, why) for key, why in _NOT_FROM_FILE if key in data]
+    if refused:
+        return refused
     raw_schedules = data.pop("schedule", [])
     try:
         definition = Definition.model_validate({**data, "name": name})

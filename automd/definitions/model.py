@@ -19,6 +19,7 @@ from pydantic import (
 
 from automd.definitions.names import NAME_PATTERN
 from automd.definitions.params import ParamSpec
+from automd.definitions.revision import NOT_IN_REVISION, Rollout
 from automd.definitions.schedule import Schedule
 from automd.sandbox import DEFAULT_PROFILE, Profile, SandboxValue, check_property
 
@@ -218,6 +219,11 @@ class Definition(_Frozen):
     #: The file's [[schedule]] tables that loaded; each is checked on its own (loader.py), so
     #: a bad one is reported and dropped while the definition and its other schedules load.
     schedules: tuple[Schedule, ...] = ()
+    #: The file's [rollout] table: how a new revision is rolled out (revision.py).
+    rollout: Rollout | None = None
+    #: The revision number automd recorded for this content (jobs/revisions.py); None until
+    #: recorded. Set by automd, never by the file (the loader refuses the key).
+    revision: int | None = None
 
     @field_validator("executable")
     @classmethod
@@ -272,6 +278,10 @@ class Definition(_Frozen):
                         "inside a conditional argv entry ({ if = ..., args = [...] })"
                     )
         return self
+
+    def normalised(self) -> dict[str, Any]:
+        """What a revision is (revision.py): JSON of the validated model, defaults filled in."""
+        return self.model_dump(mode="json", by_alias=True, exclude=set(NOT_IN_REVISION))
 
     @cached_property
     def secret_names(self) -> frozenset[str]:

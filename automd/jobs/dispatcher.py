@@ -109,7 +109,7 @@ def _mark_starting(conn: sqlite3.Connection, job: JobRecord, plan: RunPlan, now:
             job_id=job.id, number=number, unit=unit, invocation_id=None,
             state=AttemptState.STARTING,
             result=None, exit_code=None, signal=None, outcome_source=None, started_at=now,
-            finished_at=None, retry_reason=None,
+            finished_at=None, retry_reason=None, revision=job.revision,
         ),
     )  # fmt: skip
     started = move(conn, job, JobState.STARTING, now, attempt=number, detail=unit,

@@ -41,6 +41,8 @@ class UnitFollower:
         self._rng = rng
         self._recorded = recorded
         self._recording: set[str] = set()  # jobs whose outcome is being written
+        #: Told of each job its outcome finished, once committed (a canary's judge).
+        self.on_final: Callable[[JobRecord], object] = lambda job: None
         self._tasks = TaskSet()
 
     async def follow(self, events: UnitEventStream) -> None:
@@ -108,6 +110,7 @@ class UnitFollower:
             self._timers.arm(job)
         else:
             log.info("job %s %s (%s)", job.id, job.state, outcome.result, extra=extra)
+            self.on_final(job)
         if outcome.result != "success":
             # Failed units stay loaded for inspection until reset; the record now holds it all.
             self._tasks.spawn(self._systemd.reset_failed(outcome.unit))

@@ -18,7 +18,7 @@ from automd.audit import AuditNote, capped_params
 from automd.authz import Authorizer, polkit_details
 from automd.definitions.model import Definition
 from automd.definitions.registry import DefinitionRegistry
-from automd.errors import JobNotFound
+from automd.errors import JobNotFound, UnknownDefinition
 from automd.jobs import views
 from automd.jobs.plan import SECRET_PLACEHOLDER
 from automd.jobs.service import Caller, JobService
@@ -48,7 +48,8 @@ class JobRequests:
     async def submit(
         self, peer: PeerCredentials, params: JobSubmitParams, audit: AuditNote
     ) -> JobSubmitResult:
-        definition = self._registry.get(params.definition)
+        # The revision the job will run (a canary's share): the caller is authorized for it.
+        definition = self._registry.choose(params.definition)
         # For a definition that is not loaded, which of the caller's values would be secret
         # is unknown, and secrets never leave automd: its values are neither recorded (all
         # masked) nor shown to polkit (asked by name alone).
@@ -67,6 +68,7 @@ class JobRequests:
         job, replayed = await self._jobs.submit(
             params.definition, params.params, params.idempotency_key,
             Caller(uid=peer.uid, pid=peer.pid), traceparent=traceparent, audit=entry,
+            revision=definition,
         )  # fmt: skip
         audit.job_id = job.id
         audit.written = audit.record("ok")  # as written, naming its job
@@ -76,14 +78,19 @@ class JobRequests:
         job = await self._jobs.cancel(job_id, owner=await self.owner(peer))
         return JobResult(job=views.job_view(job))
 
-    async def retry(self, peer: PeerCredentials, job_id: str, audit: AuditNote) -> JobResult:
+    async def retry(
+        self, peer: PeerCredentials, job_id: str, audit: AuditNote, *, current: bool = False
+    ) -> JobResult:
+        """`current`: run the definition's active revision rather than the job's own."""
         job, owner = await self.visible(peer, job_id)
         audit.definition = job.definition
+        active = self._registry.get(job.definition)
         # A job's stored params have their secret values masked already.
-        await self._authorize_run(
-            peer, job.definition, self._registry.get(job.definition), job.params
-        )
-        return JobResult(job=views.job_view(await self._jobs.retry(job_id, owner=owner)))
+        await self._authorize_run(peer, job.definition, active, job.params)
+        if current and active is None:
+            raise UnknownDefinition(data={"definition": job.definition})
+        retried = await self._jobs.retry(job_id, owner=owner, current=active if current else None)
+        return JobResult(job=views.job_view(retried))
 
     async def _authorize_run(
         self,

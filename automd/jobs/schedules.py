@@ -27,7 +27,8 @@ from automd.definitions.render import InvalidJobParameter, validate_params
 from automd.definitions.schedule import Overlap, Schedule, unit_base
 from automd.errors import AutomdError, InvalidParams, QueueFull, UnknownDefinition, UnknownSchedule
 from automd.jobs.plan import unit_name
-from automd.jobs.service import Caller, JobService, new_job_record
+from automd.jobs.records import new_job_record
+from automd.jobs.service import Caller, JobService
 from automd.jobs.states import JobState, move
 from automd.store import audit as audit_rows
 from automd.store import jobs as rows

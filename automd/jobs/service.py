@@ -10,8 +10,6 @@ outcome), timers.py (retries), reconcile.py (after a restart, and the periodic s
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
 import logging
 import random
 import sqlite3
@@ -23,7 +21,6 @@ from typing import Any
 from automd.api.system import HealthCheck
 from automd.config import JobsSettings, RetentionSettings
 from automd.definitions.model import Definition
-from automd.definitions.params import ParamValue
 from automd.definitions.registry import DefinitionRegistry
 from automd.definitions.render import InvalidJobParameter, validate_params
 from automd.errors import (
@@ -36,10 +33,10 @@ from automd.errors import (
 )
 from automd.jobs.dispatcher import JobCounts, JobDispatcher
 from automd.jobs.follower import UnitFollower
-from automd.jobs.ids import new_job_id
 from automd.jobs.logfields import job_log_fields
-from automd.jobs.plan import RunPlan, plan_json, redact, unit_name
+from automd.jobs.plan import RunPlan, unit_name
 from automd.jobs.reconcile import Reconciler
+from automd.jobs.records import Caller, new_job_record, replanned, request_fingerprint
 from automd.jobs.retention import Retention
 from automd.jobs.states import FINISHED_STATES, JobState, move
 from automd.jobs.timers import RetryTimers
@@ -53,12 +50,6 @@ from automd.systemd.units import Systemd
 log = logging.getLogger(__name__)
 
 __all__ = ["Caller", "JobService", "job_log_fields"]
-
-
-@dataclass(frozen=True)
-class Caller:
-    uid: int
-    pid: int
 
 
 class JobService:
@@ -165,13 +156,16 @@ class JobService:
         *,
         traceparent: str | None = None,
         audit: AuditRecord | None = None,
+        revision: Definition | None = None,
     ) -> tuple[JobRecord, bool]:
         """Durably queue a job (committed and synced before this returns); (job, replayed).
 
         `audit` is written in the same transaction, naming the job created or the one
         replayed (its job_id): both reach the disk in one commit, or neither does.
+        `revision`: the revision of `definition_name` the job runs, if the caller chose it
+        (to authorize the caller for it); else the registry chooses (a canary's share).
         """
-        definition = self._registry.get(definition_name)
+        definition = revision or self._registry.choose(definition_name)
         if definition is None:
             raise UnknownDefinition(data={"definition": definition_name})
         try:
@@ -248,20 +242,28 @@ class JobService:
             await self._systemd.stop_unit(unit)
         return job
 
-    async def retry(self, job_id: str, *, owner: int | None = None) -> JobRecord:
+    async def retry(
+        self, job_id: str, *, owner: int | None = None, current: Definition | None = None
+    ) -> JobRecord:
+        """Queue a finished job again: its own plan (the revision it was submitted with), or
+        with `current`, the job's params planned anew under that revision."""
         now = self._clock()
+        log_rate_limit = (
+            self.settings.log_rate_limit_interval_seconds, self.settings.log_rate_limit_burst
+        )  # fmt: skip
 
         def write(conn: sqlite3.Connection) -> JobRecord:
             job = _owned(rows.load_job(conn, job_id), job_id, owner)
             if JobState(job.state) not in FINISHED_STATES:
                 raise InvalidJobState(data={"id": job_id, "state": job.state, "operation": "retry"})
-            plan = RunPlan.model_validate_json(job.plan)
+            changes = {} if current is None else replanned(job, current, log_rate_limit)
+            plan = RunPlan.model_validate_json(changes.get("plan", job.plan))
             return move(
                 conn, job, JobState.QUEUED, now, detail="retry requested",
                 # A fresh budget of automatic retries for the new run.
                 max_attempts=job.attempts + plan.retry.max_attempts,
                 cancel_requested=False, result=None, exit_code=None, signal=None,
-                finished_at=None, next_attempt_at=None,
+                finished_at=None, next_attempt_at=None, **changes,
             )  # fmt: skip
 
         job = await self._store.write(write, fail_fast=True)
@@ -345,42 +347,3 @@ def _owned(job: JobRecord | None, job_id: str, owner: int | None) -> JobRecord:
     if job is None or (owner is not None and job.caller_uid != owner):
         raise JobNotFound(data={"id": job_id})
     return job
-
-
-def new_job_record(
-    definition: Definition,
-    values: Mapping[str, ParamValue],
-    caller: Caller,
-    idempotency_key: str | None,
-    now: float,
-    *,
-    traceparent: str | None = None,
-    log_rate_limit: tuple[float, int] | None = None,
-) -> JobRecord:
-    """A just-submitted job: queued, with its plan frozen and secret values masked."""
-    return JobRecord(
-        id=new_job_id(),
-        definition=definition.name,
-        params=redact(definition, values),
-        plan=plan_json(definition, values, log_rate_limit=log_rate_limit),
-        state=JobState.QUEUED,
-        caller_uid=caller.uid,
-        caller_pid=caller.pid,
-        idempotency_key=idempotency_key,
-        created_at=now,
-        updated_at=now,
-        attempts=0,
-        max_attempts=definition.retry.max_attempts,  # the plan's retry policy
-        next_attempt_at=None,
-        cancel_requested=False,
-        result=None,
-        exit_code=None,
-        signal=None,
-        finished_at=None,
-        traceparent=traceparent,
-    )
-
-
-def request_fingerprint(definition: str, values: Mapping[str, ParamValue]) -> str:
-    """What an idempotency key is bound to: the definition and the validated values."""
-    return hashlib.sha256(json.dumps([definition, values], sort_keys=True).encode()).hexdigest()

@@ -3,14 +3,25 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Literal
 
-from automd.api.definitions import DefinitionErrorView, DefinitionSummary, DefinitionView
+from automd.api.definitions import (
+    DefinitionErrorView,
+    DefinitionEventView,
+    DefinitionSummary,
+    DefinitionView,
+    RevisionStatus,
+    RevisionSummary,
+    RevisionView,
+)
 from automd.api.jobs import AttemptView, JobEventView, JobState, JobView
 from automd.definitions.loader import DefinitionError
 from automd.definitions.model import Definition
+from automd.definitions.registry import Served
 from automd.definitions.render import params_json_schema
 from automd.jobs.plan import unit_name
 from automd.store.jobs import AttemptRecord, EventRecord, JobRecord
+from automd.store.revisions import DefinitionEvent, RevisionRecord
 
 
 def _time(value: float) -> datetime:
@@ -44,6 +55,7 @@ def job_view(job: JobRecord) -> JobView:
         traceparent=job.traceparent,
         schedule=job.schedule,
         trigger_at=_maybe_time(job.trigger_at),
+        revision=job.revision,
     )
 
 
@@ -60,6 +72,7 @@ def attempt_view(attempt: AttemptRecord) -> AttemptView:
         started_at=_time(attempt.started_at),
         finished_at=_maybe_time(attempt.finished_at),
         retry_reason=attempt.retry_reason,
+        revision=attempt.revision,
     )
 
 
@@ -73,15 +86,64 @@ def definition_error_view(error: DefinitionError) -> DefinitionErrorView:
     return DefinitionErrorView(file=error.file, key=error.key, reason=error.reason)
 
 
-def definition_summary(definition: Definition) -> DefinitionSummary:
+def definition_summary(served: Served) -> DefinitionSummary:
+    definition = served.active
     return DefinitionSummary(
         name=definition.name,
         description=definition.description,
         parameters=list(definition.parameters),
+        revision=definition.revision,
+        diverged=served.diverged,
     )
 
 
-def definition_view(definition: Definition) -> DefinitionView:
+def _role(served: Served, number: int) -> Literal["active", "canary", "inactive"]:
+    if number == served.active.revision:
+        return "active"
+    if served.canary is not None and number == served.canary.revision:
+        return "canary"
+    return "inactive"
+
+
+def revision_view(record: RevisionRecord, served: Served) -> RevisionView:
+    return RevisionView(
+        number=record.revision, hash=record.hash, created_at=_time(record.created_at),
+        source=record.source, role=_role(served, record.revision),
+    )  # fmt: skip
+
+
+def revision_summary(record: RevisionRecord, served: Served, jobs: int) -> RevisionSummary:
+    return RevisionSummary(**revision_view(record, served).model_dump(), jobs=jobs)
+
+
+def revision_status(served: Served, results: tuple[int, int]) -> RevisionStatus:
+    """What serves the definition; `results`: the canary's (succeeded, failed) jobs."""
+    rollout = served.rollout if served.canary is not None else None
+    return RevisionStatus(
+        active=served.active.revision or 0,
+        file=served.file,
+        canary=None if served.canary is None else served.canary.revision,
+        diverged=served.diverged,
+        canary_percent=None if rollout is None else rollout.canary_percent,
+        canary_succeeded=results[0],
+        canary_failed=results[1],
+        promote_after_successes=None if rollout is None else rollout.promote_after_successes,
+        max_failure_rate=None if rollout is None else rollout.max_failure_rate,
+    )
+
+
+def definition_event_view(event: DefinitionEvent) -> DefinitionEventView:
+    return DefinitionEventView(
+        at=_time(event.at), revision=event.revision, event=event.event, actor=event.actor,
+        detail=event.detail,
+    )  # fmt: skip
+
+
+def definition_view(
+    definition: Definition,
+    revision: RevisionView | None = None,
+    status: RevisionStatus | None = None,
+) -> DefinitionView:
     dumped = definition.model_dump(mode="json", by_alias=True)
     return DefinitionView(
         name=definition.name,
@@ -96,4 +158,8 @@ def definition_view(definition: Definition) -> DefinitionView:
         retry=dumped["retry"],
         concurrency=definition.concurrency,
         sandbox=dumped["sandbox"],
+        access=dumped["access"],
+        model=definition.normalised(),
+        revision=revision,
+        status=status,
     )

@@ -7,11 +7,19 @@ the params before a handler runs, and records the audit entry of every mutating 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from automd.api.audit import AuditListParams, AuditListResult
-from automd.api.definitions import DefinitionGetParams, DefinitionListResult, DefinitionView
+from automd.api.definitions import (
+    DefinitionGetParams,
+    DefinitionHistoryResult,
+    DefinitionListResult,
+    DefinitionParams,
+    DefinitionRollbackParams,
+    DefinitionRollbackResult,
+    DefinitionView,
+)
 from automd.api.jobs import (
     JobGetResult,
     JobIdParams,
@@ -20,6 +28,7 @@ from automd.api.jobs import (
     JobLogsParams,
     JobLogsResult,
     JobResult,
+    JobRetryParams,
     JobSubmitParams,
     JobSubmitResult,
 )
@@ -34,9 +43,8 @@ from automd.api.schedules import (
 )
 from automd.api.system import DiscoverResult, HealthResult, ReloadResult, VersionResult
 from automd.audit import AuditLog, AuditNote
-from automd.definitions.registry import DefinitionRegistry
-from automd.errors import InvalidParams, UnknownDefinition
-from automd.jobs import views
+from automd.errors import InvalidParams
+from automd.jobs.definition_requests import DefinitionRequests
 from automd.jobs.output import JobOutput
 from automd.jobs.queries import JobQueries
 from automd.jobs.requests import JobRequests
@@ -52,8 +60,8 @@ class Services:
     system: SystemInfo
     jobs: JobRequests
     queries: JobQueries
-    registry: DefinitionRegistry
-    reload: Callable[[], ReloadResult]
+    definitions: DefinitionRequests
+    reload: Callable[[PeerCredentials], Awaitable[ReloadResult]]
     audit: AuditLog
     output: JobOutput
     schedules: ScheduleRequests
@@ -88,6 +96,8 @@ class Handlers:
             "job.retry": self.job_retry,
             "definition.list": self.definition_list,
             "definition.get": self.definition_get,
+            "definition.history": self.definition_history,
+            "definition.rollback": self.definition_rollback,
             "audit.list": self.audit_list,
             "schedule.list": self.schedule_list,
             "schedule.get": self.schedule_get,
@@ -109,7 +119,7 @@ class Handlers:
         return await self.s.system.health()
 
     async def system_reload(self, params: NoParams, ctx: CallContext) -> ReloadResult:
-        return self.s.reload()
+        return await self.s.reload(_caller(ctx))
 
     # --- jobs --------------------------------------------------------------------------------
 
@@ -138,23 +148,27 @@ class Handlers:
     async def job_cancel(self, params: JobIdParams, ctx: CallContext) -> JobResult:
         return await self.s.jobs.cancel(_caller(ctx), params.id)
 
-    async def job_retry(self, params: JobIdParams, ctx: CallContext) -> JobResult:
-        return await self.s.jobs.retry(_caller(ctx), params.id, _note(ctx))
+    async def job_retry(self, params: JobRetryParams, ctx: CallContext) -> JobResult:
+        current = params.revision == "current"
+        return await self.s.jobs.retry(_caller(ctx), params.id, _note(ctx), current=current)
 
     # --- definitions and audit -------------------------------------------------------------
 
     async def definition_list(self, params: NoParams, ctx: CallContext) -> DefinitionListResult:
-        registry = self.s.registry
-        return DefinitionListResult(
-            definitions=[views.definition_summary(d) for d in registry.definitions.values()],
-            errors=[views.definition_error_view(e) for e in registry.errors],
-        )
+        return self.s.definitions.list()
 
     async def definition_get(self, params: DefinitionGetParams, ctx: CallContext) -> DefinitionView:
-        definition = self.s.registry.get(params.name)
-        if definition is None:
-            raise UnknownDefinition(data={"definition": params.name})
-        return views.definition_view(definition)
+        return await self.s.definitions.get(params.name, params.revision)
+
+    async def definition_history(
+        self, params: DefinitionParams, ctx: CallContext
+    ) -> DefinitionHistoryResult:
+        return await self.s.definitions.history(params.name)
+
+    async def definition_rollback(
+        self, params: DefinitionRollbackParams, ctx: CallContext
+    ) -> DefinitionRollbackResult:
+        return await self.s.definitions.rollback(_caller(ctx), params.name, params.revision)
 
     async def audit_list(self, params: AuditListParams, ctx: CallContext) -> AuditListResult:
         return await self.s.audit.list(params)

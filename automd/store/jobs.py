@@ -45,6 +45,8 @@ class JobRecord:
     trigger_at: float | None = None
     #: Why automd cancelled the job for another (a schedule's overlap = replace).
     cancel_reason: str | None = None
+    #: The definition's revision the job runs (None: recorded before revisions existed).
+    revision: int | None = None
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,8 @@ class AttemptRecord:
     started_at: float
     finished_at: float | None
     retry_reason: str | None
+    #: The definition's revision this attempt ran (its job's, frozen in its plan).
+    revision: int | None = None
 
 
 @dataclass(frozen=True)

@@ -152,6 +152,43 @@ MIGRATIONS: tuple[Migration, ...] = (
             ) STRICT, WITHOUT ROWID""",
         ),
     ),
+    Migration(
+        9,
+        "definition revisions: every normalised definition loaded, which one serves new jobs "
+        "(and which is under canary), their history, and the revision each job and attempt ran",
+        (
+            "ALTER TABLE jobs ADD COLUMN revision INTEGER",
+            "ALTER TABLE attempts ADD COLUMN revision INTEGER",
+            """CREATE TABLE definition_revisions (
+                definition TEXT NOT NULL,
+                revision INTEGER NOT NULL,       -- 1, 2, 3 ... per definition, never reused
+                hash TEXT NOT NULL,              -- sha256 of the normalised model
+                model TEXT NOT NULL,             -- the normalised model, canonical JSON
+                created_at REAL NOT NULL,
+                source TEXT NOT NULL,            -- what loaded it first (start, a reload)
+                PRIMARY KEY (definition, revision),
+                UNIQUE (definition, hash)
+            ) STRICT, WITHOUT ROWID""",
+            """CREATE TABLE definition_heads (
+                definition TEXT PRIMARY KEY,
+                active INTEGER NOT NULL,         -- the revision new jobs run
+                file INTEGER NOT NULL,           -- the revision the file held when last read
+                canary INTEGER,                  -- the revision under canary, if any
+                canary_since REAL,
+                rollout TEXT                     -- the canary's [rollout] table, JSON
+            ) STRICT, WITHOUT ROWID""",
+            """CREATE TABLE definition_events (
+                id INTEGER PRIMARY KEY,
+                definition TEXT NOT NULL,
+                revision INTEGER NOT NULL,
+                at REAL NOT NULL,
+                event TEXT NOT NULL,             -- loaded, activated, canary-started, ...
+                actor TEXT,
+                detail TEXT
+            ) STRICT""",
+            "CREATE INDEX definition_events_by_definition ON definition_events (definition, id)",
+        ),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

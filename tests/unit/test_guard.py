@@ -28,9 +28,11 @@ from automd.config import AccessSettings, JobsSettings
 from automd.definitions.registry import DefinitionRegistry
 from automd.errors import SystemdUnavailable
 from automd.joblog import JobLogs
+from automd.jobs.definition_requests import DefinitionRequests
 from automd.jobs.output import JobOutput
 from automd.jobs.queries import JobQueries
 from automd.jobs.requests import JobRequests
+from automd.jobs.revisions import Revisions
 from automd.jobs.schedule_requests import ScheduleRequests
 from automd.jobs.schedules import ScheduleService
 from automd.jobs.service import Caller, JobService
@@ -124,22 +126,27 @@ class Stack:
         return job.id
 
 
+async def reload(peer: PeerCredentials) -> ReloadResult:
+    return ReloadResult(definitions=2, errors=[])
+
+
 @pytest.fixture
 async def stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Stack]:
     (tmp_path / "jobs.d").mkdir()
     for name, text in DEFINITIONS.items():
         (tmp_path / "jobs.d" / f"{name}.toml").write_text(text)
     registry = DefinitionRegistry(tmp_path / "jobs.d")
-    registry.reload()
     store = await Store.open(tmp_path / "state")
+    revisions = Revisions(store, registry)
+    await revisions.reload("start")
     systemd = StandInSystemd()
     jobs = JobService(store, registry, systemd, JobsSettings())  # type: ignore[arg-type]
     authz = Authorizer(rules, AccessSettings())
     audit = AuditLog(store, retention_days=1)
     services = Services(
         system=SystemInfo(store, Manager(SystemdBus())), jobs=JobRequests(jobs, registry, authz),
-        queries=JobQueries(store), registry=registry,
-        reload=lambda: ReloadResult(definitions=2, errors=[]), audit=audit,
+        queries=JobQueries(store), definitions=DefinitionRequests(registry, revisions),
+        reload=reload, audit=audit,
         output=JobOutput(jobs, JobLogs()),
         schedules=ScheduleRequests(
             ScheduleService(store, registry, jobs, systemd),  # type: ignore[arg-type]
@@ -181,6 +188,8 @@ PARAMS: dict[str, dict[str, Any]] = {
     "job.cancel": {"id": "0" * 26},
     "job.retry": {"id": "0" * 26},
     "definition.get": {"name": "echo"},
+    "definition.history": {"name": "echo"},
+    "definition.rollback": {"name": "echo", "revision": 1},
     "schedule.get": {"definition": "echo", "schedule": "n"},
     "schedule.run_now": {"definition": "echo", "schedule": "n"},
     "schedule.fire": {"definition": "echo", "schedule": "n", "trigger_usec": 1},
@@ -333,6 +342,7 @@ def _schedule_queue_full(fire: dict[str, Any]) -> Callable[[Stack], Awaitable[di
 
 _FIRE = {"definition": "echo", "schedule": "n", "trigger_usec": 1_700_000_000_000_000}
 _RUN_NOW = {"definition": "echo", "schedule": "n"}
+_ROLLBACK = {"name": "echo", "revision": 1}
 
 
 async def _systemd_away(stack: Stack) -> dict[str, Any]:
@@ -378,6 +388,13 @@ CASES: dict[tuple[str, int | None], Case] = {
     ("schedule.run_now", _E.UNKNOWN_SCHEDULE): Case(ALICE, params({**_RUN_NOW, "schedule": "x"})),
     ("schedule.run_now", _E.QUEUE_FULL): Case(ALICE, _schedule_queue_full(_RUN_NOW)),
     ("schedule.run_now", _E.STORE_UNAVAILABLE): Case(ALICE, _disk_full(params(_RUN_NOW))),
+    ("definition.rollback", None): Case(CAROL, params(_ROLLBACK)),
+    ("definition.rollback", _E.PERMISSION_DENIED): Case(ALICE, params(_ROLLBACK)),
+    ("definition.rollback", _E.INVALID_PARAMS): Case(CAROL, params({**_ROLLBACK, "revision": 0})),
+    ("definition.rollback", _E.UNKNOWN_DEFINITION): Case(CAROL, params({"name": "gone"})),
+    # Revision 1 is the only one: there is no earlier one to go back to.
+    ("definition.rollback", _E.UNKNOWN_REVISION): Case(CAROL, params({"name": "echo"})),
+    ("definition.rollback", _E.STORE_UNAVAILABLE): Case(CAROL, _disk_full(params(_ROLLBACK))),
     ("system.reload", None): Case(CAROL, params({})),
     ("system.reload", _E.PERMISSION_DENIED): Case(ALICE, params({})),
     ("system.reload", _E.INVALID_PARAMS): Case(CAROL, params({"force": True})),

@@ -8,7 +8,7 @@ import pytest
 
 from automd.definitions.registry import DefinitionRegistry
 from automd.jobs import states
-from automd.jobs.service import new_job_record
+from automd.jobs.records import new_job_record
 from automd.jobs.states import (
     FINISHED_STATES,
     HOLDING_SLOT,
