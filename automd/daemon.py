@@ -192,6 +192,9 @@ class Daemon:
                 store_held=lambda: store.writer.held,
                 schedule_firings=lambda: schedules.service.firings,
                 schedules=schedules.requests.metric_rows,
+                revisions=self.registry.revision_rows,
+                rollbacks=lambda: revisions.rollbacks,
+                promotions=lambda: revisions.promotions,
             ),
             store,
         )

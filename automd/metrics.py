@@ -140,6 +140,11 @@ class Gauges:
     #: Each loaded schedule now, read at scrape time: (definition, schedule, next elapse in
     #: seconds since the epoch or None, the state of its newest job or None).
     schedules: Callable[[], Awaitable[list[ScheduleRow]]] | None = None
+    #: Each served definition: (name, active revision, canary revision or None, diverged).
+    revisions: Callable[[], Iterable[tuple[str, int, int | None, bool]]] = lambda: ()
+    #: Since start: rollbacks by (definition, reason: canary or command); promotions.
+    rollbacks: Callable[[], Mapping[tuple[str, str], int]] = lambda: {}
+    promotions: Callable[[], Mapping[str, int]] = lambda: {}
 
 
 class DaemonCollector(Collector):
@@ -155,6 +160,7 @@ class DaemonCollector(Collector):
         yield from self._job_metrics()
         yield from self._live_metrics()
         yield from self._schedule_metrics()
+        yield from self._revision_metrics()
         yield from self._store_metrics()
         info = InfoMetricFamily("automd_build", "automd's version and API version.")
         info.add_metric([], {"version": __version__, "api_version": API_VERSION})
@@ -272,6 +278,34 @@ class DaemonCollector(Collector):
             if state is not None:
                 last.add_metric([definition, schedule, state], 1)
         yield from (firings, upcoming, last)
+
+    def _revision_metrics(self) -> Iterable[Metric]:
+        g = self.gauges
+        active = GaugeMetricFamily("automd_definition_revision",
+                                   "The revision of each definition new jobs run.",
+                                   labels=["definition"])  # fmt: skip
+        canary = GaugeMetricFamily("automd_definition_canary_revision",
+                                   "The revision under canary, while one runs.",
+                                   labels=["definition"])  # fmt: skip
+        diverged = GaugeMetricFamily("automd_definition_diverged",
+                                     "1 while a rollback keeps another revision active than "
+                                     "the file's.", labels=["definition"])  # fmt: skip
+        for name, number, canary_number, apart in g.revisions():
+            active.add_metric([name], number)
+            diverged.add_metric([name], int(apart))
+            if canary_number is not None:
+                canary.add_metric([name], canary_number)
+        rollbacks = CounterMetricFamily("automd_definition_rollbacks",
+                                        "Rollbacks by reason: canary (automatic) or command.",
+                                        labels=["definition", "reason"])  # fmt: skip
+        for (name, reason), count in sorted(g.rollbacks().items()):
+            rollbacks.add_metric([name, reason], count)
+        promotions = CounterMetricFamily("automd_definition_promotions",
+                                         "Canary revisions promoted.",
+                                         labels=["definition"])  # fmt: skip
+        for name, count in sorted(g.promotions().items()):
+            promotions.add_metric([name], count)
+        yield from (active, canary, diverged, rollbacks, promotions)
 
     def _store_metrics(self) -> Iterable[Metric]:
         g = self.gauges

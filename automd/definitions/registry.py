@@ -96,6 +96,14 @@ class DefinitionRegistry:
             return served.canary
         return served.active
 
+    def revision_rows(self) -> list[tuple[str, int, int | None, bool]]:
+        """(name, active revision, canary revision or None, diverged) of each numbered one."""
+        return [
+            (name, s.active.revision, None if s.canary is None else s.canary.revision, s.diverged)
+            for name, s in sorted(self._served.items())
+            if s.active.revision is not None
+        ]
+
     @property
     def file_definitions(self) -> dict[str, Definition]:
         """Each definition as its file holds it now."""
