@@ -62,6 +62,7 @@ class Revisions:
         async with self._lock:
             loaded = load_definitions(self._registry.directory)
             now = self._clock()
+            heads: dict[str, tuple[HeadRecord, RevisionRecord | None] | None]
             try:
                 heads = await self._store.write(
                     lambda conn: {
@@ -71,15 +72,22 @@ class Revisions:
                     fail_fast=True,  # a full disk must not hold a start or a reload
                 )
             except AutomdError as exc:
-                why = "serving each file as loaded, unnumbered, until a reload records them"
-                log.error("definition revisions not recorded (%s): %s", exc.message, why)
-                self._registry.install(
-                    loaded, {n: Served(d) for n, d in loaded.definitions.items()}
+                # What the store already holds still decides (a rollback stands); a file
+                # whose content it has not recorded serves as loaded, unnumbered.
+                log.error("definition revisions not recorded (%s): files changed since serve "
+                          "unnumbered until a reload records them", exc.message)  # fmt: skip
+                heads = await self._store.read(
+                    lambda conn: {
+                        name: _recorded(conn, definition)
+                        for name, definition in loaded.definitions.items()
+                    }
                 )
-                return loaded
             served = {}
-            for name, (head, active) in heads.items():
-                served[name] = _serve(loaded.definitions[name], head, active)
+            for name, recorded in heads.items():
+                definition = loaded.definitions[name]
+                served[name] = (
+                    Served(definition) if recorded is None else _serve(definition, *recorded)
+                )
             self._registry.install(loaded, served)
             return loaded
 
@@ -261,6 +269,18 @@ def _record_load(
     rows.put_head(conn, head)
     active = None if head.active == head.file else rows.load_revision(conn, name, head.active)
     return head, active
+
+
+def _recorded(
+    conn: sqlite3.Connection, definition: Definition
+) -> tuple[HeadRecord, RevisionRecord | None] | None:
+    """Read only: the head as recorded, if the file still holds the revision it names."""
+    name = definition.name
+    number = rows.find_by_hash(conn, name, content_hash(definition.normalised()))
+    head = rows.load_head(conn, name)
+    if number is None or head is None or head.file != number:
+        return None
+    return head, None if head.active == head.file else rows.load_revision(conn, name, head.active)
 
 
 def _judge_canary(

@@ -11,7 +11,7 @@ import pytest
 
 from automd.definitions.registry import DefinitionRegistry
 from automd.definitions.revision import Rollout, canary_verdict, takes_canary
-from automd.errors import InvalidParams, UnknownRevision
+from automd.errors import InvalidParams, StoreUnavailable, UnknownRevision
 from automd.jobs.records import Caller, new_job_record, replanned
 from automd.jobs.revisions import Revisions
 from automd.jobs.states import JobState
@@ -234,3 +234,23 @@ async def test_a_file_may_not_set_its_revision(setup: Setup) -> None:
     assert [(e.key, "numbers the revisions" in e.reason) for e in loaded.errors] == [
         ("revision", True)
     ]
+
+
+async def test_a_store_that_cannot_write_still_serves_what_it_recorded(
+    setup: Setup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    setup.write(BACKUP.replace("512M", "1G"))
+    await setup.revisions.reload("reload by SIGHUP")
+    await setup.revisions.rollback("backup", 1, actor="uid 0")
+
+    async def full_disk(*args: object, **kwargs: object) -> None:
+        raise StoreUnavailable(data={"reason": "disk full"})
+
+    monkeypatch.setattr(setup.store, "write", full_disk)
+    await setup.restart()  # the file unchanged: the rollback stands
+    assert active(setup) == 1
+    setup.write(BACKUP.replace("512M", "2G"))
+    await setup.revisions.reload("reload by SIGHUP")  # content never recorded: unnumbered
+    served = setup.registry.served("backup")
+    assert served is not None
+    assert (served.active.revision, served.active.limits.memory_max) == (None, 2 * 1024**3)
