@@ -115,6 +115,8 @@ class ScheduleService:
         firing is now, and each such call is a firing of its own.
         """
         definition, schedule = self.find(definition_name, schedule_name)
+        # The revision the job runs: a canary's share of firings runs the canary.
+        definition = self._registry.choose(definition_name) or definition
         try:
             values = validate_params(definition, schedule.params)
         except InvalidJobParameter as exc:  # checked at load; only a bug gets here

@@ -91,6 +91,20 @@ async def test_each_edit_is_a_revision_and_each_job_shows_its_own(
     history = await api.call("definition.history", name="rev-edit")
     assert [r["number"] for r in history["revisions"]] == [edited["active"], status["active"]]
     assert [r["jobs"] for r in history["revisions"]] == [1, 1]
+    # A retry runs the job's own revision, unless asked for the current one.
+    await api.call("job.retry", id=first["id"])
+    again = await api.wait(first["id"], "succeeded")
+    await api.call("job.retry", id=first["id"], revision="current")
+    current = await api.wait(first["id"], "succeeded")
+    detail = await api.call("job.get", id=first["id"])
+    assert (again["revision"], current["revision"]) == (status["active"], edited["active"])
+    assert [a["revision"] for a in detail["attempts"]] == [
+        status["active"],
+        status["active"],
+        edited["active"],
+    ]
+    logs = await api.call("job.logs", id=first["id"])
+    assert [e["message"] for e in logs["entries"]][-1] == "now exiting 0"
 
 
 def changed_paths(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> set[str]:
