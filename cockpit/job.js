@@ -115,6 +115,8 @@ window.automd = window.automd || {};
                 ["Duration", ui.duration(job.created_at, job.finished_at)],
                 ["Attempts", job.attempts + " of " + job.max_attempts],
                 ["Unit", job.unit || ""],
+                // The definition's revision the job runs (automctl defs history NAME).
+                ["Revision", job.revision == null ? "" : String(job.revision)],
                 ["Trace id", traceId],
             ];
             this.facts.replaceChildren(...rows.map(([name, value]) => el(

@@ -1,7 +1,6 @@
 """automd's Cockpit page in a real browser: Cockpit (cockpit-ws, PAM, cockpit-bridge) in the
 test container serves cockpit/ to a headless Chromium on the host; alice (group automd) and
 carol (automd-admin) log in with passwords and use it against the real automd and polkit.
-
 Screenshots of each view go to browser.ARTIFACTS (test-artifacts/cockpit/ by default).
 """
 
@@ -130,6 +129,7 @@ def test_alice_runs_hello_from_the_form_and_watches_its_output(
     job = jobs_of(container, TEST_USER, "hello")[0]
     assert job["params"] == {"name": "from Cockpit"}
     assert browser.text("#job-title").endswith(job["id"])
+    assert browser.text("#job-facts [data-fact=Revision] dd") == str(job["revision"])
 
 
 def test_output_arrives_live_while_the_job_runs(
