@@ -142,7 +142,10 @@ class Revisions:
                 lambda conn: _rollback_target(conn, name, current, number)
             )
             # Loadable before anything is committed: a rollback that cannot serve is refused.
-            active = file if record.revision == file_number else _load(name, record, file)
+            if record.revision == file_number:
+                active = file.model_copy(update={"revision": file_number})
+            else:
+                active = _load(name, record, file)
             target, now = record.revision, self._clock()
             await self._store.write(
                 lambda conn: _rollback(conn, name, current, target, now=now, actor=actor),

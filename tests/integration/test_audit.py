@@ -87,6 +87,8 @@ def test_every_mutating_method_is_audited_whatever_its_outcome(
     assert "result" in call(c, TEST_USER, "job.submit", **keyed, params={"name": "a"})
     restrict_alice()
     nightly = {"definition": "backup", "schedule": "nightly"}
+    # A rollback to the revision already active changes nothing the other tests see.
+    hello = call(c, ADMIN_USER, "definition.get", name="hello")["result"]["revision"]["number"]
     calls: list[tuple[str, str, dict[str, Any], int | None]] = [  # who, method, params, code
         (TEST_USER, "job.submit", {"definition": "hello"}, None),
         (TEST_USER, "job.submit", {"definition": "hello", "params": {"name": "nope"}}, DENIED),
@@ -115,6 +117,11 @@ def test_every_mutating_method_is_audited_whatever_its_outcome(
         (TEST_USER, "schedule.fire", {**nightly, "trigger_usec": 1}, DENIED),  # admin only
         (ADMIN_USER, "schedule.fire", {**nightly, "trigger_usec": 1}, None),
         (ADMIN_USER, "schedule.fire", {"definition": "no-such-job", "schedule": "x"}, 1001),
+        (ADMIN_USER, "definition.rollback", {"name": "hello", "revision": hello}, None),
+        (TEST_USER, "definition.rollback", {"name": "hello"}, DENIED),
+        (ADMIN_USER, "definition.rollback", {"name": "hello", "revision": 0}, -32602),
+        (ADMIN_USER, "definition.rollback", {"name": "no-such-job"}, 1001),
+        (ADMIN_USER, "definition.rollback", {"name": "hello", "revision": 99999}, 1010),
     ]
     assert {method for _, method, _, _ in calls} == mutating, "a mutating method is not walked"
     replies = []

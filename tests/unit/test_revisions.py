@@ -254,3 +254,12 @@ async def test_a_store_that_cannot_write_still_serves_what_it_recorded(
     served = setup.registry.served("backup")
     assert served is not None
     assert (served.active.revision, served.active.limits.memory_max) == (None, 2 * 1024**3)
+
+
+async def test_rolling_back_to_the_files_revision_serves_it_numbered(setup: Setup) -> None:
+    """Regression: a rollback to the revision the file holds served the file's definition
+    unnumbered, so new jobs recorded no revision and the next rollback failed (-32603)."""
+    await setup.revisions.rollback("backup", 1, actor="uid 0")
+    assert active(setup) == 1
+    with pytest.raises(UnknownRevision):
+        await setup.revisions.rollback("backup", 99, actor="uid 0")
