@@ -24,7 +24,7 @@ from automd.ctl.modeldiff import Change, diff, path_text, same
 from automd.ctl.render import Output
 from automd.ctl.revisions import canary_line, change_line, diverged_line, rollback_sentence
 from tests.unit.fake_automd import Method, Refuse, Revisions, fake_automd, job_view
-from tests.unit.test_completion import AUTOMCTL, complete
+from tests.unit.test_completion import AUTOMCTL, complete, needs_zsh, press_tab, script
 
 JOB = "0" * 26
 
@@ -577,3 +577,25 @@ def test_bash_completes_defs(
 ) -> None:
     with fake_automd(socket_path, backup().methods()):
         assert sorted(complete(tmp_path, AUTOMCTL, *words)) == expected
+
+
+DEFS_LINES = {  # typed, then TAB, in a real shell
+    "automctl defs hi": "automctl defs history ",
+    "automctl defs history ba": "automctl defs history backup ",
+    "automctl defs rollback backup 4": "automctl defs rollback backup 4 ",
+}
+
+
+@needs_zsh
+@pytest.mark.parametrize("shell", ["bash", "zsh"])
+def test_tab_completes_defs(tmp_path: Path, socket_path: Path, shell: str) -> None:
+    path = f"{Path(AUTOMCTL).parent}:/usr/bin:/bin"
+    if shell == "bash":
+        load = f"source {script(tmp_path, 'bash')}"
+        bind = r"""bind -x '"\C-t": printf "%s\n" "$READLINE_LINE" >> OUT; READLINE_LINE='"""
+    else:
+        load = f"autoload -U compinit; compinit -u -D; source {script(tmp_path, 'zsh')}"
+        bind = "dump() { print -r -- $BUFFER >> OUT; BUFFER=; }; zle -N dump; bindkey '^T' dump"
+    with fake_automd(socket_path, backup().methods()):
+        typed = press_tab(tmp_path, shell, f"{load}; {bind}", DEFS_LINES, path)
+    assert typed == DEFS_LINES
