@@ -84,10 +84,10 @@ def cmd_history(ctx: Context, name: str) -> int:
         return int(Exit.OK)
     rows = [["REV", "HASH", "LOADED", "SOURCE", "ROLE", "JOBS"]]
     for revision in result["revisions"]:
-        role = ctx.out.paint(revision["role"], ROLE_COLOURS[revision["role"]]) if (
-            revision["role"] in ROLE_COLOURS) else revision["role"]  # fmt: skip
+        role = revision["role"]
+        painted = ctx.out.paint(role, ROLE_COLOURS[role]) if role in ROLE_COLOURS else role
         rows.append([str(revision["number"]), revision["hash"][:SHORT_HASH],
-                     local_time(revision["created_at"]), revision["source"], role,
+                     local_time(revision["created_at"]), revision["source"], painted,
                      str(revision["jobs"])])  # fmt: skip
     ctx.out.table(rows)
     status = result["status"]
