@@ -22,6 +22,7 @@ _OPTIONS = {
     "outcome": "--outcome",
     "state": "--state",
     "idempotency_key": "--idempotency-key",
+    "revision": "--current",  # job.retry's; definition.get's numbers are checked before
 }
 
 

@@ -460,6 +460,14 @@ def test_unknown_revision_maps_like_unknown_definition() -> None:
     )
 
 
+def test_a_refused_current_retry_names_the_option() -> None:
+    reason = "the job has secret parameters, whose values automd does not keep"
+    error = RemoteError(int(ErrorCode.INVALID_PARAMS), "Invalid params",
+                        {"field": "revision", "reason": reason})  # fmt: skip
+    error.method, error.params = "job.retry", {"id": JOB, "revision": "current"}
+    assert describe(error) == f"--current: {reason}"
+
+
 # --- `defs WORD`: a definition to show; `defs ACTION NAME ...`: the action ---------------------
 
 
