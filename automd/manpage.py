@@ -117,8 +117,23 @@ def _arguments(parser: argparse.ArgumentParser, *, skip: frozenset[str] = frozen
 
 
 def _usage(parser: argparse.ArgumentParser) -> str:
-    usage = " ".join(parser.format_usage().removeprefix("usage:").split())
-    return ".nf\n" + escape(usage) + "\n.fi"
+    """One line per form: argparse's wrapped lines joined, but a line that starts with the
+    program again (a verb whose usage spells out several forms, as `defs`) is a form of its own."""
+    forms: list[str] = []
+    for line in parser.format_usage().removeprefix("usage:").splitlines():
+        words = line.split()
+        if not forms or words[: len(parser.prog.split())] == parser.prog.split():
+            forms.append(" ".join(words))
+        elif words:
+            forms[-1] += " " + " ".join(words)
+    return ".nf\n" + "\n".join(escape(form) for form in forms) + "\n.fi"
+
+
+def _text(text: str) -> str:
+    """A description or epilog: filled when it is one line, kept as written when it has more."""
+    if "\n" not in text.strip():
+        return escape(text.strip())
+    return ".nf\n" + "\n".join(escape(line) for line in text.strip().splitlines()) + "\n.fi"
 
 
 def render(page: Page) -> str:
@@ -141,11 +156,13 @@ def render(page: Page) -> str:
         out.append(".SH COMMANDS")
         out.append("Options before the command also work after it.")
         for names, sub in commands:
-            out += [".SS " + escape(" | ".join(names)), escape(sub.description or ""), ".PP"]
+            out += [".SS " + escape(" | ".join(names)), _text(sub.description or ""), ".PP"]
             out.append(_usage(sub))
             # The global options are repeated on each verb's parser; listed once, above.
             if body := _arguments(sub, skip=frozenset(top_options)):
                 out.append(body)
+            if sub.epilog:  # the examples
+                out += [".PP", _text(sub.epilog)]
     if page.exit_status:
         out.append('.SH "EXIT STATUS"')
         for code, meaning in page.exit_status:

@@ -27,7 +27,7 @@ SOCKET_OPTION = "--socket"
 #: Arguments whose values are the daemon's, by dest -> the KIND `automctl __complete` takes.
 DAEMON_DESTS = {
     "definition": "definitions", "params": "parameters", "id": "jobs", "ids": "jobs",
-    "schedule": "schedules",
+    "schedule": "schedules", "subject": "defs", "operands": "defs",
 }  # fmt: skip
 
 # Choices that are plain words are offered; anything a shell might expand is left out.
@@ -36,15 +36,18 @@ _PLAIN = re.compile(r"[\w.:,+/@%-]+")
 Command = tuple[tuple[str, ...], argparse.ArgumentParser]  # names ("" before the verb), parser
 
 _FUNCTION = """\
-{fn}_daemon() {{  # the daemon's words of kind $1 ($2: the definition, for parameters)
-    "${{COMP_WORDS[0]}}" ${{socket:+{socket_option} "$socket"}} {complete} "$1" ${{2:+"$2"}} \
+{fn}_daemon() {{  # the daemon's words of kind $1; after it, the verb's positional words so far
+    local kind=$1
+    shift
+    "${{COMP_WORDS[0]}}" ${{socket:+{socket_option} "$socket"}} {complete} "$kind" -- "$@" \
         2>/dev/null
 }}
 
 {fn}() {{
     # In zsh, bashcompinit's compgen -F runs this in sh emulation: arrays from 0, as in bash.
     local cur=${{COMP_WORDS[COMP_CWORD]}} verb='' option='' prefix='' skip='' dashdash=''
-    local npos=0 first='' socket='' i w words spec
+    local npos=0 socket='' i w words spec
+    local -a pos=()
     COMPREPLY=()
     for ((i = 1; i < COMP_CWORD; i++)); do
         w=${{COMP_WORDS[i]}}
@@ -60,7 +63,7 @@ _FUNCTION = """\
             [[ $w == {socket_option}=* ]] && socket=${{w#*=}}
             [[ $w != *=* ]] && {fn}_value "$verb" "$w" >/dev/null && skip=1 option=$w
         elif [[ -z $verb ]]; then verb=$w
-        else npos=$((npos + 1)); [[ $npos == 1 ]] && first=$w; fi
+        else npos=$((npos + 1)); pos+=("$w"); fi
     done
     if [[ -n $skip ]]; then
         [[ $cur == = ]] && cur=''
@@ -92,9 +95,9 @@ _FUNCTION = """\
     if [[ $words == @daemon:parameters ]]; then
         # name= is completed without the space after it: the value comes next.
         [[ -n ${{BASH_VERSION-}} ]] && compopt -o nospace 2>/dev/null
-        words=$({fn}_daemon parameters "$first")
+        words=$({fn}_daemon parameters "${{pos[@]}}")
     elif [[ $words == @daemon:* ]]; then
-        words=$({fn}_daemon "${{words#@daemon:}}")
+        words=$({fn}_daemon "${{words#@daemon:}}" "${{pos[@]}}")
     fi
     COMPREPLY=($(compgen -W "$words" -- "$cur"))
 }}

@@ -26,7 +26,7 @@ class Exit(IntEnum):
     FAILURE = 1  # a waited-for job failed without a status of its own; health is degraded
     USAGE = 64  # EX_USAGE: invalid arguments or job parameters
     REFUSED = 65  # EX_DATAERR: the job's state or an earlier request does not allow it
-    NOT_FOUND = 66  # EX_NOINPUT: no such job or definition
+    NOT_FOUND = 66  # EX_NOINPUT: no such job, definition or revision
     NOHOST = 68  # EX_NOHOST: -H: ssh could not reach the host or log in
     UNAVAILABLE = 69  # EX_UNAVAILABLE: automd (or systemd behind it) cannot be reached
     SOFTWARE = 70  # EX_SOFTWARE: automd (or automctl) failed unexpectedly
@@ -52,7 +52,10 @@ MEANINGS: dict[Exit, str] = {
         "the job's state or an earlier request does not allow it (EX_DATAERR): `retry` of an "
         "unfinished job (1003), an idempotency key used with other parameters (1004)"
     ),
-    Exit.NOT_FOUND: "no such job or definition (EX_NOINPUT; 1001, 1002)",
+    Exit.NOT_FOUND: (
+        "no such job, definition or revision (EX_NOINPUT; 1001, 1002, 1010); `defs diff`: no "
+        "earlier revision to compare with"
+    ),
     Exit.NOHOST: (
         "`-H`: ssh could not reach the host or log in (EX_NOHOST): ssh itself failed (status "
         "255: name not resolved, connection refused or timed out, host key not verified, "
@@ -93,6 +96,7 @@ _BY_CODE = {
     ErrorCode.INVALID_PARAMS: Exit.USAGE,
     ErrorCode.UNKNOWN_DEFINITION: Exit.NOT_FOUND,
     ErrorCode.JOB_NOT_FOUND: Exit.NOT_FOUND,
+    ErrorCode.UNKNOWN_REVISION: Exit.NOT_FOUND,
     ErrorCode.INVALID_JOB_STATE: Exit.REFUSED,
     ErrorCode.IDEMPOTENCY_CONFLICT: Exit.REFUSED,
     ErrorCode.QUEUE_FULL: Exit.TEMPFAIL,

@@ -11,7 +11,7 @@ from typing import Any
 
 from automd import __version__
 from automd.api.codes import DEFAULT_SOCKET
-from automd.ctl import arguments, schedules, verbs
+from automd.ctl import arguments, defs, schedules, verbs
 from automd.ctl.client import ClientError, RemoteError, RpcClient
 from automd.ctl.complete_words import COMPLETE_VERB, DAEMON_WORDS, complete_words
 from automd.ctl.completion import SHELLS, completion_script, parser_commands
@@ -92,12 +92,6 @@ def _list_arguments(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
 
 
-def _defs_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "definition", nargs="?", metavar="name", help="show this definition and its parameters"
-    )
-
-
 def _wait_arguments(parser: argparse.ArgumentParser) -> None:
     _ids(parser)
     parser.add_argument(
@@ -116,6 +110,10 @@ def _retry_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--wait", action="store_true", help="wait for the job; exit with its exit status"
     )
+    parser.add_argument(
+        "--current", action="store_true",
+        help="run the definition's active revision, not the one the job was submitted under",
+    )  # fmt: skip
 
 
 def _one_id(parser: argparse.ArgumentParser) -> None:
@@ -192,8 +190,11 @@ VERBS: tuple[Verb, ...] = (
                   "automctl list --watch 5"),
     ),
     Verb(
-        "defs", "list job definitions, or show one", verbs.cmd_defs, _defs_arguments,
-        examples=("automctl defs", "automctl defs backup"),
+        "defs", "list job definitions, show one, or its revisions (history, diff, rollback)",
+        defs.cmd_defs, defs.defs_arguments,
+        examples=("automctl defs", "automctl defs backup", "automctl defs history backup",
+                  "automctl defs diff backup", "automctl defs diff backup 2 4",
+                  "automctl defs rollback backup", "automctl defs rollback backup 2"),
     ),
     Verb(
         "cancel", "cancel queued or running jobs", verbs.cmd_cancel, _ids,
@@ -201,7 +202,7 @@ VERBS: tuple[Verb, ...] = (
     ),
     Verb(
         "retry", "run a finished job again", verbs.cmd_retry, _retry_arguments,
-        examples=(f"automctl retry {_ID} --wait",),
+        examples=(f"automctl retry {_ID} --wait", f"automctl retry {_ID} --current"),
     ),
     Verb(
         "wait", "wait for jobs to finish", verbs.cmd_wait, _wait_arguments,

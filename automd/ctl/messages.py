@@ -22,6 +22,7 @@ _OPTIONS = {
     "outcome": "--outcome",
     "state": "--state",
     "idempotency_key": "--idempotency-key",
+    "revision": "--current",  # job.retry's; definition.get's numbers are checked before
 }
 
 
@@ -37,6 +38,15 @@ def describe(error: ClientError) -> str:
 def _definition(error: RemoteError, data: dict[str, Any]) -> str:
     name = data.get("definition", error.params.get("name", ""))
     return f'no definition "{name}"; automctl defs lists them'
+
+
+def _revision(error: RemoteError, data: dict[str, Any]) -> str:
+    name = data.get("definition", error.params.get("name", ""))
+    listed = f"automctl defs history {name} lists its revisions"
+    if data.get("reason"):  # e.g. no earlier revision to roll back to
+        return f"{name}: {data['reason']}; {listed}"
+    revision = data.get("revision", error.params.get("revision", "?"))
+    return f"{name} has no revision {revision}; {listed}"
 
 
 def _job(error: RemoteError, data: dict[str, Any]) -> str:
@@ -121,6 +131,7 @@ def _unknown_method(error: RemoteError, data: dict[str, Any]) -> str:
 
 _SENTENCES = {
     int(ErrorCode.UNKNOWN_DEFINITION): _definition,
+    int(ErrorCode.UNKNOWN_REVISION): _revision,
     int(ErrorCode.JOB_NOT_FOUND): _job,
     int(ErrorCode.INVALID_JOB_STATE): _state,
     int(ErrorCode.IDEMPOTENCY_CONFLICT): _idempotency,

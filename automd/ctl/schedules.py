@@ -12,16 +12,11 @@ from automd.ctl.context import Context, UsageError
 from automd.ctl.exits import Exit
 from automd.ctl.jobtext import STATE_COLOURS
 from automd.ctl.render import format_duration
+from automd.ctl.times import local_time
 
 #: What systemd passes to a unit a timer started: the timer's elapse, µs since the epoch.
 TRIGGER_ENV = "TRIGGER_TIMER_REALTIME_USEC"
 FIRE_VERB = "__fire"
-
-
-def _when(iso: str | None) -> str:
-    if not iso:
-        return "-"
-    return datetime.fromisoformat(iso).astimezone().strftime("%a %Y-%m-%d %H:%M:%S %Z")
 
 
 def _left(iso: str | None, now: datetime) -> str:
@@ -42,8 +37,8 @@ def cmd_schedules(ctx: Context, args: argparse.Namespace) -> int:
         state = s["last_state"] or "-"
         painted = ctx.out.paint(state, STATE_COLOURS.get(state, "bold")) if s["last_state"] else "-"
         name = s["name"] if s["enabled"] else f"{s['name']} (disabled)"
-        rows.append([_when(s["next_elapse"]), _left(s["next_elapse"], now),
-                     _when(s["last_trigger"]), name, s["definition"], painted])  # fmt: skip
+        rows.append([local_time(s["next_elapse"]), _left(s["next_elapse"], now),
+                     local_time(s["last_trigger"]), name, s["definition"], painted])  # fmt: skip
     ctx.out.table(rows)
     ctx.err.line(f"{len(listed['schedules'])} schedules listed.")
     return int(Exit.OK)

@@ -1,4 +1,5 @@
-"""Times as people type them (`--since 1h`, `yesterday`, a date) -> RFC 3339 for the API."""
+"""Times as people type them (`--since 1h`, `yesterday`, a date) -> RFC 3339 for the API, and
+the API's times as automctl's tables show them (local time, as systemctl list-timers)."""
 
 from __future__ import annotations
 
@@ -34,3 +35,10 @@ def parse_time(text: str, now: datetime | None = None) -> str:
 
 def _rfc3339(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def local_time(iso: str | None) -> str:
+    """An RFC 3339 time in local time, `Sun 2026-12-06 12:40:02 CET`; `-` for none."""
+    if not iso:
+        return "-"
+    return datetime.fromisoformat(iso).astimezone().strftime("%a %Y-%m-%d %H:%M:%S %Z")

@@ -13,7 +13,6 @@ from automd.api.codes import ErrorCode
 from automd.api.exit_status import exit_status_name
 from automd.ctl.client import RemoteError
 from automd.ctl.context import Context, UsageError
-from automd.ctl.definitions import parameter_rows, sandbox_line
 from automd.ctl.exits import Exit, job_exit_status
 from automd.ctl.jobtext import (
     FINISHED,
@@ -106,7 +105,7 @@ def cmd_status(ctx: Context, args: argparse.Namespace) -> int:
     state = ctx.out.paint(job["state"], STATE_COLOURS.get(job["state"], "bold"))
     rows = [
         ["Job:", job["id"]],
-        ["Definition:", job["definition"]],
+        ["Definition:", job["definition"] + _revision(job)],
         ["State:", state + (" (cancel requested)" if job["cancel_requested"] else "")],
         ["Params:", json.dumps(job["params"], sort_keys=True)],
         ["Created:", job["created_at"]],
@@ -138,6 +137,11 @@ def cmd_status(ctx: Context, args: argparse.Namespace) -> int:
             line += f" — {attempt['retry_reason']}"
         ctx.out.line(line)
     return int(Exit.OK)
+
+
+def _revision(job: dict[str, Any]) -> str:
+    """` (revision 3)`: what the job runs; nothing for a job recorded before revisions."""
+    return f" (revision {job['revision']})" if job.get("revision") is not None else ""
 
 
 def _cancel(ctx: Context, job_id: str) -> tuple[dict[str, Any], str]:
@@ -235,35 +239,11 @@ def _list_once(ctx: Context, args: argparse.Namespace) -> int:
     return int(Exit.OK)
 
 
-def cmd_defs(ctx: Context, args: argparse.Namespace) -> int:
-    if args.definition:
-        definition = ctx.client.call("definition.get", {"name": args.definition})
-        if ctx.json:
-            ctx.out.json(definition)
-            return int(Exit.OK)
-        ctx.out.line(f"{definition['name']}: {definition['description']}")
-        sandbox = sandbox_line(definition.get("sandbox"))
-        if sandbox:
-            ctx.out.line(f"Sandbox: {sandbox}")
-        rows = parameter_rows(definition["params_schema"])
-        ctx.out.table(rows)
-        return int(Exit.OK)
-    listed = ctx.client.call("definition.list")
-    if ctx.json:
-        ctx.out.json(listed)
-        return int(Exit.OK)
-    rows = [["NAME", "PARAMETERS", "DESCRIPTION"]]
-    for d in listed["definitions"]:
-        rows.append([d["name"], ",".join(d["parameters"]) or "-", d["description"]])
-    ctx.out.table(rows)
-    for error in listed["errors"]:
-        where = f"{error['file']}: {error['key']}" if error["key"] else error["file"]
-        ctx.err.line(ctx.err.paint(f"not loaded: {where}: {error['reason']}", "red"))
-    return int(Exit.OK)
-
-
 def cmd_retry(ctx: Context, args: argparse.Namespace) -> int:
-    job = ctx.client.call("job.retry", {"id": args.id})["job"]
+    params: dict[str, Any] = {"id": args.id}
+    if args.current:
+        params["revision"] = "current"
+    job = ctx.client.call("job.retry", params)["job"]
     if not ctx.json:
         ctx.out.line(f"Job {job['id']} {job['state']} (attempt {job['attempts'] + 1} next)")
     if args.wait:

@@ -137,7 +137,7 @@ def test_list_defs_retry_and_wait(container: Container) -> None:
 
     code, out, _err = automctl(container, "defs")
     assert code == 0
-    assert re.search(r"^hello\s+name\s+Print a greeting$", out, re.M)
+    assert re.search(r"^hello\s+\d+\s+name\s+Print a greeting$", out, re.M), out  # REV: 0.8.0
     code, out, _err = automctl(container, "defs", "backup")
     # Issue 16.8: type, required or optional (never null), default, constraints, sandbox.
     assert re.search(

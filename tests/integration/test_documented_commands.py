@@ -30,6 +30,13 @@ NOT_RUN = {
     "automctl list --watch 5": (
         "runs until Ctrl-C; tests/unit/test_ctl.py::test_list_watch_redraws_until_ctrl_c"
     ),
+    # The test hosts load each definition once: one revision, nothing to compare or go back to.
+    "automctl defs diff backup": (
+        "needs two revisions of backup; tests/unit/test_ctl_revisions.py shows the output"
+    ),
+    "automctl defs rollback backup": (
+        "needs two revisions of backup, and admin; tests/unit/test_ctl_revisions.py"
+    ),
 }
 
 

@@ -319,4 +319,4 @@ def test_the_socket_on_the_line_is_the_daemon_asked(
     monkeypatch.setenv("AUTOMD_SOCKET", str(tmp_path / "none.sock"))
     assert complete(tmp_path, AUTOMCTL, "--socket", str(daemon), "wait", "") == JOBS
     # bash's words for --socket=PATH: the option, "=", the path.
-    assert complete(tmp_path, AUTOMCTL, "--socket", "=", str(daemon), "defs", "h") == ["hello"]
+    assert complete(tmp_path, AUTOMCTL, "--socket", "=", str(daemon), "defs", "he") == ["hello"]
