@@ -12,6 +12,7 @@ import pytest
 from tests.daemon.test_metrics import samples
 from tests.integration.conftest import JOBS_DIR, wait_for_async
 from tests.integration.container import Container
+from tests.integration.schedule_kit import AUTOMCTL
 from tests.integration.test_jobs import Api
 from tests.integration.test_metrics import scrape, value
 
@@ -88,6 +89,13 @@ async def test_each_edit_is_a_revision_and_each_job_shows_its_own(
         for n in (first["revision"], second["revision"])
     ]
     assert changed_paths(old, new) == {"argv", "limits.memory_max"}
+    # automctl's diff shows exactly those fields, from the revision before the active one.
+    diff = definitions.c.run([AUTOMCTL, "defs", "diff", "rev-edit"]).stdout.decode()
+    assert diff.splitlines() == [
+        f"rev-edit: revision {first['revision']} (inactive) -> {second['revision']} (active)",
+        '  argv[1]: "echo exiting 0; exit 0" -> "echo now exiting 0; exit 0"',
+        "  limits.memory_max: 67108864 -> 134217728",
+    ]
     history = await api.call("definition.history", name="rev-edit")
     assert [r["number"] for r in history["revisions"]] == [edited["active"], status["active"]]
     assert [r["jobs"] for r in history["revisions"]] == [1, 1]
