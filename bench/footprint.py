@@ -1,15 +1,20 @@
 """automd's footprint: cold start to the first reply, and idle RSS, of `automd --listen`.
 
-    .venv/bin/python -m bench.footprint [--runs 15] [--imports 0] [--python PATH] [--source DIR]
+    .venv/bin/python -m bench.footprint [--runs 15] [--imports 0] [--callgrind] [--python PATH]
+                                        [--source DIR]...
 
 Each run starts a fresh daemon (new state directory, the example definitions), times from
 spawn to the first reply (to `system.version`) on its socket, and reads the CPU time the
-process had used by then (/proc/PID/stat: load-independent, in 10 ms ticks); it waits until
+process had used by then (/proc/PID/stat, in 10 ms ticks: far less moved by the machine's
+load than the wall clock); it waits until
 it has answered a few calls, and reads VmRSS from /proc. Prints the medians and the load
 average. `--source DIR` (repeatable) runs that checkout's automd (e.g. `git archive` of an
 older commit unpacked in /tmp) with this venv; runs alternate between the sources, to
 compare before/after in one run. `--imports N` also measures `import automd.daemon` alone,
 N times per source: the CPU time at its end, VmRSS, and `-X importtime`'s total.
+`--callgrind` counts the instructions of one start per source under valgrind: from spawn
+through the first reply, 20 more calls and the shutdown (load-independent; needs valgrind;
+about a minute each).
 
 Sources are byte-compiled first (compileall, into their __pycache__), as the Debian package
 ships them (debian/rules): with PYTHONDONTWRITEBYTECODE=1, which this host's environment and
@@ -27,6 +32,8 @@ import subprocess
 import sys
 import tempfile
 import time
+import tomllib
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -120,8 +127,16 @@ def cold_start(
     return Start(cold, rss, cpu)
 
 
-def one_run(python: str, source: Path) -> Start:
-    """One fresh daemon of SOURCE: its cold start, idle RSS and CPU at the first reply."""
+def entry_point(source: Path) -> str:
+    """Python code that runs what SOURCE's `automd` command runs (its [project.scripts])."""
+    scripts = tomllib.loads((source / "pyproject.toml").read_text())["project"]["scripts"]
+    module, _, function = scripts["automd"].partition(":")
+    return f"import sys; from {module} import {function}; sys.exit({function}())"
+
+
+def one_run(python: str, source: Path, wrapper: Sequence[str] = ()) -> Start:
+    """One fresh daemon of SOURCE: its cold start, idle RSS and CPU at the first reply.
+    WRAPPER: a command that runs it (valgrind, for --callgrind)."""
     with tempfile.TemporaryDirectory(prefix="automd-footprint-") as tmp:
         work = Path(tmp)
         config = work / "automd.toml"
@@ -132,11 +147,23 @@ def one_run(python: str, source: Path) -> Start:
         sock = work / "automd.sock"
         env = {**os.environ, "PYTHONPATH": str(source)}
         env.pop("NOTIFY_SOCKET", None)
-        entry = "import sys; from automd.daemon import main; sys.exit(main())"
-        command = [python, "-c", entry, "--listen", str(sock), "--config", str(config),
-                   "--state-dir", str(work / "state")]  # fmt: skip
+        entry = entry_point(source)
+        command = [*wrapper, python, "-c", entry, "--listen", str(sock), "--config",
+                   str(config), "--state-dir", str(work / "state")]  # fmt: skip
         # cwd: `python -c` puts the working directory first on sys.path.
-        return cold_start(command, sock, cwd=work, env=env)
+        return cold_start(command, sock, cwd=work, env=env, timeout=300 if wrapper else 30)
+
+
+def instructions(python: str, source: Path) -> int:
+    """Instructions (valgrind's callgrind) of one daemon from spawn through its first reply,
+    20 more calls and its shutdown: a figure that the machine's load does not change."""
+    with tempfile.TemporaryDirectory(prefix="automd-callgrind-") as tmp:
+        log = Path(tmp) / "valgrind.log"
+        wrapper = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
+                   f"--log-file={log}"]  # fmt: skip
+        one_run(python, source, wrapper)
+        collected = [line for line in log.read_text().splitlines() if "Collected :" in line]
+        return int(collected[-1].rpartition(":")[2])
 
 
 IMPORT_PROBE = (
@@ -164,6 +191,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=15)
     parser.add_argument("--imports", type=int, default=0, help="import-only runs per source")
+    parser.add_argument("--callgrind", action="store_true", help="also count instructions")
     parser.add_argument("--python", default=sys.executable)
     parser.add_argument(
         "--source", type=Path, action="append", help="a checkout to run (repeatable, alternated)"
@@ -180,19 +208,21 @@ def main() -> None:
     for _ in range(args.runs):  # alternating, so that a busier minute hurts each the same
         for source in sources:
             results[source].append(one_run(args.python, source))
-    for source, runs in results.items():
+    for source, runs in results.items() if args.runs else ():
         colds = [run.seconds * 1000 for run in runs]
         cpu = statistics.median(run.cpu_seconds for run in runs) * 1000
         rss = statistics.median(run.rss_mib for run in runs)
         print(f"{source}: cold start to first reply median {statistics.median(colds):.0f} ms "
               f"(min {min(colds):.0f}, max {max(colds):.0f}), CPU by then {cpu:.0f} ms; "
               f"idle RSS median {rss:.1f} MiB over {args.runs} runs")  # fmt: skip
-        if imports[source]:
-            cpus, rsss, totals = zip(*imports[source], strict=True)
-            print(f"{source}: import automd.daemon: CPU median "
-                  f"{statistics.median(cpus) * 1000:.0f} ms, VmRSS {statistics.median(rsss):.1f} "
-                  f"MiB, -X importtime total {statistics.median(totals) * 1000:.0f} ms "
-                  f"(medians of {args.imports})")  # fmt: skip
+    for source, costs in imports.items() if args.imports else ():
+        cpus, rsss, totals = zip(*costs, strict=True)
+        print(f"{source}: import automd.daemon: CPU median {statistics.median(cpus) * 1000:.0f} "
+              f"ms, VmRSS {statistics.median(rsss):.1f} MiB, -X importtime total "
+              f"{statistics.median(totals) * 1000:.0f} ms (medians of {args.imports})")  # fmt: skip
+    for source in sources if args.callgrind else ():
+        count = instructions(args.python, source)
+        print(f"{source}: {count:,} instructions from spawn to exit (callgrind, one start)")
     print(f"load average after: {load_average()}")
 
 

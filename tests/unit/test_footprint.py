@@ -6,13 +6,17 @@ interpreter.
 
 from __future__ import annotations
 
+import gc
 import json
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from automd import daemon, launch
 
 CHECKOUT = Path(__file__).resolve().parents[2]
 
@@ -59,3 +63,24 @@ def test_no_api_model_is_built_at_import(daemon_import: dict[str, Any]) -> None:
     """api/model.py's defer_build: each method's models are built at its first call."""
     assert daemon_import["api_models"] > 20  # the probe found them
     assert daemon_import["api_models_built"] == []
+
+
+def test_the_automd_command_imports_the_daemon_with_the_collector_paused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """automd/launch.py: no collections during the import; they are back on when it runs."""
+    scripts = tomllib.loads((CHECKOUT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts["automd"] == "automd.launch:main"
+    seen: list[bool] = []
+
+    def run() -> int:
+        seen.append(gc.isenabled())
+        return 0
+
+    monkeypatch.setattr(daemon, "main", run)
+    try:
+        assert launch.main() == 0
+    finally:
+        gc.unfreeze()  # what launch froze is this test process's, not a daemon's
+    assert seen == [True]
+    assert gc.isenabled()
