@@ -59,9 +59,10 @@ def importers_of(target: str) -> set[str]:
     [
         ("http", {"daemon"}),
         ("rpc", {"daemon", "http"}),
-        # manpage.py renders both command lines' parsers into man pages at package build time.
+        # manpage.py renders both command lines' parsers into man pages at package build time;
+        # launch.py is the automd command (it imports the daemon with the collector paused).
         ("ctl", {"manpage"}),
-        ("daemon", {"manpage"}),
+        ("daemon", {"manpage", "launch"}),
         ("ext:dbus_fast", {"systemd"}),
         ("ext:aiosqlite", {"store"}),
         ("ext:prometheus_client", {"metrics"}),

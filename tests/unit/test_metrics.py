@@ -50,8 +50,7 @@ def rendered(metrics: Metrics) -> dict[tuple[str, frozenset[tuple[str, str]]], f
 def test_outcomes_fold_into_counters_and_a_cumulative_histogram() -> None:
     metrics = Metrics()
     metrics.attach(gauges(), no_store)
-    assert metrics.daemon is not None
-    totals: _JobTotals = metrics.daemon.totals
+    totals: _JobTotals = metrics.totals
     totals.fold([
         (1, "backup", "succeeded", 110.0, 100.0),  # ran 10 s
         (2, "backup", "waiting_retry", 120.0, 115.0),
@@ -94,6 +93,22 @@ def test_rpc_methods_outside_the_api_share_one_label() -> None:
         frozenset({("method", "(other)"), ("code", "ok")}): 3,
         frozenset({("method", "job.get"), ("code", "1002")}): 1,
     }
+
+
+def test_rpc_latency_buckets_are_inclusive_upper_bounds_and_cumulative() -> None:
+    metrics = Metrics()
+    for seconds in (0.0005, 0.0006, 0.001, 9.0):
+        metrics.rpc.observe("job.get", None, seconds)
+    found = rendered(metrics)
+
+    def bucket(le: str) -> float:
+        labels = frozenset({("method", "job.get"), ("le", le)})
+        return found[("automd_rpc_request_duration_seconds_bucket", labels)]
+
+    assert [bucket(le) for le in ("0.0005", "0.001", "5.0", "+Inf")] == [1, 3, 3, 4]
+    count = found[("automd_rpc_request_duration_seconds_count", frozenset({("method", "job.get")}))]
+    total = found[("automd_rpc_request_duration_seconds_sum", frozenset({("method", "job.get")}))]
+    assert (count, round(total, 4)) == (4, 9.0021)
 
 
 def test_every_metric_is_documented() -> None:
