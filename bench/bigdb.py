@@ -13,7 +13,8 @@ that job.get has something to read) the same way. For each, on a copy:
   (tests/unit/test_jobs.py's Harness), sequential; and the service's start and reconciliation;
 - `automd --listen SOCK --state-dir DIR --config CONF` (as bench/footprint.py runs it): spawn to
   the first system.version reply, and to its "reconcile" log line. No systemd on this host:
-  reconciliation reports systemd unreachable, so that line is the warning, not "reconciled:".
+  reconciliation reports systemd unreachable, so that line is the warning, not "reconciled:"
+  (bench/bigdb_systemd.py times the real one, against systemd in the test container).
 Prints a table and the ratios (target: within 1.2x of empty, start-up under 1 s); writes
 bench/results/bigdb.json. A benchmark, not a test.
 """
