@@ -13,7 +13,8 @@ that job.get has something to read) the same way. For each, on a copy:
   (tests/unit/test_jobs.py's Harness), sequential; and the service's start and reconciliation;
 - `automd --listen SOCK --state-dir DIR --config CONF` (as bench/footprint.py runs it): spawn to
   the first system.version reply, and to its "reconcile" log line. No systemd on this host:
-  reconciliation reports systemd unreachable, so that line is the warning, not "reconciled:".
+  reconciliation reports systemd unreachable, so that line is the warning, not "reconciled:"
+  (bench/bigdb_systemd.py times the real one, against systemd in the test container).
 Prints a table and the ratios (target: within 1.2x of empty, start-up under 1 s); writes
 bench/results/bigdb.json. A benchmark, not a test.
 """
@@ -49,9 +50,10 @@ CHUNK = 5000  # jobs per build transaction
 EMPTY_JOBS = 100
 
 
-async def build(directory: Path, jobs: int) -> float:
+async def build(directory: Path, jobs: int, plan: str | None = None) -> float:
     """A store of `jobs` succeeded jobs finished over the last 20 days, oldest first (their
-    ids in time order, as the daemon makes them); seconds it took."""
+    ids in time order, as the daemon makes them); seconds it took. `plan`: each job's
+    RunPlan JSON (bench/history.py's 50-byte one by default)."""
     started = time.perf_counter()
     store = await Store.open(directory)
     now = time.time()
@@ -59,8 +61,9 @@ async def build(directory: Path, jobs: int) -> float:
         for start in range(0, jobs, CHUNK):
             count = min(CHUNK, jobs - start)
             at = now - 20 * DAY + start * 20 * DAY / jobs
+            shape: dict[str, Any] = {} if plan is None else {"plan": plan}
             await store.write(partial(add_finished_jobs, count=count, finished_at=at,
-                                      spread=count * 20 * DAY / jobs))  # fmt: skip
+                                      spread=count * 20 * DAY / jobs, **shape))  # fmt: skip
             if start and start % 100_000 == 0:
                 print(f"  built {start:,} in {time.perf_counter() - started:.0f} s", flush=True)
         await store.maintain(lambda conn: conn.execute("PRAGMA wal_checkpoint(TRUNCATE)"))
@@ -69,16 +72,19 @@ async def build(directory: Path, jobs: int) -> float:
     return time.perf_counter() - started
 
 
-def cached_store(cache: Path, jobs: int, rebuild: bool) -> tuple[Path, float | None]:
-    """The cached store of `jobs` jobs, built if missing; (its directory, build seconds)."""
-    directory = cache / f"jobs-{jobs}"
+def cached_store(
+    cache: Path, jobs: int, rebuild: bool, plan: tuple[str, str] | None = None
+) -> tuple[Path, float | None]:
+    """The cached store of `jobs` jobs, built if missing; (its directory, build seconds).
+    `plan`: (a name for the cache directory, the RunPlan JSON each job stores)."""
+    directory = cache / (f"jobs-{jobs}" if plan is None else f"jobs-{jobs}-{plan[0]}")
     done = directory / "built"
     if done.exists() and not rebuild:
         return directory, json.loads(done.read_text()).get("seconds")
     shutil.rmtree(directory, ignore_errors=True)
     directory.mkdir(parents=True)
     print(f"building a store of {jobs:,} finished jobs in {directory} ...", flush=True)
-    seconds = asyncio.run(build(directory, jobs))
+    seconds = asyncio.run(build(directory, jobs, None if plan is None else plan[1]))
     done.write_text(json.dumps({"seconds": seconds}))
     return directory, seconds
 

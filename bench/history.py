@@ -21,15 +21,17 @@ def add_finished_jobs(
     state: str = JobState.SUCCEEDED,
     spread: float = 0.0,
     key_prefix: str | None = None,
+    plan: str = _PLAN,
 ) -> list[str]:
     """`count` jobs that finished in `state`, the i-th at finished_at + i * spread / count,
-    each with one attempt, its three events and (with `key_prefix`) an idempotency key."""
+    each with one attempt, its three events and (with `key_prefix`) an idempotency key;
+    `plan`: the stored RunPlan JSON (a real one is about 1.2 KB, the default 50 bytes)."""
     ids = []
     for i in range(count):
         at = finished_at + i * spread / max(count, 1)
         job_id = new_job_id()
         key = None if key_prefix is None else f"{key_prefix}{i}"
-        rows.insert_job(conn, _job(job_id, state, at, key))
+        rows.insert_job(conn, _job(job_id, state, at, key, plan=plan))
         rows.insert_attempt(conn, _attempt(job_id, at))
         for offset, event in ((-2.0, JobState.QUEUED), (-1.0, JobState.RUNNING), (0.0, state)):
             rows.insert_event(conn, job_id, at + offset, event, attempt=1, detail="bench")
@@ -47,12 +49,18 @@ def add_unfinished_jobs(conn: sqlite3.Connection, states: Sequence[str], created
 
 
 def _job(
-    job_id: str, state: str, at: float | None, key: str | None, *, created_at: float | None = None
+    job_id: str,
+    state: str,
+    at: float | None,
+    key: str | None,
+    *,
+    created_at: float | None = None,
+    plan: str = _PLAN,
 ) -> JobRecord:
     created = created_at if at is None else at - 2.0
     assert created is not None
     return JobRecord(
-        id=job_id, definition="bench", params={"n": 1}, plan=_PLAN, state=state,
+        id=job_id, definition="bench", params={"n": 1}, plan=plan, state=state,
         caller_uid=1000, caller_pid=1, idempotency_key=key, created_at=created,
         updated_at=at or created, attempts=0 if at is None else 1, max_attempts=1,
         next_attempt_at=None, cancel_requested=False, result=None if at is None else "success",

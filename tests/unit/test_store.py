@@ -13,8 +13,10 @@ import pytest
 from automd import __version__
 from automd.api.codes import ErrorCode
 from automd.errors import AutomdError, StoreError, StoreUnavailable
+from automd.store import jobs as job_rows
 from automd.store.db import DB_FILENAME, Store
 from automd.store.migrations import LATEST_VERSION, MIGRATIONS
+from bench.history import add_finished_jobs
 
 
 class ConflictError(AutomdError):
@@ -198,5 +200,35 @@ async def test_a_full_disk_holds_other_writes_until_space_returns(tmp_path: Path
         assert await store.get_meta("outcome") == "x" * 100_000
         await store.write(_big_row("after"), fail_fast=True)
         assert store.writer.alive
+    finally:
+        await store.close()
+
+
+async def test_job_detail_searches_each_table_by_its_key(tmp_path: Path) -> None:
+    """job.get's read (jobs.job_detail) must stay key searches, ordered by the index: on a
+    history of a million jobs a scan or a sort would cost milliseconds, not microseconds
+    (bench/README.md, "A million finished jobs"). The plans of the statements it runs."""
+    store = await Store.open(tmp_path)
+    try:
+        (job_id,) = await store.write(lambda conn: add_finished_jobs(conn, 1, finished_at=1.0))
+        statements: list[str] = []
+        plans = []
+
+        def read(conn: sqlite3.Connection) -> None:
+            conn.set_trace_callback(statements.append)
+            try:
+                assert job_rows.job_detail(conn, job_id) is not None
+            finally:
+                conn.set_trace_callback(None)
+            for sql in statements:
+                args = (job_id,) * sql.count("?")
+                steps = conn.execute(f"EXPLAIN QUERY PLAN {sql}", args).fetchall()
+                plans.append(" | ".join(step[3] for step in steps))
+
+        store.lookup(read)
+        assert [plan.split(" USING ")[0] for plan in plans] == [
+            "SEARCH jobs", "SEARCH attempts", "SEARCH job_events"
+        ], plans  # fmt: skip
+        assert not any("SCAN" in plan or "TEMP B-TREE" in plan for plan in plans), plans
     finally:
         await store.close()
