@@ -62,6 +62,7 @@ class RevisionStatus(Result):
     canary_failed: int
     promote_after_successes: int | None
     max_failure_rate: float | None
+    min_finished: int | None = Field(None, description="canary jobs finished before judging")
 
 
 class DefinitionView(Result):

@@ -55,7 +55,10 @@ def canary_line(status: dict[str, Any]) -> str | None:
     if status.get("promote_after_successes") is not None:
         terms.append(f"promote after {status['promote_after_successes']}")
     if status.get("max_failure_rate") is not None:
-        terms.append(f"roll back above {_percent(status['max_failure_rate'] * 100)} failed")
+        rollback = f"roll back above {_percent(status['max_failure_rate'] * 100)} failed"
+        if status.get("min_finished") is not None:  # automd 0.8.0 says when judging starts
+            rollback += f" of at least {status['min_finished']} finished"
+        terms.append(rollback)
     return line + (f" ({', '.join(terms)})" if terms else "")
 
 

@@ -129,6 +129,7 @@ def revision_status(served: Served, results: tuple[int, int]) -> RevisionStatus:
         canary_failed=results[1],
         promote_after_successes=None if rollout is None else rollout.promote_after_successes,
         max_failure_rate=None if rollout is None else rollout.max_failure_rate,
+        min_finished=None if rollout is None else rollout.min_finished,
     )
 
 

@@ -187,6 +187,10 @@ def test_canary_and_diverged_lines() -> None:
     assert canary_line(CANARY) == (
         "canary 4 at 50%: 3 succeeded, 1 failed (promote after 20, roll back above 20% failed)"
     )
+    assert canary_line(CANARY | {"min_finished": 5}) == (
+        "canary 4 at 50%: 3 succeeded, 1 failed "
+        "(promote after 20, roll back above 20% failed of at least 5 finished)"
+    )
     assert canary_line(ROLLED_BACK) is None
     assert diverged_line(CANARY) is None
     assert diverged_line(ROLLED_BACK) == (
