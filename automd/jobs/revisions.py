@@ -108,21 +108,22 @@ class Revisions:
                 return
             canary, rollout, since = served.canary, served.rollout, served.canary_since or 0.0
             now = self._clock()
-            head = await self._store.write(
+            verdict = await self._store.write(
                 lambda conn: _judge_canary(conn, name, canary, rollout, since=since, now=now)
             )
-            if head is None:
+            if verdict is None:
                 return
-            if head.active == canary.revision:
+            if verdict.event == "promoted":
                 self.promotions[name] += 1
-                log.info("definition %s: canary revision %s promoted", name, canary.revision)
+                log.info("definition %s: canary revision %s promoted (%s)", name,
+                         canary.revision, verdict.detail)  # fmt: skip
                 self._registry.replace(
                     name, replace(served, active=canary, canary=None, rollout=None)
                 )
             else:
                 self.rollbacks[(name, "canary")] += 1
-                log.warning("definition %s: canary revision %s rolled back", name,
-                            canary.revision)  # fmt: skip
+                log.warning("definition %s: canary revision %s rolled back: %s", name,
+                            canary.revision, verdict.detail)  # fmt: skip
                 self._registry.replace(name, replace(served, canary=None, rollout=None))
 
     async def stop(self) -> None:
@@ -289,8 +290,8 @@ def _recorded(
 def _judge_canary(
     conn: sqlite3.Connection, name: str, canary: Definition, rollout: Rollout, *,
     since: float, now: float,
-) -> HeadRecord | None:  # fmt: skip
-    """In the writer's transaction: the head after the canary's verdict, or None if none."""
+) -> DefinitionEvent | None:  # fmt: skip
+    """In the writer's transaction: the canary's verdict applied, as its event (None: none)."""
     head = rows.load_head(conn, name)
     number = canary.revision
     if head is None or number is None or head.canary != number:
@@ -301,20 +302,17 @@ def _judge_canary(
         return None
     counts = f"{succeeded} succeeded, {failed} failed"
     if verdict == "promote":
+        event = DefinitionEvent(name, number, now, "promoted", "automd", counts)
         head = HeadRecord(name, active=number, file=head.file)
-        rows.insert_event(
-            conn, DefinitionEvent(name, head.active, now, "promoted", "automd", counts)
-        )
     else:
         limit = f"more than {rollout.max_failure_rate:g} of its finished jobs failed"
         detail = f"{counts}: {limit}; revision {head.active} stays active"
-        rows.insert_event(
-            conn, DefinitionEvent(name, number, now, "canary-failed", "automd", detail)
-        )
+        event = DefinitionEvent(name, number, now, "canary-failed", "automd", detail)
         insert_audit(conn, _rollback_audit(name, now, f"canary revision {number}: {detail}"))
         head = HeadRecord(name, active=head.active, file=head.file)
+    rows.insert_event(conn, event)
     rows.put_head(conn, head)
-    return head
+    return event
 
 
 def _rollback_audit(name: str, now: float, detail: str) -> AuditRecord:
