@@ -25,6 +25,7 @@ import contextlib
 import csv
 import itertools
 import json
+import os
 import random
 import time
 import uuid
@@ -58,6 +59,9 @@ class Load:
         self.latencies: dict[str, list[float]] = defaultdict(list)
         self.finished = 0
         self.submitted = 0
+        #: Seconds from each finished job's submit to its first attempt's start, since the
+        #: last sample (the job's own record: created_at -> attempts[0].started_at).
+        self.to_start: list[float] = []
         self.errors: dict[str, int] = defaultdict(int)
         self.stop = asyncio.Event()
         self.keys = itertools.count()
@@ -95,11 +99,19 @@ class Load:
             await asyncio.sleep(1.0)
 
     async def poll_to_end(self, conn: Connection, job_id: str) -> None:
-        if (await self.until(conn, job_id, FINAL)).get("state") in FINAL:
-            self.finished += 1
+        if (await self.until(conn, job_id, FINAL)).get("state") not in FINAL:
+            return
+        self.finished += 1
+        detail = await self.call(conn, "job.get", {"id": job_id})
+        if detail and detail["attempts"]:
+            started = datetime.fromisoformat(detail["attempts"][0]["started_at"])
+            created = datetime.fromisoformat(detail["job"]["created_at"])
+            self.to_start.append((started - created).total_seconds())
 
     def take(self) -> dict[str, list[float]]:
         taken, self.latencies = self.latencies, defaultdict(list)
+        if self.to_start:
+            taken["submit -> start"], self.to_start = self.to_start, []
         return taken
 
 
@@ -219,7 +231,9 @@ def process_figures(c: Container) -> dict[str, Any]:
     kib = {fields[0].rstrip(":"): int(fields[1]) for fields in
            (line.split() for line in (proc / "status").read_text().splitlines())
            if fields and fields[0] in ("VmRSS:", "RssAnon:", "RssFile:")}  # fmt: skip
+    ticks = (proc / "stat").read_text().rsplit(")", 1)[1].split()[11:13]  # utime, stime
     return {"pid": pid, "rss_mib": round(kib["VmRSS"] / 1024, 2),
+            "cpu_s": sum(int(t) for t in ticks) / os.sysconf("SC_CLK_TCK"),
             "anon_mib": round(kib["RssAnon"] / 1024, 2),
             "file_mib": round(kib["RssFile"] / 1024, 2),
             "fds": sum(1 for _ in (proc / "fd").iterdir())}  # fmt: skip
@@ -239,6 +253,8 @@ def store_figures(c: Container) -> dict[str, Any]:
         states = json.loads(counted.stdout)
         figures["jobs_in_db"] = sum(states.values())
         figures["finished_in_db"] = sum(n for state, n in states.items() if state in FINAL)
+        # Jobs waiting for a run slot or for systemd to start them: the queue's depth.
+        figures["queued"] = states.get("queued", 0) + states.get("starting", 0)
     else:
         figures["db_error"] = counted.stderr.decode(errors="replace")[-200:]
     return figures
@@ -290,8 +306,9 @@ async def sampler(load: Load, c: Container, started: float, samples: list[dict[s
 def write_results(path: Path, samples: list[dict[str, Any]], whole: dict[str, Any]) -> None:
     path.write_text(json.dumps({"config": CONFIG, "samples": samples, "whole_run": whole},
                                indent=1))  # fmt: skip
-    columns = ["t", "pid", "rss_mib", "anon_mib", "file_mib", "fds", "db_mb", "wal_mb",
-               "jobs_in_db", "finished_in_db", "submitted", "finished", "load1"]  # fmt: skip
+    columns = ["t", "pid", "rss_mib", "anon_mib", "file_mib", "fds", "cpu_s", "db_mb", "wal_mb",
+               "jobs_in_db", "finished_in_db", "queued", "submitted", "finished",
+               "load1"]  # fmt: skip
     with path.with_suffix(".csv").open("w", newline="") as f:
         writer = csv.writer(f)
         methods = sorted({m for s in samples for m in s["latency"]})
@@ -309,11 +326,24 @@ def summarize(path: Path) -> None:
     """Start, end and max of each figure sampled, and the whole run's latency per method."""
     data = json.loads(path.read_text())
     samples = data["samples"]
-    for key in ("rss_mib", "anon_mib", "file_mib", "fds", "db_mb", "wal_mb", "jobs_in_db", "load1"):
+    for key in (
+        "rss_mib",
+        "anon_mib",
+        "file_mib",
+        "fds",
+        "db_mb",
+        "wal_mb",
+        "jobs_in_db",
+        "queued",
+        "load1",
+    ):
         values = [s[key] for s in samples if key in s]
         print(f"{key:12} start {values[0]:>8} end {values[-1]:>8} max {max(values):>8} "
               f"min {min(values):>8}")  # fmt: skip
     last = samples[-1]
+    if "cpu_s" in last:
+        busy = (last["cpu_s"] - samples[0]["cpu_s"]) / max(last["t"] - samples[0]["t"], 1e-9)
+        print(f"automd CPU: {100 * busy:.1f}% of one CPU on average")
     print(f"jobs: {last['submitted']} submitted, {last['finished']} finished; "
           f"errors: {last['errors']}")  # fmt: skip
     for method, figures in data["whole_run"].items():
@@ -329,25 +359,31 @@ def plot(path: Path, png: Path) -> None:
     data = json.loads(path.read_text())
     samples = data["samples"]
     minutes = [s["t"] / 60 for s in samples]
-    fig, axes = plt.subplots(4, 1, figsize=(9, 11), sharex=True)
+    fig, axes = plt.subplots(5, 1, figsize=(9, 13), sharex=True)
     axes[0].plot(minutes, [s["rss_mib"] for s in samples], label="automd VmRSS (MiB)")
     for key, label in (("anon_mib", "of which RssAnon"), ("file_mib", "of which RssFile")):
         if all(key in s for s in samples):  # runs before these were sampled lack them
             axes[0].plot(minutes, [s[key] for s in samples], label=f"{label} (MiB)")
     axes[0].plot(minutes, [s["fds"] for s in samples], label="automd open fds")
+    cpu = [(b["t"] / 60, 100 * (b["cpu_s"] - a["cpu_s"]) / (b["t"] - a["t"]))
+           for a, b in itertools.pairwise(samples) if "cpu_s" in a and "cpu_s" in b]  # fmt: skip
+    if cpu:
+        axes[0].plot(*zip(*cpu, strict=True), label="automd CPU (% of one CPU)")
     axes[0].set_ylim(bottom=0)
     axes[1].plot(minutes, [s["db_mb"] for s in samples], label="automd.db (MB)")
     axes[1].plot(minutes, [s["wal_mb"] for s in samples], label="automd.db-wal (MB)")
     axes[1].set_ylim(bottom=0)
     axes[2].plot(minutes, [s.get("jobs_in_db", 0) for s in samples], label="jobs in the db")
     axes[2].plot(minutes, [s["finished"] for s in samples], label="jobs finished so far")
-    methods = sorted({m for s in samples for m in s["latency"]} - {"logs -f (whole job)"})
+    methods = sorted({m for s in samples for m in s["latency"]}
+                     - {"logs -f (whole job)", "submit -> start"})  # fmt: skip
     for method in methods:
         points = [(s["t"] / 60, s["latency"][method]["p99_ms"]) for s in samples
                   if method in s["latency"]]  # fmt: skip
         axes[3].plot(*zip(*points, strict=True), label=f"{method} p99 (ms)")
     axes[3].set_yscale("log")
-    axes[3].set_xlabel("minutes (machine shared and loaded: latency is noisy)")
+    _plot_queue(axes[4], samples)
+    axes[4].set_xlabel("minutes")
     for ax in axes:
         ax.legend(loc="upper left", fontsize=8)
         ax.grid(alpha=0.3)
@@ -355,6 +391,19 @@ def plot(path: Path, png: Path) -> None:
     fig.tight_layout()
     fig.savefig(png, dpi=80)
     print(f"plot: {png}")
+
+
+def _plot_queue(ax: Any, samples: list[dict[str, Any]]) -> None:
+    """Queue depth, and submit -> start p50/p99 of the jobs that finished in each interval."""
+    minutes = [s["t"] / 60 for s in samples if "queued" in s]
+    ax.plot(minutes, [s["queued"] for s in samples if "queued" in s],
+            label="jobs queued or starting")  # fmt: skip
+    for q in ("p50_ms", "p99_ms"):
+        points = [(s["t"] / 60, s["latency"]["submit -> start"][q] / 1000) for s in samples
+                  if "submit -> start" in s["latency"]]  # fmt: skip
+        if points:
+            ax.plot(*zip(*points, strict=True), label=f"submit -> start {q[:3]} (s)")
+    ax.set_ylim(bottom=0)
 
 
 async def soak(args: argparse.Namespace, path: Path) -> None:

@@ -132,6 +132,21 @@ async def light_load(job_id: str, load: Load, stop: asyncio.Event, count: int | 
         await conn.close()
 
 
+def timeline(
+    baseline: Load, under_load: Load, rss: list[tuple[float, float]],
+    records: dict[str, dict[str, Any]],
+) -> dict[str, Any]:  # fmt: skip
+    """Every call's (seconds since its load began, ms, method), the RSS samples, and when each
+    runaway job was recorded final: for bench/runaway_plot.py."""
+
+    def calls(load: Load) -> list[tuple[float, float, str]]:
+        return [(round(at, 3), round(took * 1000, 2), method) for at, took, method in load.calls]
+
+    recorded = {name: r.get("seconds_to_final") for name, r in records.items()}
+    return {"baseline": calls(baseline), "runaway": calls(under_load), "rss_mib": rss,
+            "recorded_s": recorded}  # fmt: skip
+
+
 async def rpc(method: str, params: Any = None, *, within: float = CALL_TIMEOUT) -> Any:
     conn = await Connection.open(SOCKET)
     try:
@@ -183,9 +198,11 @@ def rss_mib(pid: int) -> float:
     raise RuntimeError(f"no VmRSS for pid {pid}")
 
 
-async def sample_rss(pid: int, samples: list[float], stop: asyncio.Event) -> None:
+async def sample_rss(pid: int, samples: list[tuple[float, float]], stop: asyncio.Event) -> None:
+    """(seconds since the sampling began, VmRSS MiB) every POLL_SECONDS until stop."""
+    begun = time.perf_counter()
     while not stop.is_set():
-        samples.append(rss_mib(pid))
+        samples.append((round(time.perf_counter() - begun, 2), round(rss_mib(pid), 2)))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), POLL_SECONDS)
 
@@ -276,7 +293,7 @@ async def run(result: dict[str, Any], checks: list[Check]) -> None:
 
     t3 = time.monotonic()
     under_load = Load()
-    rss_samples: list[float] = []
+    rss_samples: list[tuple[float, float]] = []
     stop = asyncio.Event()
     loaders = [
         asyncio.create_task(light_load(hello["id"], under_load, stop, None)),
@@ -320,7 +337,8 @@ async def run(result: dict[str, Any], checks: list[Check]) -> None:
                         f"baseline p99 {base['p99_ms']} ms, runaway p99 {loaded['p99_ms']} ms "
                         f"(x{ratio:.2f})"))  # fmt: skip
 
-    peak = max(rss_samples, default=rss_after)
+    result["timeline"] = timeline(baseline, under_load, rss_samples, records)
+    peak = max((mib for _, mib in rss_samples), default=rss_after)
     result["rss_mib"] = {"before": round(rss_before, 1), "peak": round(peak, 1),
                          "after": round(rss_after, 1), "samples": len(rss_samples)}  # fmt: skip
     checks.append(Check(f"automd RSS within +{RSS_GROWTH_MIB:g} MiB",

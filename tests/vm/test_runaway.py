@@ -22,9 +22,12 @@ from typing import Any
 import pytest
 
 from tests.vm.image import cached_image
-from tests.vm.machine import boot_and_run
+from tests.vm.machine import CHECKOUT, boot_and_run
 
 pytestmark = [pytest.mark.vm, pytest.mark.timeout(1800)]
+
+#: Where the run's result.json is kept: $AUTOMD_TEST_ARTIFACTS/vm, else test-artifacts/vm.
+ARTIFACTS = Path(os.environ.get("AUTOMD_TEST_ARTIFACTS", CHECKOUT / "test-artifacts")) / "vm"
 
 
 def test_runaway_jobs_are_recorded_while_the_api_answers(
@@ -46,6 +49,10 @@ def test_runaway_jobs_are_recorded_while_the_api_answers(
         if result_file.exists():
             result = json.loads(result_file.read_text())
             print(summary(result))
+            # Kept for bench/runaway_plot.py, whatever the outcome.
+            ARTIFACTS.mkdir(parents=True, exist_ok=True)
+            shutil.copy(result_file, ARTIFACTS / "result.json")
+            print(f"result: {ARTIFACTS / 'result.json'}")
     assert result_file.exists(), (
         f"the runner left no result (exit status {run.status}); its output:\n{run.output()}"
     )
