@@ -193,11 +193,18 @@ class JobLogs:
         self.max_followers = max_followers
         self.watching = False
 
-    async def complete(self, ended_at: float | None) -> bool:
+    async def complete(self, ended_at: float | None, *, wait: float | None = None) -> bool:
         """Whether the journal holds all the output of a job that ended at wall-clock time
         `ended_at` (None: just now): journald says so (journald.py); or, when it cannot,
-        FINISH_GRACE_SECONDS have passed since."""
-        if await self._sync.synchronized_since(ended_at or time.time()):
+        FINISH_GRACE_SECONDS have passed since. `wait`: at most this long for journald's
+        answer (a page must not hang on a journald busy fsyncing; the request goes on, and a
+        later call gets its answer), then False: not known yet."""
+        try:
+            async with asyncio.timeout(wait):
+                synced = await self._sync.synchronized_since(ended_at or time.time())
+        except TimeoutError:
+            return False
+        if synced:
             return True
         return ended_at is not None and time.time() - ended_at >= FINISH_GRACE_SECONDS
 

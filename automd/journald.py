@@ -35,6 +35,8 @@ class JournalSync:
         self._next: asyncio.Task[bool] | None = None
         #: Wall-clock time at which the last request that journald answered was sent.
         self._synced_at: float | None = None
+        #: The request in flight, and when it was sent: it covers whatever ended before.
+        self._inflight: tuple[float, asyncio.Task[bool]] | None = None
         self._warned = False
         #: Requests that failed or timed out (journald absent, not allowed, not answering).
         self.failures = 0
@@ -45,6 +47,9 @@ class JournalSync:
         when journald cannot say so (then callers fall back to waiting a while)."""
         if self._synced_at is not None and self._synced_at >= when:
             return True
+        inflight = self._inflight
+        if inflight is not None and inflight[0] >= when:  # sent after it ended: it covers it
+            return await asyncio.shield(inflight[1])
         return await self.synchronize()
 
     async def synchronize(self) -> bool:
@@ -57,12 +62,17 @@ class JournalSync:
         async with self._lock:  # one request in flight; askers meanwhile wait for the next
             self._next = None
             sent_at = time.time()
+            this = asyncio.current_task()
+            assert this is not None  # a round runs as its own task (synchronize())
+            self._inflight = (sent_at, this)
             try:
                 async with asyncio.timeout(self._timeout):
                     answered = await self._request()
             except (OSError, asyncio.IncompleteReadError, TimeoutError, ValueError) as exc:
                 answered = False
                 self._failed(f"{type(exc).__name__}: {exc}")
+            finally:
+                self._inflight = None
             if answered:
                 self._synced_at = max(self._synced_at or 0.0, sent_at)
             return answered

@@ -8,6 +8,10 @@ from automd.api.jobs import JobLogsParams, JobLogsResult, JobState
 from automd.joblog import JobLogs, LogPage, LogQuery
 from automd.jobs.service import JobService
 
+#: How long a page of a finished job waits for journald to confirm it holds all its output;
+#: past that the page says finished = false and the caller asks again (a follow waits on).
+PAGE_SYNC_WAIT_SECONDS = 2.0
+
 
 def _query(params: JobLogsParams) -> LogQuery:
     return LogQuery(
@@ -56,20 +60,24 @@ class JobOutput:
         self.jobs = jobs
         self.logs = logs
 
-    async def finished(self, job_id: str, attempt: int | None) -> bool:
+    async def finished(
+        self, job_id: str, attempt: int | None, *, wait: float | None = None
+    ) -> bool:
         """No more output will come, and what came is all in the journal: the job ended, or
-        the attempt asked for did (a later one exists), and journald has stored its lines."""
+        the attempt asked for did (a later one exists), and journald has stored its lines
+        (`wait`: at most this long for journald to say so)."""
         job = await self.jobs.get(job_id)
         if JobState(job.state).finished:
-            return await self.logs.complete(job.finished_at)
+            return await self.logs.complete(job.finished_at, wait=wait)
         if attempt is not None and job.attempts > attempt:
-            return await self.logs.complete(None)  # when that attempt ended is not at hand
+            # When that attempt ended is not at hand.
+            return await self.logs.complete(None, wait=wait)
         return False
 
     async def page(self, params: JobLogsParams) -> JobLogsResult:
         # Whether it finished is read first: a job that ends meanwhile is reported unfinished,
         # so a poller asks once more rather than missing its last lines.
-        finished = await self.finished(params.id, params.attempt)
+        finished = await self.finished(params.id, params.attempt, wait=PAGE_SYNC_WAIT_SECONDS)
         return _result(await self.logs.page(_query(params)), finished=finished)
 
     def follow(self, params: JobLogsParams) -> LogFollow:

@@ -110,3 +110,20 @@ async def test_with_journald_output_is_complete_once_it_answers(journald: Journa
         assert await logs.complete(None)
     finally:
         logs.shutdown()
+
+
+async def test_a_bounded_wait_for_a_busy_journald_is_not_yet_complete(journald: Journald) -> None:
+    """Regression (make vm-test): a job.logs page of a finished job waited for journald's answer
+    as long as journald took (10 s after a flood in the VM), past the caller's own timeout.
+    Bounded, it answers "not known yet" at once, and the request goes on for the next call."""
+    logs = JobLogs(sync=JournalSync(str(journald.path)))
+    journald.release.clear()
+    try:
+        started = time.monotonic()
+        assert not await logs.complete(time.time() - FINISH_GRACE_SECONDS, wait=0.05)
+        assert time.monotonic() - started < 5  # not the 10 s of the sync's own timeout
+        journald.release.set()
+        assert await logs.complete(time.time() - FINISH_GRACE_SECONDS, wait=5)
+        assert len(journald.requests) == 1  # the first request, answered, covered both
+    finally:
+        logs.shutdown()
