@@ -34,16 +34,17 @@ def plot(result: dict[str, Any], png: Path) -> None:
                              label=f"{method}, {when}")  # fmt: skip
     axes[0].set_yscale("log")
     axes[0].set_ylabel("latency (ms)")
-    for name, seconds in line["recorded_s"].items():
-        if seconds is not None:
-            for ax in axes:
-                ax.axvline(seconds, color="grey", linestyle=":", linewidth=1)
-            axes[0].annotate(f"{name} recorded", (seconds, axes[0].get_ylim()[1]), rotation=90,
-                             va="top", ha="right", fontsize=7)  # fmt: skip
     rss = line["rss_mib"]
     if rss:
         axes[1].plot(*zip(*rss, strict=True), label="automd VmRSS (MiB)")
-    axes[1].set_ylim(bottom=0)
+        axes[1].set_ylim(0, 1.3 * max(mib for _, mib in rss))
+    recorded = sorted((s, n) for n, s in line["recorded_s"].items() if s is not None)
+    for row, (seconds, name) in enumerate(recorded):
+        for ax in axes:
+            ax.axvline(seconds, color="grey", linestyle=":", linewidth=1)
+        # Staggered: jobs recorded at nearly the same time keep readable labels.
+        axes[1].annotate(f"{name} recorded", (seconds, 5 + 8 * row), fontsize=7,
+                         xytext=(3, 0), textcoords="offset points")  # fmt: skip
     axes[1].set_xlabel("seconds since the load began (each phase on its own clock)")
     latency = result["latency"]
     fig.suptitle(
