@@ -56,7 +56,7 @@ async def history(store: Store, states: Sequence[str]) -> tuple[int, float | Non
 
 def delete_jobs(conn: sqlite3.Connection, job_ids: Sequence[str]) -> int:
     """Delete jobs with their attempts, events and (expired) idempotency keys; but never the
-    job of the newest event: job_events' rowid is the metrics' cursor (automd/metrics.py),
+    job of the newest event: job_events' rowid is the metrics' cursor (automd/metrics/),
     and SQLite numbers a new row max(rowid) + 1, so deleting the newest would hand its rowid
     to the next event, which the metrics would then never count."""
     newest = conn.execute("SELECT job_id FROM job_events ORDER BY rowid DESC LIMIT 1").fetchone()
