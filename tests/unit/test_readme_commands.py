@@ -28,7 +28,10 @@ def test_ci_runs_the_readme_test_command_and_installs_nothing_itself() -> None:
     script = (CHECKOUT / ".ci" / "run").read_text()
     commands = [line.strip() for line in script.splitlines()
                 if line.strip() and not line.lstrip().startswith("#")]  # fmt: skip
-    assert commands[commands.index("make test") :] == ["make test", "make readme-test"]
+    # Then the README's commands on a pristine Debian 12, then the VM tier (docs/testing-vm.md).
+    assert commands[commands.index("make test") :] == [
+        "make test", "make readme-test", "make vm-test",
+    ]  # fmt: skip
     assert not any("apt-get" in command for command in commands), commands
 
 
