@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import time
 from datetime import datetime
@@ -110,6 +111,19 @@ async def drain(conns: list[Connection], definition: str, count: int) -> tuple[f
     return count / acknowledged, count / drained
 
 
+def cpu_seconds(stat: Path) -> float:
+    """utime + stime of the process whose /proc/PID/stat this is."""
+    ticks = stat.read_text().rsplit(")", 1)[1].split()[11:13]
+    return sum(int(t) for t in ticks) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_readers(c: Container) -> dict[str, Path]:
+    """automd's and PID 1's stat files, read from the host (the container's /proc for
+    automd's MainPID, which is a pid of the container's namespace)."""
+    main_pid = c.show("automd.service", "MainPID")["MainPID"]
+    return {"automd": c.root / "proc" / main_pid / "stat", "pid1": Path(f"/proc/{c.pid1}/stat")}
+
+
 async def automd_latency_ms(conn: Connection, definition: str, runs: int) -> float:
     """Acknowledged -> outcome recorded, from the job's own timestamps (no polling error)."""
     times = []
@@ -136,7 +150,12 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
             for name, definition in definitions.items():
                 await alone.rate(definition, 20)  # warm-up
                 before = await alone.rate(definition, args.baseline)
+                stats = cpu_readers(c)
+                cpu_before = {who: cpu_seconds(stat) for who, stat in stats.items()}
                 acked, drained = await drain(conns, name, args.jobs)
+                # CPU per job while the burst drained: automd's own, and systemd's (PID 1).
+                cpu_ms = {who: round((cpu_seconds(stat) - cpu_before[who]) * 1000 / args.jobs, 2)
+                          for who, stat in stats.items()}  # fmt: skip
                 after = await alone.rate(definition, args.baseline)
                 systemd_ms = await alone.latency_ms(definition, args.latency_runs)
                 automd_ms = await automd_latency_ms(conns[0], name, args.latency_runs)
@@ -145,6 +164,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
                              "automd_acknowledged_per_s": round(acked, 1),
                              "automd_drained_per_s": round(drained, 1),
                              "ratio": round(drained / ((before + after) / 2), 3),
+                             "cpu_ms_per_job": cpu_ms,
                              "one_job_ms_p50": {"systemd": round(systemd_ms, 1),
                                                 "automd": round(automd_ms, 1)}})  # fmt: skip
                 print(json.dumps(rows[-1]), flush=True)
