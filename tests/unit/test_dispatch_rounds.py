@@ -11,7 +11,6 @@ import pytest
 
 from automd.definitions.registry import DefinitionRegistry
 from automd.definitions.render import validate_params
-from automd.jobs import dispatcher
 from automd.jobs.dispatcher import claim_free_slots
 from automd.jobs.records import new_job_record
 from automd.store import jobs as rows
@@ -50,7 +49,7 @@ class Rounds:
             self.pages.append(limit)
             return paged(conn, after_id, limit)
 
-        monkeypatch.setattr(dispatcher.rows, "queued_after", counting)
+        monkeypatch.setattr(rows, "queued_after", counting)  # as the dispatcher reads it
 
     async def round(self, store: Store, max_running: int) -> list[str]:
         """The ids one round claims."""
