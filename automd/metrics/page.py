@@ -4,7 +4,8 @@ the only module that imports prometheus_client (docs/metrics.md), at the first s
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 from prometheus_client import CollectorRegistry, ProcessCollector
 from prometheus_client.core import (
@@ -47,6 +48,16 @@ def _buckets(bounds: Sequence[float], counts: Sequence[int]) -> list[tuple[str, 
 
 def _le(bound: float) -> str:
     return "+Inf" if bound == float("inf") else repr(bound)
+
+
+def _counted(
+    name: str, documentation: str, labels: list[str], counts: Mapping[Any, int]
+) -> CounterMetricFamily:
+    """A counter with one series per key of `counts` (a label value, or a tuple of them)."""
+    family = CounterMetricFamily(name, documentation, labels=labels)
+    for key, count in sorted(counts.items()):
+        family.add_metric(list(key) if isinstance(key, tuple) else [key], count)
+    return family
 
 
 class RpcCollector(Collector):
@@ -101,20 +112,16 @@ class DaemonCollector(Collector):
 
     def _job_metrics(self) -> Iterable[Metric]:
         totals = self.metrics.totals
-        finished = CounterMetricFamily(
+        finished = _counted(
             "automd_jobs_finished",
             "Jobs that reached a final state, by definition and state (from the store).",
-            labels=["definition", "state"],
-        )
-        for (definition, state), count in sorted(totals.finished.items()):
-            finished.add_metric([definition, state], count)
-        retries = CounterMetricFamily(
+            ["definition", "state"], totals.finished,
+        )  # fmt: skip
+        retries = _counted(
             "automd_job_retries",
             "Failed attempts that were scheduled to run again (from the store).",
-            labels=["definition"],
-        )
-        for definition, count in sorted(totals.retries.items()):
-            retries.add_metric([definition], count)
+            ["definition"], totals.retries,
+        )  # fmt: skip
         runtime = HistogramMetricFamily(
             "automd_job_runtime_seconds",
             "Run time of a job's last attempt, from its start to the job's end (from the store).",
@@ -145,53 +152,37 @@ class DaemonCollector(Collector):
             "job.submit calls answered with an earlier job of the same idempotency key.",
             value=g.replays(),
         )
-        denials = CounterMetricFamily(
+        yield _counted(
             "automd_authorization_denials",
             "Calls refused by authorization, by permission.",
-            labels=["permission"],
-        )
-        for permission, count in sorted(g.denials().items()):
-            denials.add_metric([permission], count)
-        yield denials
+            ["permission"], g.denials(),
+        )  # fmt: skip
         yield CounterMetricFamily("automd_dbus_reconnects", "System bus connections re-made.",
                                   value=g.dbus_reconnects())  # fmt: skip
-        repairs = CounterMetricFamily(
+        yield _counted(
             "automd_job_repairs",
             "Drift the jobs self-check found and repaired, by kind (docs/metrics.md).",
-            labels=["kind"],
-        )
-        for kind, count in sorted(g.job_repairs().items()):
-            repairs.add_metric([kind], count)
-        yield repairs
-        illegal = CounterMetricFamily(
+            ["kind"], g.job_repairs(),
+        )  # fmt: skip
+        yield _counted(
             "automd_job_illegal_transitions",
             "Job state changes the transition table refused (each is a bug; docs/metrics.md).",
-            labels=["transition"],
-        )
-        for transition, count in sorted(g.illegal_transitions().items()):
-            illegal.add_metric([transition], count)
-        yield illegal
-        refused = CounterMetricFamily(
+            ["transition"], g.illegal_transitions(),
+        )  # fmt: skip
+        yield _counted(
             "automd_http_connections_refused",
             "Connections refused at accept(), by reason: max_connections, "
             "max_connections_per_user or open_files.",
-            labels=["reason"],
-        )
-        for reason, count in sorted(g.connections_refused().items()):
-            refused.add_metric([reason], count)
-        yield refused
+            ["reason"], g.connections_refused(),
+        )  # fmt: skip
 
     def _schedule_metrics(self) -> Iterable[Metric]:
         # Labels are admin-written definition and schedule names: one series per schedule.
-        firings = CounterMetricFamily(
+        firings = _counted(
             "automd_schedule_firings",
             "Schedule firings by outcome: created (a job) or skipped (overlap = skip).",
-            labels=["definition", "schedule", "outcome"],
-        )
-        for (definition, schedule, outcome), count in sorted(
-            self.gauges.schedule_firings().items()
-        ):
-            firings.add_metric([definition, schedule, outcome], count)
+            ["definition", "schedule", "outcome"], self.gauges.schedule_firings(),
+        )  # fmt: skip
         upcoming = GaugeMetricFamily(
             "automd_schedule_next_fire_timestamp_seconds",
             "When systemd fires the schedule's timer next (seconds since the epoch).",
@@ -225,17 +216,12 @@ class DaemonCollector(Collector):
             diverged.add_metric([name], int(apart))
             if canary_number is not None:
                 canary.add_metric([name], canary_number)
-        rollbacks = CounterMetricFamily("automd_definition_rollbacks",
-                                        "Rollbacks by reason: canary (automatic) or command.",
-                                        labels=["definition", "reason"])  # fmt: skip
-        for (name, reason), count in sorted(g.rollbacks().items()):
-            rollbacks.add_metric([name, reason], count)
-        promotions = CounterMetricFamily("automd_definition_promotions",
-                                         "Canary revisions promoted.",
-                                         labels=["definition"])  # fmt: skip
-        for name, count in sorted(g.promotions().items()):
-            promotions.add_metric([name], count)
-        yield from (active, canary, diverged, rollbacks, promotions)
+        yield from (active, canary, diverged)
+        yield _counted("automd_definition_rollbacks",
+                       "Rollbacks by reason: canary (automatic) or command.",
+                       ["definition", "reason"], g.rollbacks())  # fmt: skip
+        yield _counted("automd_definition_promotions", "Canary revisions promoted.",
+                       ["definition"], g.promotions())  # fmt: skip
 
     def _store_metrics(self) -> Iterable[Metric]:
         g = self.gauges
@@ -249,14 +235,11 @@ class DaemonCollector(Collector):
             "1 while the state directory's disk takes writes; 0 when full or failing.",
             value=0 if g.store_unwritable() else 1,
         )
-        refusals = CounterMetricFamily(
+        yield _counted(
             "automd_store_write_refusals",
             "Group commits the disk refused, by reason: disk full, I/O error.",
-            labels=["reason"],
-        )
-        for reason, count in sorted(g.store_refusals().items()):
-            refusals.add_metric([reason], count)
-        yield refusals
+            ["reason"], g.store_refusals(),
+        )  # fmt: skip
         yield GaugeMetricFamily(
             "automd_store_held_writes",
             "Job updates waiting for the disk to take them (recorded once it does).",
