@@ -52,7 +52,6 @@ class DefinitionRegistry:
         self.directory = directory
         self._loaded = LoadResult({}, ())
         self._served: dict[str, Served] = {}
-        self._active: dict[str, Definition] = {}
         self._spread: Counter[str] = Counter()  # new jobs per definition, for the canary share
 
     def reload(self) -> LoadResult:
@@ -65,7 +64,6 @@ class DefinitionRegistry:
         """Serve `served` from now on. Jobs already submitted keep the plan frozen at submit."""
         self._loaded = loaded
         self._served = served
-        self._active = {name: s.active for name, s in served.items()}
         log.info(
             "loaded %d job definitions from %s (%d files with errors)",
             len(served),
@@ -76,14 +74,19 @@ class DefinitionRegistry:
     def replace(self, name: str, served: Served) -> None:
         """One definition's serving changed (a canary promoted or rolled back, a rollback)."""
         self._served = {**self._served, name: served}
-        self._active = {**self._active, name: served.active}
 
     def get(self, name: str) -> Definition | None:
         """The active revision of `name`."""
-        return self._active.get(name)
+        served = self._served.get(name)
+        return None if served is None else served.active
 
     def served(self, name: str) -> Served | None:
         return self._served.get(name)
+
+    @property
+    def every(self) -> list[Served]:
+        """Each loaded definition as it is served, by name."""
+        return [self._served[name] for name in sorted(self._served)]
 
     def choose(self, name: str) -> Definition | None:
         """The revision a new job of `name` runs: the canary for its share, else the active."""
@@ -99,10 +102,11 @@ class DefinitionRegistry:
     def revision_rows(self) -> list[tuple[str, int, int | None, bool]]:
         """(name, active revision, canary revision or None, diverged) of each numbered one."""
         return [
-            (name, s.active.revision, None if s.canary is None else s.canary.revision, s.diverged)
-            for name, s in sorted(self._served.items())
+            (s.active.name, s.active.revision, None if s.canary is None else s.canary.revision,
+             s.diverged)
+            for s in self.every
             if s.active.revision is not None
-        ]
+        ]  # fmt: skip
 
     @property
     def file_definitions(self) -> dict[str, Definition]:
@@ -112,7 +116,7 @@ class DefinitionRegistry:
     @property
     def definitions(self) -> dict[str, Definition]:
         """The active revision of each loaded definition."""
-        return self._active
+        return {name: served.active for name, served in self._served.items()}
 
     @property
     def errors(self) -> tuple[DefinitionError, ...]:

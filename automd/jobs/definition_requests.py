@@ -22,11 +22,9 @@ class DefinitionRequests:
         self._revisions = revisions
 
     def list(self) -> DefinitionListResult:
-        registry = self._registry
-        served = (registry.served(name) for name in registry.definitions)
         return DefinitionListResult(
-            definitions=[views.definition_summary(s) for s in served if s is not None],
-            errors=[views.definition_error_view(e) for e in registry.errors],
+            definitions=[views.definition_summary(s) for s in self._registry.every],
+            errors=[views.definition_error_view(e) for e in self._registry.errors],
         )
 
     async def get(self, name: str, number: int | None) -> DefinitionView:

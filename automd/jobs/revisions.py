@@ -17,7 +17,6 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any
 
 from automd.definitions.loader import LoadResult, load_definitions
 from automd.definitions.model import Definition
@@ -34,6 +33,10 @@ from automd.store.jobs import JobRecord
 from automd.store.revisions import DefinitionEvent, HeadRecord, RevisionRecord
 
 log = logging.getLogger(__name__)
+
+
+#: A definition's revisions and events (newest first), and its jobs per revision number.
+History = tuple[list[RevisionRecord], list[DefinitionEvent], dict[int, int]]
 
 
 @dataclass(frozen=True)
@@ -144,7 +147,7 @@ class Revisions:
             )
             # Loadable before anything is committed: a rollback that cannot serve is refused.
             if record.revision == file_number:
-                active = file.model_copy(update={"revision": file_number})
+                active = _numbered(file, file_number)
             else:
                 active = _load(name, record, file)
             target, now = record.revision, self._clock()
@@ -173,12 +176,11 @@ class Revisions:
                 return known, record
         return _load(name, record, self._registry.file_definitions[name]), record
 
-    async def history(
-        self, name: str
-    ) -> tuple[list[RevisionRecord], list[DefinitionEvent], dict[int, int]]:
+    async def history(self, name: str) -> History:
+        """Every revision of a loaded definition, its last events, and its jobs per revision."""
         self._served(name)
 
-        def read(conn: sqlite3.Connection) -> tuple[Any, Any, Any]:
+        def read(conn: sqlite3.Connection) -> History:
             return (rows.revisions_of(conn, name), rows.events_of(conn, name),
                     rows.jobs_per_revision(conn, name))  # fmt: skip
 
@@ -213,8 +215,13 @@ def _load(name: str, record: RevisionRecord, file: Definition) -> Definition:
         ) from None
 
 
+def _numbered(file: Definition, number: int) -> Definition:
+    """The file's definition as revision `number` (what it serves as, recorded)."""
+    return file.model_copy(update={"revision": number})
+
+
 def _serve(file: Definition, head: HeadRecord, active: RevisionRecord | None) -> Served:
-    numbered = file.model_copy(update={"revision": head.file})
+    numbered = _numbered(file, head.file)
     if active is None:
         current = numbered
     else:
@@ -271,8 +278,16 @@ def _record_load(
                 conn, DefinitionEvent(name, number, now, "activated", source, "the file changed")
             )
     rows.put_head(conn, head)
-    active = None if head.active == head.file else rows.load_revision(conn, name, head.active)
-    return head, active
+    return _with_active(conn, head)
+
+
+def _with_active(
+    conn: sqlite3.Connection, head: HeadRecord
+) -> tuple[HeadRecord, RevisionRecord | None]:
+    """The head, with the active revision's record when the file does not hold it."""
+    if head.active == head.file:
+        return head, None
+    return head, rows.load_revision(conn, head.definition, head.active)
 
 
 def _recorded(
@@ -284,7 +299,7 @@ def _recorded(
     head = rows.load_head(conn, name)
     if number is None or head is None or head.file != number:
         return None
-    return head, None if head.active == head.file else rows.load_revision(conn, name, head.active)
+    return _with_active(conn, head)
 
 
 def _judge_canary(
