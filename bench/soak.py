@@ -25,7 +25,6 @@ import contextlib
 import csv
 import itertools
 import json
-import os
 import random
 import time
 import uuid
@@ -35,6 +34,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bench.drain import cpu_seconds
 from tests.daemon.harness import Connection
 from tests.integration.conftest import CHECKOUT, install_automd
 from tests.integration.container import Container
@@ -231,9 +231,8 @@ def process_figures(c: Container) -> dict[str, Any]:
     kib = {fields[0].rstrip(":"): int(fields[1]) for fields in
            (line.split() for line in (proc / "status").read_text().splitlines())
            if fields and fields[0] in ("VmRSS:", "RssAnon:", "RssFile:")}  # fmt: skip
-    ticks = (proc / "stat").read_text().rsplit(")", 1)[1].split()[11:13]  # utime, stime
     return {"pid": pid, "rss_mib": round(kib["VmRSS"] / 1024, 2),
-            "cpu_s": sum(int(t) for t in ticks) / os.sysconf("SC_CLK_TCK"),
+            "cpu_s": cpu_seconds(proc / "stat"),
             "anon_mib": round(kib["RssAnon"] / 1024, 2),
             "file_mib": round(kib["RssFile"] / 1024, 2),
             "fds": sum(1 for _ in (proc / "fd").iterdir())}  # fmt: skip
