@@ -23,6 +23,7 @@ from automd.ctl.errors import (
     ProtocolError,
     RemoteError,
 )
+from automd.ctl.interrupt import raise_if_interrupted
 from automd.ctl.transport import Transport, UnixTransport
 
 # The errors were defined here before errors.py; verbs and tests import them from here.
@@ -140,6 +141,7 @@ class RpcClient:
                 if response.getheader("Content-Type", "") != STREAM_CONTENT_TYPE:
                     return _result_of(_decode(response.read(), response.status), response.status)
                 for line in response:
+                    raise_if_interrupted()
                     message = _decode(line, response.status)
                     if isinstance(message, dict) and "method" in message and "id" not in message:
                         try:
@@ -155,6 +157,7 @@ class RpcClient:
     @contextmanager
     def _exchange(self, method: str, params: dict[str, Any] | None) -> Iterator[Any]:
         """Send one request; yields the HTTP response, translating transport failures."""
+        raise_if_interrupted()  # a Ctrl-C swallowed since the last request (interrupt.py)
         request = {"jsonrpc": "2.0", "method": method, "params": params or {},
                    "id": next(self._ids)}  # fmt: skip
         body = json.dumps(request).encode()
@@ -191,6 +194,10 @@ class RpcClient:
                     and not response.will_close):  # fmt: skip
                 conn.close()
                 self._kept = None
+            if response is not None:
+                # Closed here, not as it is freed: a finalizer running Python code can
+                # swallow a Ctrl-C (interrupt.py).
+                response.close()
 
     def _connection(self) -> _TransportConnection:
         """The kept connection if automd still holds it, else a new one (opened on first use)."""

@@ -17,6 +17,7 @@ from automd.ctl.complete_words import COMPLETE_VERB, DAEMON_WORDS, complete_word
 from automd.ctl.completion import SHELLS, completion_script, parser_commands
 from automd.ctl.context import Context, JobStillRunning, UsageError
 from automd.ctl.exits import Exit, exit_for
+from automd.ctl.interrupt import interrupts_recorded
 from automd.ctl.logs import LOG_FORMATS
 from automd.ctl.messages import describe
 from automd.ctl.render import Output
@@ -317,7 +318,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     try:
-        return _main(argv)
+        with interrupts_recorded():
+            return _main(argv)
     except Exception as error:  # docs/automctl.md: never a traceback
         # Anything else is a bug, or an answer whose shape automctl does not know (a field
         # missing): one line naming it, and -v shows the exchange that led to it.

@@ -414,13 +414,32 @@ def running_job(socket_path: Path) -> Iterator[tuple[Path, threading.Event, thre
 ENV = {name: value for name, value in os.environ.items() if name != "PYTHONUNBUFFERED"}
 
 
-def automctl(socket_path: Path, *args: str) -> subprocess.Popen[bytes]:
-    """automctl as its own process, stdout a pipe with stderr on it too (2>&1 | cat)."""
-    return subprocess.Popen(
+@contextmanager
+def automctl(socket_path: Path, *args: str) -> Iterator[subprocess.Popen[bytes]]:
+    """automctl as its own process, stdout a pipe with stderr on it too (2>&1 | cat); killed
+    if still running when the block ends, so no test leaves one behind."""
+    proc = subprocess.Popen(
         [sys.executable, "-m", "automd.ctl.main", *args],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-        env=ENV | {"AUTOMD_SOCKET": str(socket_path)}, cwd=ROOT,
+        env=ENV | {"AUTOMD_SOCKET": str(socket_path), "PYTHONFAULTHANDLER": "1"}, cwd=ROOT,
     )  # fmt: skip
+    with proc:
+        try:
+            yield proc
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+
+
+def output_of(proc: subprocess.Popen[bytes], within: float = 60.0) -> bytes:
+    """The rest of automctl's output once it exits; if it has not within `within`, its stack
+    (SIGABRT: PYTHONFAULTHANDLER prints where each thread was) in the failure."""
+    try:
+        return proc.communicate(timeout=within)[0]
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGABRT)
+        stack = proc.communicate()[0].decode(errors="replace")
+        pytest.fail(f"automctl still running after {within:g}s:\n{stack}")
 
 
 def first_line(proc: subprocess.Popen[bytes], within: float = 30.0) -> bytes:
@@ -437,7 +456,7 @@ def test_under_a_pipe_the_queued_line_comes_while_the_job_runs(
     with automctl(path, "run", "hello", "--wait") as proc:
         assert first_line(proc) == f"Job {JOB} queued\n".encode()
         end.set()
-        rest, _ = proc.communicate(timeout=60)
+        rest = output_of(proc)
     assert proc.returncode == 0
     assert rest.decode().startswith("Finished with result:")
 
@@ -452,7 +471,7 @@ def test_ctrl_c_while_waiting_says_the_job_runs_on(
             first_line(proc)
         assert asked.wait(30)  # polling the running job
         proc.send_signal(signal.SIGINT)
-        rest, _ = proc.communicate(timeout=60)
+        rest = output_of(proc)
     assert proc.returncode == Exit.INTERRUPTED
     assert rest.decode() == (
         f"automctl: job {JOB} is still running; automctl cancel {JOB} stops it\n"
@@ -674,7 +693,7 @@ def test_an_answer_of_an_unknown_shape_is_one_line_never_a_traceback(socket_path
     reads ended in a KeyError traceback. Checked: fails on the code before the fix."""
     methods: dict[str, Method] = {"job.list": lambda p: {"surprise": True}}
     with fake_automd(socket_path, methods), automctl(socket_path, "list") as proc:
-        out, _ = proc.communicate(timeout=60)
+        out = output_of(proc)
     assert proc.returncode == Exit.SOFTWARE
     lines = out.decode().splitlines()
     assert "Traceback" not in out.decode()
