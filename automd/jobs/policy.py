@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from automd.api.exit_status import setup_failure
 from automd.api.jobs import JobState
 from automd.definitions.model import RetryPolicy
+from automd.systemd.outcome import NEVER_RAN_PREFIX
 from automd.systemd.units import UnitOutcome
 
 
@@ -40,6 +41,8 @@ def judge(outcome: UnitOutcome, *, cancel_requested: bool) -> Verdict:
 
 def _how_it_stopped(outcome: UnitOutcome) -> str:
     """systemd calls a unit that ended on its stop signal a success; after a cancel, say how."""
+    if outcome.result.startswith(NEVER_RAN_PREFIX):
+        return "before its unit ran"
     if outcome.signal == signal.SIGTERM or (outcome.result == "success" and outcome.signal is None):
         return "stopped with SIGTERM"
     if outcome.signal == signal.SIGKILL:
@@ -58,11 +61,19 @@ def _signal_name(number: int) -> str:
         return f"signal {number}"
 
 
+_FAILURE_BY_RESULT = {
+    "timeout": "ran past its runtime limit",
+    "unknown": "the unit vanished without a recorded outcome",
+    "start-rejected": "systemd refused to start its unit",
+}
+
+
 def _failure(outcome: UnitOutcome) -> str:
-    if outcome.result == "timeout":
-        return "ran past its runtime limit"
-    if outcome.result == "unknown":
-        return "the unit vanished without a recorded outcome"
+    if (said := _FAILURE_BY_RESULT.get(outcome.result)) is not None:
+        return said
+    if outcome.result.startswith(NEVER_RAN_PREFIX):
+        how = outcome.result.removeprefix(NEVER_RAN_PREFIX)
+        return f"its unit's start ended before it ran ({how})"
     if outcome.signal is not None:
         # Includes Result=success with a clean-kill signal sent by someone other than automd.
         return f"killed by signal {outcome.signal} ({outcome.result})"

@@ -23,6 +23,11 @@ JOURNAL_EXIT_CODES = {
 }
 
 
+# The result of an attempt whose unit never ran: start-rejected (StartTransientUnit refused),
+# or start-<the start job's JobRemoved result> when that job ended first (a stop overtook it).
+NEVER_RAN_PREFIX = "start-"
+
+
 @dataclass(frozen=True)
 class UnitOutcome:
     """The end of one unit invocation, as systemd reported it."""

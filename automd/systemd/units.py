@@ -194,6 +194,7 @@ class Systemd:
                 return
             if tracker.start_job is not None and tracker.start_job != signal.job:
                 return
+            tracker.start_job_result = signal.result
             self._units.start_job_done(tracker)
             if signal.result != "done" and not tracker.ran:
                 # The start failed and no state change said the unit ran: ask systemd.
@@ -309,12 +310,17 @@ class Systemd:
             # never_ran: the start job ended without the unit running (e.g. start-limit-hit,
             # or a cgroup that could not be made): still an end the job service must hear
             # about, but not a start, even when systemd had given it an invocation id.
+        result = service_props.get("Result")
+        if tracker.start_failed:
+            self._deliver(tracker, tracker.never_ran(None if result is None else str(result)),
+                          ran=False)  # fmt: skip
+            return
         self._deliver(
             tracker,
             classify(
                 tracker.unit,
                 tracker.invocation_id,
-                result=str(service_props.get("Result", "unknown")),
+                result=str(result or "unknown"),
                 exec_main_code=int(service_props.get("ExecMainCode", 0)),
                 exec_main_status=int(service_props.get("ExecMainStatus", 0)),
                 source="dbus",
@@ -340,8 +346,13 @@ class Systemd:
                 tracker,
                 UnitOutcome(tracker.unit, tracker.invocation_id, "unknown", None, None, "journal"),
             )
+        elif tracker.start_failed:
+            # Its start job ended before it ran (a stop overtook it), and systemd unloaded
+            # it: nothing to log. Still an end, which the job waiting on it must hear of.
+            self._deliver(tracker, tracker.never_ran(), ran=False)
         else:
-            # Never seen running, not loaded, nothing logged: it never started.
+            # Never seen running, not loaded, nothing logged: let go; the job service reads
+            # what it can (reconcile) if a job still waits on the unit.
             self._units.forget(tracker)
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from automd.systemd.outcome import ExitCode, UnitOutcome, classify
+from automd.systemd.outcome import NEVER_RAN_PREFIX, ExitCode, UnitOutcome, classify
 
 RUNNING_STATES = frozenset({"activating", "active", "deactivating", "reloading"})
 TERMINAL_STATES = frozenset({"inactive", "failed"})
@@ -41,6 +41,8 @@ class UnitTracker:
     exec_main_status: int = 0
     start_job: str | None = None
     start_job_done: bool = False
+    # JobRemoved's result for the start job ("done", "canceled", "failed"...), if seen.
+    start_job_result: str | None = None
     # StartTransientUnit sent (or waiting to be) and not answered: "not loaded" means nothing.
     start_pending: bool = False
     started_reported: bool = False
@@ -85,6 +87,23 @@ class UnitTracker:
             self.exec_main_code = int(props["ExecMainCode"])
         if "ExecMainStatus" in props:
             self.exec_main_status = int(props["ExecMainStatus"])
+
+    @property
+    def start_failed(self) -> bool:
+        """Whether this process saw the unit's start job end without starting it (a stop
+        overtook it, a dependency failed): the unit never ran."""
+        return (
+            self.start_job_result not in (None, "done")
+            and not self.ran
+            and not self.main_process_exited
+        )
+
+    def never_ran(self, result: str | None = None) -> UnitOutcome:
+        """The end of an invocation whose start failed: systemd's Result when it names why
+        (start-limit-hit...), else start-<the start job's result>; never a success."""
+        if result in (None, "success"):
+            result = NEVER_RAN_PREFIX + str(self.start_job_result)
+        return UnitOutcome(self.unit, self.invocation_id, result, None, None, "dbus")
 
     @property
     def main_process_exited(self) -> bool:

@@ -85,4 +85,22 @@ async def test_restart_race_jobs_ending_while_automd_is_down_free_their_slots(ap
     for job in burst:
         await api.call("job.cancel", id=job["id"])
     for job in burst:
-        await api.wait(job["id"], "cancelled", "succeeded")
+        try:
+            await api.wait(job["id"], "cancelled", "succeeded")
+        except AssertionError as stuck:
+            raise AssertionError(f"{stuck}\n{await what_automd_saw(api, job['id'])}") from None
+
+
+async def what_automd_saw(api: Api, job_id: str) -> str:
+    """A stuck job's record, its unit as systemd has it, and automd's journal."""
+    detail = await api.call("job.get", id=job_id)
+    unit = detail["job"]["unit"] or f"automd-hold-{job_id}-1.service"
+    c = api.container
+    status = c.run(["systemctl", "status", "--no-pager", "-n", "20", unit], check=False)
+    journal = c.run(["journalctl", "-b", "--no-pager", "-o", "short-monotonic", "-n", "300",
+                     "_SYSTEMD_UNIT=automd.service", "+", f"UNIT={unit}"], check=False)  # fmt: skip
+    return "\n".join([
+        f"job.get: {detail}",
+        f"--- systemctl status {unit} ---", status.stdout.decode(errors="replace"),
+        "--- automd's journal and the unit's ---", journal.stdout.decode(errors="replace"),
+    ])  # fmt: skip

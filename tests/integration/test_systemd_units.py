@@ -7,7 +7,7 @@ import contextlib
 import secrets
 import signal
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
@@ -170,6 +170,45 @@ async def test_stop_unit_is_success_by_sigterm(
     assert (outcome.result, outcome.exit_code, outcome.signal) == ("success", None, 15)
     assert not is_loaded(container, spec.name)
     await systemd.stop_unit(spec.name)  # gone: a no-op
+
+
+@contextlib.contextmanager
+def waiting_slice(container: Container) -> Iterator[str]:
+    """A slice whose start waits until the block ends: a unit in it has a start job that
+    waits too, so a stop can overtake that start before the unit runs, every time."""
+    label = secrets.token_hex(4)
+    gate, slice_name = f"/run/automd-test-gate-{label}", f"automd-test-waiting-{label}.slice"
+    container.write_file(
+        f"/etc/systemd/system/automd-test-gate-{label}.service",
+        "[Service]\nType=oneshot\n"
+        f"ExecStart=/bin/sh -c 'until [ -e {gate} ]; do sleep 0.1; done'\n",
+    )
+    container.write_file(
+        f"/etc/systemd/system/{slice_name}",
+        f"[Unit]\nWants=automd-test-gate-{label}.service\nAfter=automd-test-gate-{label}.service\n",
+    )
+    container.run(["systemctl", "daemon-reload"])
+    try:
+        yield slice_name
+    finally:
+        container.run(["touch", gate])
+
+
+async def test_a_start_a_stop_overtook_ends_as_never_ran(
+    systemd: Systemd, recorder: Recorder, container: Container
+) -> None:
+    """A cancel while a job is starting: the stop replaces the start job before the unit ran,
+    PID 1 logs nothing and unloads the unit. automd once dropped such a unit without an
+    outcome, and the job stayed "starting" until a self-check repaired it a minute later
+    (CI, test_restart_race). Checked: this failed on the code before the fix."""
+    with waiting_slice(container) as slice_name:
+        spec = job_spec("overtaken", ("/bin/true",), slice=slice_name)
+        await systemd.start_unit(spec)  # accepted: its start job waits for the slice
+        await systemd.stop_unit(spec.name)
+        outcome = await recorder.outcome(spec.name)
+    assert (outcome.result, outcome.exit_code, outcome.signal) == ("start-canceled", None, None)
+    assert spec.name not in recorder.started
+    assert spec.name not in systemd._units  # nothing left tracked
 
 
 async def test_kill_unit_sigkill_is_signal(systemd: Systemd, recorder: Recorder) -> None:

@@ -182,6 +182,7 @@ def detail(
         ("signal", None, 9, "cancelled (killed with SIGKILL: it outlived the stop timeout)"),
         ("signal", None, 2, "cancelled (ended by SIGINT)"),
         ("exit-code", 1, None, "cancelled (exited with status 1 when stopped)"),
+        ("start-canceled", None, None, "cancelled (before its unit ran)"),  # stop overtook start
     ],
 )
 def test_a_cancel_says_how_the_job_stopped(
@@ -206,6 +207,8 @@ def test_a_cancel_says_how_the_job_stopped(
         ("success", None, None, False, JobState.SUCCEEDED),  # from the journal: no status logged
         ("success", None, None, True, JobState.CANCELLED),  # ...but a stop looks the same
         ("unknown", None, None, False, JobState.UNKNOWN),
+        ("start-canceled", None, None, False, JobState.FAILED),  # never ran: no success
+        ("start-canceled", None, None, True, JobState.CANCELLED),
     ],
 )
 def test_judge(
