@@ -418,11 +418,18 @@ ENV = {name: value for name, value in os.environ.items() if name != "PYTHONUNBUF
 def automctl(socket_path: Path, *args: str) -> Iterator[subprocess.Popen[bytes]]:
     """automctl as its own process, stdout a pipe with stderr on it too (2>&1 | cat); killed
     if still running when the block ends, so no test leaves one behind."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "automd.ctl.main", *args],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-        env=ENV | {"AUTOMD_SOCKET": str(socket_path), "PYTHONFAULTHANDLER": "1"}, cwd=ROOT,
-    )  # fmt: skip
+    # A test runner started in the background (a CI job) has SIGINT ignored, and automctl
+    # would inherit that: it starts with SIGINT as a terminal gives it (a handler is not
+    # inherited across exec, an ignored signal is).
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "automd.ctl.main", *args],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env=ENV | {"AUTOMD_SOCKET": str(socket_path), "PYTHONFAULTHANDLER": "1"}, cwd=ROOT,
+        )  # fmt: skip
+    finally:
+        signal.signal(signal.SIGINT, previous)
     with proc:
         try:
             yield proc

@@ -26,6 +26,15 @@ JOB = "0" * 26
 POLLS_UNTIL_DONE = 5
 
 
+@pytest.fixture(autouse=True)
+def ctrl_c_raises() -> Iterator[None]:
+    """Ctrl-C raising KeyboardInterrupt, as in a terminal: a test runner started in the
+    background (a CI job) inherits SIGINT ignored."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 @pytest.fixture
 def socket_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     path = Path(f"/tmp/automctl-int-{os.getpid()}-{id(tmp_path)}.sock")  # AF_UNIX: short
