@@ -42,17 +42,22 @@ MAX_RUNNING = JobsSettings().max_running
 UNFINISHED = ["queued", "starting", "running", "waiting_retry"]
 
 
-def write_definitions(c: Container) -> dict[str, Definition]:
-    """One `/bin/true` definition per profile, in the container's jobs.d and parsed here."""
+def write_definitions(
+    c: Container, profiles: list[str], max_starting: int = 0
+) -> dict[str, Definition]:
+    """One `/bin/true` definition per profile, in the container's jobs.d and parsed here;
+    automd restarted to load them, with `jobs.max_starting` when one is given."""
+    if max_starting:
+        c.write_file("/etc/automd/automd.toml", f"[jobs]\nmax_starting = {max_starting}\n")
     definitions = {}
-    for profile in PROFILES:
+    for profile in profiles:
         name = f"bench-{profile}"
         path = c.root / JOBS_DIR.lstrip("/") / f"{name}.toml"
         path.write_text(f'executable = "/bin/true"\n[sandbox]\nprofile = "{profile}"\n')
         loaded = load_file(path)
         assert isinstance(loaded, Definition), loaded
         definitions[name] = loaded
-    c.run(["systemctl", "reload-or-restart", "automd.service"])
+    c.run(["systemctl", "restart", "automd.service"])  # max_starting is read at start only
     return definitions
 
 
@@ -143,7 +148,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
     rows = []
     with Container(CHECKOUT, log_path=Path("/tmp/automd-bench-nspawn.log")) as c:
         install_automd(c)
-        definitions = write_definitions(c)
+        definitions = write_definitions(c, args.profiles, args.max_starting)
         alone = Alone(c)
         conns = [await Connection.open(c.root / "run/automd.sock") for _ in range(16)]
         async with alone.recorder.reading(alone.systemd.events):
@@ -173,7 +178,8 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         await alone.systemd.close()
         await alone.bus.close()
     return {"jobs": args.jobs, "baseline_units": args.baseline, "max_running": MAX_RUNNING,
-            "max_starting": starts_in_flight(JobsSettings()), "profiles": rows}  # fmt: skip
+            "max_starting": args.max_starting or starts_in_flight(JobsSettings()),
+            "profiles": rows}  # fmt: skip
 
 
 def main() -> int:
@@ -181,6 +187,14 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=1000, help="jobs in each burst")
     parser.add_argument("--baseline", type=int, default=200, help="units for systemd alone")
     parser.add_argument("--latency-runs", type=int, default=21, help="sequential single jobs")
+    parser.add_argument(
+        "--max-starting",
+        type=int,
+        default=0,
+        help="automd's jobs.max_starting (default: its own, twice the CPUs)",
+    )
+    parser.add_argument("--profiles", type=lambda text: text.split(","), default=list(PROFILES),
+                        help="comma-separated sandbox profiles (default: all)")  # fmt: skip
     result = asyncio.run(measure(parser.parse_args()))
     print(json.dumps(result, indent=2))
     return 0

@@ -18,6 +18,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
+from tests.terminal_signals import sigint_as_in_a_terminal
+
 # Units enabled on the Debian hosts that only fail (or waste boot time) inside a volatile
 # container. Masking them keeps the boot quick and the system state "running"; units that do
 # not exist on a given host are masked harmlessly. "degraded" is still accepted as booted.
@@ -230,10 +232,11 @@ class Container:
     def popen(self, cmd: Sequence[str], *, user: str | None = None) -> subprocess.Popen[bytes]:
         """Start cmd inside as run() does, with stdout and stderr as pipes (for streaming)."""
         argv, environ = self._inside(cmd, user, None)
-        return subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            env=environ,
-        )  # fmt: skip
+        with sigint_as_in_a_terminal():  # a test may Ctrl-C it
+            return subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                env=environ,
+            )  # fmt: skip
 
     def _inside(
         self, cmd: Sequence[str], user: str | None, env: Mapping[str, str] | None

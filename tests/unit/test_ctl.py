@@ -37,6 +37,7 @@ from automd.ctl.main import build_parser, main
 from automd.ctl.messages import describe
 from automd.ctl.times import parse_time
 from automd.ctl.verbs import parse_assignments
+from tests.terminal_signals import sigint_as_in_a_terminal
 from tests.unit.fake_automd import Method, Refuse, fake_automd, job_view
 
 SCHEMA = {
@@ -418,18 +419,12 @@ ENV = {name: value for name, value in os.environ.items() if name != "PYTHONUNBUF
 def automctl(socket_path: Path, *args: str) -> Iterator[subprocess.Popen[bytes]]:
     """automctl as its own process, stdout a pipe with stderr on it too (2>&1 | cat); killed
     if still running when the block ends, so no test leaves one behind."""
-    # A test runner started in the background (a CI job) has SIGINT ignored, and automctl
-    # would inherit that: it starts with SIGINT as a terminal gives it (a handler is not
-    # inherited across exec, an ignored signal is).
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
+    with sigint_as_in_a_terminal():  # the tests Ctrl-C it
         proc = subprocess.Popen(
             [sys.executable, "-m", "automd.ctl.main", *args],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             env=ENV | {"AUTOMD_SOCKET": str(socket_path), "PYTHONFAULTHANDLER": "1"}, cwd=ROOT,
         )  # fmt: skip
-    finally:
-        signal.signal(signal.SIGINT, previous)
     with proc:
         try:
             yield proc

@@ -20,6 +20,7 @@ import pytest
 from automd.ctl import client
 from automd.ctl.exits import Exit
 from automd.ctl.main import main
+from tests.terminal_signals import sigint_as_in_a_terminal
 from tests.unit.fake_automd import Method, fake_automd, job_view
 
 JOB = "0" * 26
@@ -28,11 +29,9 @@ POLLS_UNTIL_DONE = 5
 
 @pytest.fixture(autouse=True)
 def ctrl_c_raises() -> Iterator[None]:
-    """Ctrl-C raising KeyboardInterrupt, as in a terminal: a test runner started in the
-    background (a CI job) inherits SIGINT ignored."""
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-    yield
-    signal.signal(signal.SIGINT, previous)
+    """Ctrl-C raising KeyboardInterrupt, as in a terminal (tests/terminal_signals.py)."""
+    with sigint_as_in_a_terminal():
+        yield
 
 
 @pytest.fixture
