@@ -86,8 +86,9 @@ class JobsSettings(_Section):
     max_starting: Annotated[int, Field(ge=0, le=128)] = Field(
         0,
         json_schema_extra=RESTART_ONLY,
-        description="Most units being started at once (systemd setting up their sandbox); "
-        "0: twice the CPUs automd may run on, at least 2.",
+        description="Most units being started at once whose sandbox protects the kernel "
+        "(the `strict` profile, and every job that runs as root); 0: twice the CPUs automd may "
+        "run on, at least 2. Other units are limited by max_running alone.",
     )
     max_unfinished: Annotated[int, Field(ge=1, le=10_000_000)] = Field(
         100_000,
@@ -114,14 +115,21 @@ class JobsSettings(_Section):
     )
 
 
-def starts_in_flight(settings: JobsSettings) -> int:
-    """How many units may be starting at once: jobs.max_starting, or twice the CPUs.
+#: Most start jobs pending at once, of any kind: well under the ~512 pending jobs after which
+#: systemd drops a client off the bus (systemd-facts.md §2).
+MAX_STARTS = 128
 
-    A unit's sandbox is set up by its forked child, on a CPU, before the job runs; more set-ups
-    at once than CPUs only make each slower (docs/systemd.md, "Sandbox profiles")."""
+
+def starts_in_flight(settings: JobsSettings) -> int:
+    """How many units whose sandbox protects the kernel may be starting at once:
+    jobs.max_starting, or twice the CPUs.
+
+    Such a unit's forked child mounts over /proc/sys, /sys and more before the job runs; more
+    of those set-ups at once than CPUs only slow each other down. Other units start faster
+    the more systemd is given at once (docs/systemd.md, "Starts in flight")."""
     if settings.max_starting:
         return settings.max_starting
-    return min(128, max(2, 2 * len(os.sched_getaffinity(0))))
+    return min(MAX_STARTS, max(2, 2 * len(os.sched_getaffinity(0))))
 
 
 RetentionDays = Annotated[float, Field(ge=1, le=36500)]

@@ -17,7 +17,7 @@ from automd.api.methods import METHODS
 from automd.api.system import HealthCheck, ReloadResult
 from automd.audit import AuditLog
 from automd.authz import Authorizer, PolkitCheck
-from automd.config import Config, load_config, reloaded, starts_in_flight
+from automd.config import MAX_STARTS, Config, load_config, reloaded, starts_in_flight
 from automd.definitions.registry import DefinitionRegistry
 from automd.errors import ConfigError, StoreError
 from automd.http.admission import Limits
@@ -139,7 +139,11 @@ class Daemon:
     def _build(self, store: Store, revisions: Revisions) -> _Parts:
         bus = SystemdBus()
         manager = Manager(bus)
-        systemd = Systemd(manager, max_outstanding_starts=starts_in_flight(self.config.jobs))
+        systemd = Systemd(
+            manager,
+            max_outstanding_starts=MAX_STARTS,
+            max_slow_starts=starts_in_flight(self.config.jobs),
+        )
         jobs = self._jobs = JobService(
             store, self.registry, systemd, self.config.jobs, retention=self.config.retention
         )

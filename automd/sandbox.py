@@ -75,6 +75,14 @@ PROFILES: Mapping[Profile, Mapping[str, SandboxValue]] = MappingProxyType(
     }
 )
 
+
+def protects_the_kernel(sandbox: Mapping[str, SandboxValue]) -> bool:
+    """Whether the sandbox mounts over the kernel's interfaces (KERNEL_PROTECTION: `strict`,
+    and every root job): the slowest set-ups, which slow each other down when several run at
+    once (docs/systemd.md, "Starts in flight")."""
+    return any(sandbox.get(name, False) not in (False, "no") for name in KERNEL_PROTECTION)
+
+
 DEFAULT_PROFILE: Profile = "default"
 DEFAULT_SANDBOX: Mapping[str, SandboxValue] = PROFILES[DEFAULT_PROFILE]
 

@@ -9,7 +9,7 @@ from typing import Self
 from dbus_fast import Variant
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from automd.sandbox import DEFAULT_SANDBOX, dbus_value
+from automd.sandbox import DEFAULT_SANDBOX, dbus_value, protects_the_kernel
 
 UNIT_PATH_PREFIX = "/org/freedesktop/systemd1/unit/"
 
@@ -76,6 +76,12 @@ class UnitTemplate(BaseModel):
     state_directories: tuple[str, ...] = ()
     cache_directories: tuple[str, ...] = ()
     logs_directories: tuple[str, ...] = ()
+
+    @property
+    def slow_to_set_up(self) -> bool:
+        """Whether its sandbox protects the kernel: starts of such units are limited to
+        jobs.max_starting at once (systemd/watch.py TrackedUnits)."""
+        return protects_the_kernel(self.sandbox)
 
     @model_validator(mode="after")
     def _check(self) -> Self:

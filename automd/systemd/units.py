@@ -63,13 +63,14 @@ class Systemd:
         manager: Manager,
         *,
         max_outstanding_starts: int = 128,
+        max_slow_starts: int | None = None,
         journal_path: str | None = None,
     ) -> None:
         self._manager = manager
         self._bus = manager.bus
         self.events = UnitEventStream()
         self._journal_path = journal_path
-        self._units = TrackedUnits(max_outstanding_starts)
+        self._units = TrackedUnits(max_outstanding_starts, max_slow_starts)
         self._delivered: OrderedDict[tuple[str, str | None], None] = OrderedDict()
         self._tasks: set[asyncio.Task[None]] = set()
         self._listening = False
@@ -85,7 +86,9 @@ class Systemd:
             )
         properties = unit_properties(spec)
         await self._listen()
-        tracker = await self._units.track_start(spec.name, unit_object_path(spec.name))
+        tracker = await self._units.track_start(
+            spec.name, unit_object_path(spec.name), slow=spec.slow_to_set_up
+        )
         tracker.start_pending = True
         try:
             job = await self._manager.start_transient_unit(spec.name, JobMode.FAIL, properties)

@@ -134,13 +134,18 @@ class TrackedUnits:
     their start jobs hold.
 
     systemd keeps a bus match per pending job a client asked for over D-Bus and drops off the
-    bus beyond ~512 (systemd-facts.md §2): at most `max_outstanding_starts` start jobs may be
-    pending at once; a slot is held from the start call until the start job is removed.
+    bus beyond ~512 (systemd-facts.md §2): at most `max_starts` start jobs may be pending at
+    once. Of those, at most `max_slow_starts` for units whose sandbox protects the kernel:
+    their forked children mount over /proc/sys, /sys and more before the job runs, and more
+    such set-ups at once than CPUs only slow each other down, while other units start faster
+    the more systemd is given at once (docs/systemd.md, "Starts in flight"). A slot is held
+    from the start call until the start job is removed.
     """
 
-    def __init__(self, max_outstanding_starts: int) -> None:
-        self._start_slots = asyncio.Semaphore(max_outstanding_starts)
-        self._holding_start_slot: set[str] = set()
+    def __init__(self, max_starts: int, max_slow_starts: int | None = None) -> None:
+        self._start_slots = asyncio.Semaphore(max_starts)
+        self._slow_slots = asyncio.Semaphore(max_slow_starts or max_starts)
+        self._holding_start_slot: dict[str, bool] = {}  # unit -> holds a slow slot too
         self._by_path: dict[str, UnitTracker] = {}
         self._by_name: dict[str, UnitTracker] = {}
 
@@ -165,17 +170,27 @@ class TrackedUnits:
         self._by_path[path] = tracker
         return tracker
 
-    async def track_start(self, name: str, path: str) -> UnitTracker:
-        """Track a unit about to be started, once a start slot is free; it holds the slot."""
-        await self._start_slots.acquire()
-        self._holding_start_slot.add(name)
+    async def track_start(self, name: str, path: str, *, slow: bool) -> UnitTracker:
+        """Track a unit about to be started, once a start slot (and for a unit slow to set
+        up, a slow slot) is free; it holds them until its start job ends."""
+        if slow:  # first: a unit waiting for one holds no slot another unit could use
+            await self._slow_slots.acquire()
+        try:
+            await self._start_slots.acquire()
+        except BaseException:
+            if slow:
+                self._slow_slots.release()
+            raise
+        self._holding_start_slot[name] = slow
         return self.track(name, path)
 
     def start_job_done(self, tracker: UnitTracker) -> None:
         tracker.start_job_done = True
-        if tracker.unit in self._holding_start_slot:
-            self._holding_start_slot.discard(tracker.unit)
+        slow = self._holding_start_slot.pop(tracker.unit, None)
+        if slow is not None:
             self._start_slots.release()
+            if slow:
+                self._slow_slots.release()
 
     def forget(self, tracker: UnitTracker) -> None:
         self.start_job_done(tracker)
