@@ -80,7 +80,7 @@ def protects_the_kernel(sandbox: Mapping[str, SandboxValue]) -> bool:
     """Whether the sandbox mounts over the kernel's interfaces (KERNEL_PROTECTION: `strict`,
     and every root job): the slowest set-ups, which slow each other down when several run at
     once (docs/systemd.md, "Starts in flight")."""
-    return any(sandbox.get(name, False) not in (False, "no") for name in KERNEL_PROTECTION)
+    return any(sandbox.get(name, False) is True for name in KERNEL_PROTECTION)  # booleans
 
 
 DEFAULT_PROFILE: Profile = "default"

@@ -315,8 +315,7 @@ class Systemd:
             # about, but not a start, even when systemd had given it an invocation id.
         result = service_props.get("Result")
         if tracker.start_failed:
-            self._deliver(tracker, tracker.never_ran(None if result is None else str(result)),
-                          ran=False)  # fmt: skip
+            self._deliver(tracker, tracker.never_ran(result), ran=False)
             return
         self._deliver(
             tracker,

@@ -98,12 +98,12 @@ class UnitTracker:
             and not self.main_process_exited
         )
 
-    def never_ran(self, result: str | None = None) -> UnitOutcome:
+    def never_ran(self, result: object = None) -> UnitOutcome:
         """The end of an invocation whose start failed: systemd's Result when it names why
         (start-limit-hit...), else start-<the start job's result>; never a success."""
         if result in (None, "success"):
             result = NEVER_RAN_PREFIX + str(self.start_job_result)
-        return UnitOutcome(self.unit, self.invocation_id, result, None, None, "dbus")
+        return UnitOutcome(self.unit, self.invocation_id, str(result), None, None, "dbus")
 
     @property
     def main_process_exited(self) -> bool:
