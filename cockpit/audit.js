@@ -11,6 +11,7 @@ window.automd = window.automd || {};
     class AuditView {
         constructor(root) {
             this.root = root;
+            this.alert = ui.alerter(root);
             this.body = root.querySelector("#audit-body");
             this.outcome = root.querySelector("#audit-outcome");
             this.more = root.querySelector("#audit-more");
@@ -45,11 +46,11 @@ window.automd = window.automd || {};
                         this.nextCursor = result.next_cursor;
                         this.more.disabled = this.nextCursor === null;
                         this.root.setAttribute("data-loaded", "true");
-                        ui.alert(null);
+                        this.alert(null);
                     })
                     .catch(error => {
                         this.body.replaceChildren();
-                        ui.alert(automd.rpc.describe(error));
+                        this.alert(automd.rpc.describe(error));
                     });
         }
 

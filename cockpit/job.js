@@ -12,6 +12,7 @@ window.automd = window.automd || {};
     class JobView {
         constructor(root) {
             this.root = root;
+            this.alert = ui.alerter(root);
             this.title = root.querySelector("#job-title");
             this.facts = root.querySelector("#job-facts");
             this.attempts = root.querySelector("#job-attempts");
@@ -51,7 +52,7 @@ window.automd = window.automd || {};
             this.retry.disabled = true;
             automd.rpc.call(method, { id: this.jobId })
                     .then(result => {
-                        ui.alert(done, "info");
+                        this.alert(done, "info");
                         this.render(result.job, null, null);
                         if (restartOutput) {
                             this.startOutput();
@@ -59,7 +60,7 @@ window.automd = window.automd || {};
                         this.refresh();
                     })
                     .catch(error => {
-                        ui.alert(automd.rpc.describe(error));
+                        this.alert(automd.rpc.describe(error));
                         this.refresh();
                     });
         }
@@ -75,7 +76,7 @@ window.automd = window.automd || {};
                             this.render(result.job, users, result.attempts);
                         }
                     })
-                    .catch(error => ui.alert(automd.rpc.describe(error)));
+                    .catch(error => this.alert(automd.rpc.describe(error)));
         }
 
         render(job, users, attempts) {

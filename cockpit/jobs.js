@@ -12,6 +12,7 @@ window.automd = window.automd || {};
     class JobsView {
         constructor(root) {
             this.root = root;
+            this.alert = ui.alerter(root);
             this.stateFilter = root.querySelector("#filter-state");
             this.definitionFilter = root.querySelector("#filter-definition");
             this.body = root.querySelector("#jobs-body");
@@ -89,7 +90,7 @@ window.automd = window.automd || {};
                     })
                     .catch(error => {
                         if (request === this.latest) {
-                            ui.alert(automd.rpc.describe(error));
+                            this.alert(automd.rpc.describe(error));
                         }
                     })
                     .finally(() => {
@@ -106,7 +107,7 @@ window.automd = window.automd || {};
             this.next.disabled = !this.nextCursor;
             this.prev.disabled = this.cursors.length < 2;
             this.root.setAttribute("data-loaded", "true");
-            ui.alert(null);
+            this.alert(null);
         }
 
         row(job, users) {
@@ -135,7 +136,7 @@ window.automd = window.automd || {};
                                                                          { value: d.name },
                                                                          d.name)));
                 filter.value = chosen;
-            }).catch(error => ui.alert(automd.rpc.describe(error)));
+            }).catch(error => this.alert(automd.rpc.describe(error)));
         }
     }
 

@@ -21,6 +21,7 @@ window.automd = window.automd || {};
 
     class RunView {
         constructor(root) {
+            this.alert = ui.alerter(root);
             this.picker = root.querySelector("#run-definition");
             this.description = root.querySelector("#run-description");
             this.fields = root.querySelector("#run-fields");
@@ -58,7 +59,7 @@ window.automd = window.automd || {};
                     ...result.definitions.map(d => el("option", { value: d.name },
                                                       d.name + " — " + d.description)));
                 this.picker.value = name || "";
-            }).catch(error => ui.alert(automd.rpc.describe(error)));
+            }).catch(error => this.alert(automd.rpc.describe(error)));
         }
 
         loadForm(name) {
@@ -69,7 +70,7 @@ window.automd = window.automd || {};
                 this.key = newKey();
                 this.message.textContent = "";
                 this.form.setAttribute("data-ready", "true");
-            }).catch(error => ui.alert(automd.rpc.describe(error)));
+            }).catch(error => this.alert(automd.rpc.describe(error)));
         }
 
         send() {

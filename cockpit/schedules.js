@@ -37,6 +37,7 @@ window.automd = window.automd || {};
     class SchedulesView {
         constructor(root) {
             this.root = root;
+            this.alert = ui.alerter(root);
             this.body = root.querySelector("#schedules-body");
             this.empty = root.querySelector("#schedules-empty");
             this.timer = null;
@@ -57,7 +58,7 @@ window.automd = window.automd || {};
         refresh() {
             automd.rpc.call("schedule.list")
                     .then(result => this.render(result.schedules))
-                    .catch(error => ui.alert(automd.rpc.describe(error)));
+                    .catch(error => this.alert(automd.rpc.describe(error)));
         }
 
         render(schedules) {

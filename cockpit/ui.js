@@ -109,6 +109,17 @@ window.automd = window.automd || {};
         }
     }
 
+    /** A view's own alert(): heard only while its section is shown. An answer that arrives
+     *  after the user moved on (a job list loaded late, say) must neither clear nor replace
+     *  what the view now shown says. */
+    function alerter(section) {
+        return (message, kind) => {
+            if (!section.hidden) {
+                alert(message, kind);
+            }
+        };
+    }
+
     automd.ui = {
         el: el,
         STATES: STATES,
@@ -120,5 +131,6 @@ window.automd = window.automd || {};
         loadUsers: loadUsers,
         userName: userName,
         alert: alert,
+        alerter: alerter,
     };
 })(window.automd);

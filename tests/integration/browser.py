@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, TypeVar, cast
 
 from selenium import webdriver
-from selenium.common.exceptions import StaleElementReferenceException
+from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webelement import WebElement
@@ -73,9 +73,12 @@ class Browser:
 
     # -- waiting ------------------------------------------------------------------------------
 
-    def wait(self, what: str, probe: Callable[[], T | None]) -> T:
+    def wait(
+        self, what: str, probe: Callable[[], T | None], seen: Callable[[], str] | None = None
+    ) -> T:
         """probe() until it returns something true; that. Stale elements (the page re-rendered
-        them meanwhile) count as not yet."""
+        them meanwhile) count as not yet. On a timeout, `seen()` says what the page showed
+        instead."""
 
         def attempt(_driver: Any) -> T | None:
             try:
@@ -83,9 +86,11 @@ class Browser:
             except StaleElementReferenceException:
                 return None
 
-        result = WebDriverWait(self.driver, WAIT_SECONDS, poll_frequency=0.1).until(
-            attempt, message=f"not within {WAIT_SECONDS:g} s: {what}"
-        )
+        try:
+            result = WebDriverWait(self.driver, WAIT_SECONDS, poll_frequency=0.1).until(attempt)
+        except TimeoutException:
+            instead = f"; the page showed instead: {seen()!r}" if seen is not None else ""
+            raise TimeoutException(f"not within {WAIT_SECONDS:g} s: {what}{instead}") from None
         return cast(T, result)
 
     def find(self, css: str) -> WebElement:
@@ -100,11 +105,16 @@ class Browser:
     def wait_text(self, css: str, text: str) -> WebElement:
         """The visible element `css` once its text contains `text`."""
 
+        last_seen = ["(no visible element)"]
+
         def probe() -> WebElement | None:
             element = self._visible(css)
-            return element if element is not None and text in element.text else None
+            if element is None:
+                return None
+            last_seen[0] = element.text
+            return element if text in last_seen[0] else None
 
-        return self.wait(f"{text!r} in {css!r}", probe)
+        return self.wait(f"{text!r} in {css!r}", probe, seen=lambda: last_seen[0])
 
     def text(self, css: str) -> str:
         return self.find(css).text

@@ -223,6 +223,46 @@ def test_alice_is_told_the_audit_trail_is_not_hers(open_browser: OpenBrowser) ->
     browser.wait_text("#alerts", "Not authorized: you may not administer automd")
 
 
+# Holds every job.list answer the page receives until releaseJobList() is called; once each held
+# answer has been handled to the end, window.jobListDelivered counts it.
+_HOLD_JOB_LIST = """
+const call = automd.rpc.call;
+const held = [];
+window.jobListHeld = () => held.length;
+window.jobListDelivered = 0;
+window.releaseJobList = () => held.splice(0).forEach(release => release());
+automd.rpc.call = (method, params) => {
+    const answer = call(method, params);
+    if (method !== "job.list") {
+        return answer;
+    }
+    return new Promise((resolve, reject) => held.push(() => {
+        answer.then(resolve, reject).finally(() => setTimeout(() => window.jobListDelivered++));
+    }));
+};
+"""
+
+
+def test_a_late_answer_for_a_view_left_behind_does_not_clear_the_alert(
+    open_browser: OpenBrowser,
+) -> None:
+    """The jobs view's list arrives after alice has moved on to the audit trail: the denial
+    the audit view shows stays (it was cleared by the late list once)."""
+    browser = open_browser(TEST_USER)
+    browser.find("#view-jobs[data-loaded]")
+    browser.driver.execute_script(_HOLD_JOB_LIST)
+    # The jobs view polls its list: one question is now held.
+    browser.wait("a job.list held", lambda: browser.driver.execute_script("return jobListHeld()"))
+    browser.go("audit")
+    browser.wait_text("#alerts", "Not authorized: you may not administer automd")
+    browser.driver.execute_script("releaseJobList()")
+    browser.wait(
+        "the held job.list handled",
+        lambda: browser.driver.execute_script("return window.jobListDelivered"),
+    )
+    assert "Not authorized: you may not administer automd" in browser.text("#alerts")
+
+
 def test_carol_sees_everyones_jobs_and_alices_runs_in_the_audit_trail(
     container: Container, open_browser: OpenBrowser
 ) -> None:
