@@ -172,6 +172,7 @@ class Load:
     clients: int
     duration: float
     warmup: float
+    cpu: str | None = LOADGEN_CPU  # None: not pinned (it then shares the CPUs with the rest)
 
     def run(
         self,
@@ -194,7 +195,8 @@ class Load:
             argv += ["-n", str(count)]
         else:
             argv += ["-d", f"{duration or self.duration}s"]
-        done = subprocess.run(pinned(LOADGEN_CPU, argv), capture_output=True, text=True, check=True)
+        command = pinned(self.cpu, argv) if self.cpu is not None else argv
+        done = subprocess.run(command, capture_output=True, text=True, check=True)
         result: dict[str, Any] = json.loads(done.stdout)
         return result
 
@@ -209,10 +211,13 @@ def get_bodies(path: Path, job_id: str) -> Path:
     return write_bodies(path, [json.dumps(call).replace('"id": 0}', '"id": {{N}}}')])
 
 
-def submit_bodies(path: Path, key_prefix: str | None = None) -> Path:
+def submit_bodies(path: Path, key_prefix: str | None = None, definition: str = "") -> Path:
     """A submit; loadgen's {{N}} (a number unique per request of a run) makes tags and keys
-    distinct, so that KEY_PREFIX must differ between the runs sent to one server."""
-    params: dict[str, Any] = {"definition": "bench", "params": {"tag": "t-N"}}
+    distinct, so that KEY_PREFIX must differ between the runs sent to one server. With a
+    `definition`, a submit of it without parameters instead of this file's own."""
+    params: dict[str, Any] = {"definition": definition or "bench"}
+    if not definition:
+        params["params"] = {"tag": "t-N"}
     if key_prefix is not None:
         params["idempotency_key"] = f"{key_prefix}-N"
     call = json.dumps({"jsonrpc": "2.0", "method": "job.submit", "params": params, "id": 0})
