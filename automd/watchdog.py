@@ -19,6 +19,9 @@ from automd.sd import notify
 
 log = logging.getLogger(__name__)
 
+#: At most this long between tries of a ping that could not be sent.
+_RETRY_SECONDS = 0.5
+
 
 def watchdog_limit(
     environ: Mapping[str, str] | None = None, pid: int | None = None
@@ -53,34 +56,31 @@ async def ping(limit: float, healthy: Callable[[], bool] | None = None) -> None:
     """Send WATCHDOG=1 every `limit / 2` seconds, for as long as the loop runs (until cancelled).
 
     With `healthy`, a ping is sent only while it returns True: systemd then restarts a daemon
-    that is alive but broken. A wake-up late by more than a quarter of the limit is logged:
-    the loop was blocked, and a longer block would have been fatal.
+    that is alive but broken. A ping that could not be sent is tried again every
+    `min(limit / 40, 0.5)` seconds until one is. A wake-up late by more than a quarter of the
+    limit is logged: the loop was blocked, and a longer block would have been fatal.
     """
     period = limit / 2
+    pinger = _Pinger(limit, retry=min(period / 20, _RETRY_SECONDS))
     was_healthy = True
-    was_sent = True
     last = time.monotonic()
     while True:
         is_healthy = healthy is None or healthy()
-        if is_healthy:
-            sent = notify(WATCHDOG="1")
-            if sent != was_sent:
-                # Once per change, not per ping: a ping that cannot be sent is fatal in
-                # `limit` seconds, and the journal should say why before systemd acts.
-                if sent:
-                    log.warning("watchdog pings reach systemd again")
-                else:
-                    log.error("a watchdog ping could not be sent to systemd")
-                was_sent = sent
+        sent = is_healthy and pinger.ping()
         if is_healthy != was_healthy:
             if is_healthy:
                 log.warning("healthy again: watchdog pings resumed")
             else:
                 log.error("unhealthy: withholding watchdog pings, systemd restarts automd")
             was_healthy = is_healthy
-        await asyncio.sleep(period)
+        # A ping that could not be sent is tried again soon, not a period later: PID 1's
+        # notification queue is full while PID 1 is busy (net.unix.max_dgram_qlen datagrams:
+        # 10 where PID 1 could not raise it, as in a container), and two pings lost in a row
+        # are fatal. The unhealthy wait a whole period.
+        wait = pinger.retry if is_healthy and not sent else period
+        await asyncio.sleep(wait)
         now = time.monotonic()
-        late = now - last - period
+        late = now - last - wait
         if late > limit / 4:
             log.warning(
                 "the event loop was blocked for about %.1f s (the watchdog limit is %g s)",
@@ -88,6 +88,42 @@ async def ping(limit: float, healthy: Callable[[], bool] | None = None) -> None:
                 limit,
             )
         last = now
+
+
+class _Pinger:
+    """Sends WATCHDOG=1, and says in the journal when pings stop getting through: a warning at
+    the first one refused, an error once none has got through for three quarters of the limit
+    (systemd acts at the limit: the journal should say why first), a warning when one does."""
+
+    def __init__(self, limit: float, retry: float) -> None:
+        self.retry = retry
+        self._limit = limit
+        self._last_sent = time.monotonic()
+        self._failing = False
+        self._alarmed = False
+
+    def ping(self) -> bool:
+        now = time.monotonic()
+        if notify(WATCHDOG="1"):
+            if self._failing:
+                log.warning("watchdog pings reach systemd again")
+            self._last_sent, self._failing, self._alarmed = now, False, False
+            return True
+        if not self._failing:
+            self._failing = True
+            log.warning(
+                "a watchdog ping could not be sent to systemd; trying again every %g s", self.retry
+            )
+        silent = now - self._last_sent
+        if not self._alarmed and silent >= self._limit * 0.75:
+            self._alarmed = True
+            log.error(
+                "no watchdog ping has reached systemd for %.1f s: systemd restarts automd "
+                "once %g s pass without one",
+                silent,
+                self._limit,
+            )
+        return False
 
 
 def start_watchdog(healthy: Callable[[], bool] | None = None) -> asyncio.Task[None]:

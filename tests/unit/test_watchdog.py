@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -199,6 +200,71 @@ async def test_a_ping_that_cannot_be_sent_is_logged_once(
     async with asyncio.timeout(5):
         await fifth.wait()
     task.cancel()
-    errors = [r.message for r in caplog.records if "could not be sent" in r.message]
-    assert errors == ["a watchdog ping could not be sent to systemd"]
+    # Two refused in a row (the second is the first one's retry): one line, then one more
+    # once they get through.
+    refused = [r.message for r in caplog.records if "could not be sent" in r.message]
+    assert refused == ["a watchdog ping could not be sent to systemd; trying again every 0.0005 s"]
+    assert "watchdog pings reach systemd again" in caplog.text
+
+
+async def test_pings_refused_for_most_of_the_limit_are_an_error_once(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    tries_since_error = -1  # -1 until the error is logged
+    twenty_after = asyncio.Event()
+
+    def refused(**fields: str) -> bool:
+        nonlocal tries_since_error
+        if tries_since_error < 0 and "has reached" in caplog.text:
+            tries_since_error = 0
+        if tries_since_error >= 0:
+            tries_since_error += 1
+            if tries_since_error == 20:  # twenty more tries: still one error
+                twenty_after.set()
+        return False
+
+    monkeypatch.setattr("automd.watchdog.notify", refused)
+    task = asyncio.create_task(ping(0.2))  # retried every 0.005 s
+    async with asyncio.timeout(5):
+        await twenty_after.wait()
+    task.cancel()
+    errors = [r.message for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1, errors
+    assert errors[0].startswith("no watchdog ping has reached systemd for 0.")
+    assert errors[0].endswith("systemd restarts automd once 0.2 s pass without one")
+
+
+def fill(sock: socket.socket) -> int:
+    """Datagrams sent to `sock` from another socket until its queue refuses one."""
+    sent = 0
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as other:
+        other.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                other.sendto(b"FDSTORE=1", sock.getsockname())
+                sent += 1
+    return sent
+
+
+async def until(done: Callable[[], bool]) -> None:
+    """Wait (5 s at most) until done()."""
+    async with asyncio.timeout(5):
+        while True:
+            if done():
+                return
+            await asyncio.sleep(0.01)
+
+
+async def test_a_ping_refused_by_a_full_queue_is_tried_again_soon(
+    notify_socket: socket.socket, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A receiver whose queue is full (a busy PID 1 holds net.unix.max_dgram_qlen datagrams
+    unread: 10 in the test container) refuses the ping. It must come again well before the
+    next period: two lost pings in a row and systemd kills a healthy automd."""
+    assert fill(notify_socket) > 0
+    task = asyncio.create_task(ping(20.0))  # the next period's ping would come in 10 s
+    await until(lambda: "a watchdog ping could not be sent to systemd;" in caplog.text)
+    assert set(received(notify_socket)) == {b"FDSTORE=1"}  # PID 1 catches up
+    await until(lambda: b"WATCHDOG=1" in received(notify_socket))
+    task.cancel()
     assert "watchdog pings reach systemd again" in caplog.text
