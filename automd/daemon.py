@@ -41,7 +41,7 @@ from automd.peer import PeerCredentials
 from automd.rpc.guard import Guard
 from automd.rpc.handlers import Handlers, Services
 from automd.rpc.protocol import Dispatcher
-from automd.sd import ActivatedSockets, ListenError, notify, open_notify_socket
+from automd.sd import ActivatedSockets, ListenError, notify, notify_state, open_notify_socket
 from automd.store.db import Store
 from automd.system import SystemInfo
 from automd.systemd.bus import SystemdBus
@@ -229,7 +229,7 @@ class Daemon:
         await self._stop.wait()
 
         log.info("stopping: draining in-flight requests")
-        notify(STOPPING="1", STATUS="Stopping: draining in-flight requests")
+        await notify_state(STOPPING="1", STATUS="Stopping: draining in-flight requests")
         parts.logs.close()  # followers end now; their last reply says where to resume
         await parts.server.drain()
 
@@ -282,7 +282,7 @@ class Daemon:
         status = f"Serving API {API_VERSION} on {where}; {systemd}; {count} job definitions"
         log.info("automd %s ready: %s", __version__, status)
         self._status = status
-        notify(READY="1", STATUS=self._status_line())
+        await notify_state(READY="1", STATUS=self._status_line())
 
     def _status_line(self) -> str:
         if self._jobs is None:
@@ -326,12 +326,14 @@ class Daemon:
         self._reloading = asyncio.create_task(reload(), name="automd-reload")
 
     async def _reload(self, server: RpcServer, logs: JobLogs) -> None:
-        notify(RELOADING="1", STATUS="Reloading configuration")
+        await notify_state(RELOADING="1", STATUS="Reloading configuration")
         try:
             config, waiting = reloaded(self.config, load_config(self.options.config_path))
         except ConfigError as exc:
             log.error("reload failed, keeping the running configuration: %s", exc)
-            notify(READY="1", STATUS=f"Reload failed, running configuration kept: {exc}")
+            await notify_state(
+                READY="1", STATUS=f"Reload failed, running configuration kept: {exc}"
+            )
             return
         for key in waiting:
             log.warning("%s changed; it takes effect at the next restart", key)
@@ -349,7 +351,7 @@ class Daemon:
         self.registry.directory = config.jobs.definitions_directory
         await self._reload_definitions("reload by SIGHUP")
         log.info("configuration reloaded")
-        notify(READY="1", STATUS="Configuration reloaded; serving")
+        await notify_state(READY="1", STATUS="Configuration reloaded; serving")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
+import logging
 import os
 import socket
 import stat
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import systemd.daemon
+
+log = logging.getLogger(__name__)
+
+#: How long a refused state change (READY=1, ...) is tried again.
+_STATE_RETRY_SECONDS = 5.0
 
 
 class ListenError(Exception):
@@ -93,6 +101,8 @@ class _Notifier:
     def __init__(self) -> None:
         self._sock: socket.socket | None = None
         self._target: str | None = None
+        #: The last send failed because the receiver's queue was full (EAGAIN): PID 1 is busy.
+        self.refused = False
 
     def open(self) -> None:
         """Create the socket now (automd calls it at start, while descriptors are free)."""
@@ -106,6 +116,7 @@ class _Notifier:
             self._sock.setblocking(False)
 
     def send(self, message: str) -> bool:
+        self.refused = False
         target = os.environ.get("NOTIFY_SOCKET", "")
         if not target:
             return False
@@ -117,6 +128,9 @@ class _Notifier:
             # "@name": Linux's abstract namespace, where the name starts with a NUL byte.
             address = "\0" + target[1:] if target.startswith("@") else target
             self._sock.sendto(message.encode(), address)
+        except BlockingIOError:
+            self.refused = True
+            return False
         except OSError:
             return False
         return True
@@ -141,5 +155,27 @@ def notify(**fields: str) -> bool:
     """Send sd_notify fields (READY, STATUS, STOPPING, ...); a no-op outside systemd.
 
     Returns whether the message was sent (False outside systemd too)."""
-    message = "\n".join(f"{key}={value}" for key, value in fields.items())
-    return _NOTIFIER.send(message)
+    return _NOTIFIER.send(_message(fields))
+
+
+async def notify_state(**fields: str) -> bool:
+    """A state change systemd acts on (READY=1, RELOADING=1, STOPPING=1): as notify(), but
+    one that PID 1's full queue refused (EAGAIN while PID 1 is busy; docs/systemd.md,
+    "Watchdog") is sent again every 50 ms for up to 5 s. A lost READY=1 would leave automd
+    "activating" until systemd's start timeout killed it."""
+    message = _message(fields)
+    deadline = time.monotonic() + _STATE_RETRY_SECONDS
+    while not _NOTIFIER.send(message):
+        if not _NOTIFIER.refused:
+            return False  # not under systemd, or no such socket: trying again changes nothing
+        if time.monotonic() >= deadline:
+            log.error(
+                "systemd's notification queue refused %r for %g s", message, _STATE_RETRY_SECONDS
+            )
+            return False
+        await asyncio.sleep(0.05)
+    return True
+
+
+def _message(fields: dict[str, str]) -> str:
+    return "\n".join(f"{key}={value}" for key, value in fields.items())

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -9,7 +11,8 @@ from pathlib import Path
 import pytest
 import systemd.daemon
 
-from automd.sd import notify, open_notify_socket
+from automd.sd import notify, notify_state, open_notify_socket
+from tests.unit.datagrams import fill
 from tests.unit.descriptors import no_free_descriptors
 
 
@@ -74,3 +77,36 @@ def test_a_receiver_that_stops_reading_costs_messages_not_the_loop(
     assert sent[0] is True
     assert sent[-1] is False  # the queue filled; later messages were dropped, not waited on
     assert notify_socket.recv(4096) == b"STATUS=status 0"
+
+
+async def test_a_refused_state_change_is_sent_once_the_queue_has_room(
+    notify_socket: socket.socket,
+) -> None:
+    """READY=1 refused by a full queue (PID 1 busy) is tried again, not lost: a lost READY=1
+    leaves automd "activating" until systemd's start timeout kills it."""
+    queued = fill(notify_socket)
+    sending = asyncio.create_task(notify_state(READY="1", STATUS="Serving"))
+    await asyncio.sleep(0.2)  # four tries, each refused
+    assert not sending.done()
+    assert [notify_socket.recv(4096) for _ in range(queued)] == [b"FDSTORE=1"] * queued
+    assert await asyncio.wait_for(sending, 5) is True
+    assert notify_socket.recv(4096) == b"READY=1\nSTATUS=Serving"
+
+
+async def test_a_state_change_refused_for_5_s_is_an_error(
+    notify_socket: socket.socket, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr("automd.sd._STATE_RETRY_SECONDS", 0.2)
+    fill(notify_socket)
+    assert await asyncio.wait_for(notify_state(STOPPING="1"), 5) is False
+    assert [r.levelno for r in caplog.records] == [logging.ERROR]
+    assert "systemd's notification queue refused 'STOPPING=1' for 0.2 s" in caplog.text
+
+
+async def test_a_state_change_outside_systemd_is_not_tried_again(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
+    assert await asyncio.wait_for(notify_state(READY="1"), 1) is False
+    monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "gone.sock"))
+    assert await asyncio.wait_for(notify_state(READY="1"), 1) is False

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import socket
@@ -14,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from automd.watchdog import ping, start_watchdog, watchdog_limit
+from tests.unit.datagrams import fill
 
 PID = 4242
 
@@ -232,18 +232,6 @@ async def test_pings_refused_for_most_of_the_limit_are_an_error_once(
     assert len(errors) == 1, errors
     assert errors[0].startswith("no watchdog ping has reached systemd for 0.")
     assert errors[0].endswith("systemd restarts automd once 0.2 s pass without one")
-
-
-def fill(sock: socket.socket) -> int:
-    """Datagrams sent to `sock` from another socket until its queue refuses one."""
-    sent = 0
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as other:
-        other.setblocking(False)
-        with contextlib.suppress(BlockingIOError):
-            while True:
-                other.sendto(b"FDSTORE=1", sock.getsockname())
-                sent += 1
-    return sent
 
 
 async def until(done: Callable[[], bool]) -> None:
