@@ -17,16 +17,23 @@ import argparse
 import asyncio
 import json
 import os
+import shlex
+import shutil
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+from automd.jobs.plan import JOBS_SLICE
 from bench import gobuild
 from bench.drain import MAX_RUNNING, UNFINISHED, cpu_readers, cpu_seconds, write_definitions
 from bench.run import Load, get_bodies, submit_bodies
 from tests.daemon.harness import Connection
 from tests.integration.conftest import CHECKOUT, JOBS_DIR, install_automd
 from tests.integration.container import Container
+from tests.vm.image import cached_image
+from tests.vm.machine import boot_and_run
+from tests.vm.runner import ThisMachine
 
 CLIENTS = 16
 SUBMIT_VS_IDLE_TARGET = 0.5  # issue 17 §2: job.submit during the drain >= 50% of idle
@@ -94,20 +101,28 @@ class Phase:
         return self._run(get_bodies(self.work / "get.jsonl", job_id), duration=seconds)
 
 
-async def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
-    with Container(CHECKOUT, log_path=Path("/tmp/automd-bench-nspawn.log")) as c:
-        try:
-            return await _measure(args, work, c)
-        except BaseException:
-            for which in (["-u", "automd.service", "-n", "40"], ["-p", "warning", "-n", "40"]):
-                journal = c.run(["journalctl", "--no-pager", *which], check=False)
-                print(journal.stdout.decode(errors="replace"), flush=True)
-            raise
+async def measure_on(c: Container, args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    """The run on machine `c` (the test container, or the VM itself); automd's journal and
+    every warning printed if it fails."""
+    try:
+        return await _measure(args, work, c)
+    except BaseException:
+        for which in (["-u", "automd.service", "-n", "40"], ["-p", "warning", "-n", "40"]):
+            journal = c.run(["journalctl", "--no-pager", *which], check=False)
+            print(journal.stdout.decode(errors="replace"), flush=True)
+        raise
 
 
 async def _measure(args: argparse.Namespace, work: Path, c: Container) -> dict[str, Any]:
     load = Load(gobuild.build("loadgen"), CLIENTS, args.seconds, 1.0, cpu=None)
     install_automd(c)
+    if args.jobs_cpu_weight:
+        c.write_file(f"/etc/systemd/system/{JOBS_SLICE}.d/bench.conf",
+                     f"[Slice]\nCPUWeight={args.jobs_cpu_weight}\n")  # fmt: skip
+    if args.automd_cpu_weight:
+        c.write_file("/etc/systemd/system/automd.service.d/bench.conf",
+                     f"[Service]\nCPUWeight={args.automd_cpu_weight}\n")  # fmt: skip
+    c.run(["systemctl", "daemon-reload"])
     (c.root / JOBS_DIR.lstrip("/") / f"{HOLD}.toml").write_text(_HOLD_DEFINITION)
     burst = f"bench-{args.profile}"
     write_definitions(c, [args.profile])  # restarts automd: both definitions are loaded
@@ -135,8 +150,43 @@ async def _measure(args: argparse.Namespace, work: Path, c: Container) -> dict[s
     assert not await jobs_in(conn, ["failed", "unknown"], 1), "a job of the burst failed"
     await conn.close()
     total = args.jobs + args.probe_submits
+    weights = {unit: c.show(unit, "CPUWeight")["CPUWeight"]
+               for unit in (JOBS_SLICE, "automd.service")}  # fmt: skip
     return {"profile": args.profile, "jobs": args.jobs, "clients": CLIENTS, "idle": idle,
-            "draining": draining, "drained_per_s": round(total / drained_s, 1)}  # fmt: skip
+            "draining": draining, "drained_per_s": round(total / drained_s, 1),
+            "cpu_weights": weights}  # fmt: skip
+
+
+def in_vm(args: argparse.Namespace) -> dict[str, Any]:
+    """The same run inside the VM tier's Debian 12 VM (tests/vm; qemu TCG), whose kernel
+    enforces cgroup v2 weights: automd-jobs.slice's CPUWeight= then counts, as on a host."""
+    gobuild.build("loadgen")  # here: the VM reads the checkout, and has no Go
+    share = Path(tempfile.mkdtemp(prefix="automd-bench-vm-", dir="/var/tmp"))
+    image = cached_image(share / "build.log")
+    inside = [".venv/bin/python", "-m", "bench.busy_api", "--in-this-machine", "/ci/result.json",
+              "--jobs", str(args.jobs), "--probe-submits", str(args.probe_submits),
+              "--seconds", str(args.seconds), "--profile", args.profile,
+              "--jobs-cpu-weight", str(args.jobs_cpu_weight),
+              "--automd-cpu-weight", str(args.automd_cpu_weight)]  # fmt: skip
+    run = boot_and_run(image, share, shlex.join(inside))
+    result_file = share / "result.json"
+    if not result_file.exists():
+        raise SystemExit(f"the VM left no result (exit status {run.status}):\n{run.output()}")
+    result: dict[str, Any] = json.loads(result_file.read_text())
+    shutil.rmtree(share)
+    return {**result, "where": "VM (qemu TCG, cgroup v2)"}
+
+
+async def in_this_machine(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    machine = ThisMachine(CHECKOUT)
+    result = await measure_on(machine, args, work)
+    args.in_this_machine.write_text(json.dumps(result))
+    return result
+
+
+async def in_container(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    with Container(CHECKOUT, log_path=Path("/tmp/automd-bench-nspawn.log")) as c:
+        return {**await measure_on(c, args, work), "where": "test container (cgroup v1, host's)"}
 
 
 def verdicts(result: dict[str, Any]) -> list[str]:
@@ -160,9 +210,22 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=5.0, help="job.get load, measured")
     parser.add_argument("--profile", default="minimal",
                         help="the burst's sandbox profile")  # fmt: skip
+    parser.add_argument("--vm", action="store_true",
+                        help="in the VM of tests/vm (cgroup v2 enforced)")  # fmt: skip
+    parser.add_argument("--jobs-cpu-weight", type=int, default=0,
+                        help="CPUWeight= of automd-jobs.slice (default: as shipped)")  # fmt: skip
+    parser.add_argument("--automd-cpu-weight", type=int, default=0,
+                        help="CPUWeight= of automd.service (default: as shipped)")  # fmt: skip
+    parser.add_argument("--in-this-machine", type=Path, help=argparse.SUPPRESS)  # the VM's side
+    args = parser.parse_args()
     work = Path("/tmp/automd-bench-busy-api")
     work.mkdir(exist_ok=True)
-    result = asyncio.run(measure(parser.parse_args(), work))
+    if args.vm:
+        result = in_vm(args)
+    elif args.in_this_machine:
+        result = asyncio.run(in_this_machine(args, work))
+    else:
+        result = asyncio.run(in_container(args, work))
     print(json.dumps(result, indent=2))
     print("\n".join(verdicts(result)))
     return 0

@@ -59,6 +59,10 @@ RSS_GROWTH_MIB = 20.0
 class ThisMachine(Container):
     """install_automd()'s Container, for the machine it runs on: commands run directly."""
 
+    def __init__(self, checkout: Path) -> None:
+        super().__init__(checkout)
+        self._pid1 = 1  # this machine's own: `root` is /proc/1/root, that is /
+
     def _inside(
         self, cmd: Sequence[str], user: str | None, env: Mapping[str, str] | None
     ) -> tuple[list[str], dict[str, str]]:
