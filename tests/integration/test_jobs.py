@@ -112,6 +112,10 @@ async def test_a_job_runs_as_a_configured_transient_unit(
     assert (props["DynamicUser"], props["NoNewPrivileges"]) == ("yes", "yes")
     assert (props["ProtectSystem"], props["ProtectHome"]) == ("strict", "tmpfs")
     assert (props["PrivateTmp"], props["PrivateDevices"]) == ("yes", "yes")
+    # Under CPU contention the API outranks its jobs and its fellow services (docs/systemd.md,
+    # "CPU priority"; enforced on a cgroup v2 host, only read back here).
+    assert api.show("automd-jobs.slice", "CPUWeight")["CPUWeight"] == "50"
+    assert api.show("automd.service", "CPUWeight")["CPUWeight"] == "400"
 
     gate.open()
     done = await api.wait(job["id"], "succeeded", "failed")
